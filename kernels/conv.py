@@ -1,0 +1,155 @@
+"""Integer 2-D convolution (SPEC.md clause 7.1).
+
+Layout: activations are channels-last, ``x[y, x, c]``; weights are
+``w[cout, ky, kx, cin]``.  Stride 1, zero padding ``k // 2`` on each side,
+odd ``k``.
+
+Definition, for every output position (y, x) and output channel c::
+
+    acc  = b[c] + sum_{ky, kx, ci} w[c, ky, kx, ci] * xpad[y + ky, x + kx, ci]
+    r    = shift[c]                                   (0 <= r <= 31)
+    out  = clamp((acc + (2^(r-1) if r > 0 else 0)) >> r, lo, hi)
+
+``>>`` is the arithmetic shift, so the rounding is half up (toward +inf on
+ties).  Requires (the no-overflow bound, checked when a model is loaded by
+:func:`accumulator_bound`)::
+
+    sum |w[c]| * max|x| + |b[c]| + 2^(r-1) <= 2^31 - 1
+
+so that ``acc`` and ``acc + rounding`` fit int32 and every backend, whatever
+its summation order, gets the same exact integer.
+
+Bit widths: x int16; w int16 (W16 mode) or int8 (W8 mode); b int32;
+products fit int32 (|w*x| <= 2^30); acc fits int32 (by the bound);
+out int16 within [lo, hi] (``lo = 0`` fuses a ReLU).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from .config import INT16_MAX, INT16_MIN, NJIT, NJIT_PARALLEL, check_backend
+
+
+def _check_args(x, w, b, shift, lo, hi):
+    from refcodec.errors import RefcodecError
+    if x.ndim != 3 or w.ndim != 4 or x.dtype != np.int16:
+        raise RefcodecError(f"conv2d: x must be int16 (H, W, Cin), got {x.dtype} {x.shape}")
+    cout, k, k2, cin = w.shape
+    if k != k2 or k % 2 != 1 or cin != x.shape[2]:
+        raise RefcodecError(f"conv2d: weight shape {w.shape} does not fit input {x.shape}")
+    if w.dtype not in (np.int16, np.int8):
+        raise RefcodecError(f"conv2d: weights must be int16 or int8, got {w.dtype}")
+    if b.shape != (cout,) or b.dtype != np.int32 or shift.shape != (cout,) or shift.dtype != np.int32:
+        raise RefcodecError("conv2d: bias and shift must be int32 arrays of length Cout")
+    if shift.size and (shift.min() < 0 or shift.max() > 31):
+        raise RefcodecError("conv2d: shifts must lie in [0, 31]")
+    if not (INT16_MIN <= lo <= hi <= INT16_MAX):
+        raise RefcodecError(f"conv2d: clamp bounds [{lo}, {hi}] outside int16")
+
+
+def accumulator_bound(w, b, shift, in_max):
+    """Largest possible |acc| + rounding offset for each output channel.
+
+    ``in_max`` is the largest |x| the layer can receive (32768 for int16).
+    Returned as Python ints (exact); the layer is safe when every value is
+    at most 2^31 - 1.
+    """
+    w64 = np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(axis=1)
+    out = []
+    for c in range(w.shape[0]):
+        r = int(shift[c])
+        out.append(int(w64[c]) * int(in_max) + abs(int(b[c])) + ((1 << (r - 1)) if r > 0 else 0))
+    return out
+
+
+# --------------------------------------------------------------------------
+# numpy: the oracle.  Exact int64 arithmetic, written to be read.
+# --------------------------------------------------------------------------
+
+def requantize_numpy(acc, shift, lo, hi):
+    """Round-half-up right shift by ``shift[c]`` then clamp to [lo, hi]; acc int64 (..., C)."""
+    r = shift.astype(np.int64)
+    rounding = np.where(r > 0, np.left_shift(np.int64(1), np.maximum(r - 1, 0)), 0)
+    return np.clip((acc + rounding) >> r, lo, hi).astype(np.int16)
+
+
+def conv2d_numpy(x, w, b, shift, lo=INT16_MIN, hi=INT16_MAX):
+    h, wd, cin = x.shape
+    cout, k, _, _ = w.shape
+    p = k // 2
+    xp = np.pad(x.astype(np.int64), ((p, p), (p, p), (0, 0)))
+    acc = np.zeros((h, wd, cout), np.int64) + b.astype(np.int64)
+    w64 = w.astype(np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            patch = xp[ky:ky + h, kx:kx + wd, :]                 # (h, wd, cin)
+            acc += patch @ w64[:, ky, kx, :].T                   # (h, wd, cout)
+    return requantize_numpy(acc, shift, lo, hi)
+
+
+# --------------------------------------------------------------------------
+# numba CPU.  Each output row is one prange task: its k x k x Cin patches are
+# gathered into a contiguous int16 matrix P (im2col of one row), so every
+# output value is one long int16 dot product, which LLVM turns into AVX2
+# vpmaddwd (16 int16 multiply-adds into int32 per instruction).
+# --------------------------------------------------------------------------
+
+@njit(**NJIT)
+def _im2col_row(x, y, k, P):
+    h, wd, cin = x.shape
+    p = k // 2
+    for xo in range(wd):
+        j = 0
+        for ky in range(k):
+            yy = y + ky - p
+            for kx in range(k):
+                xx = xo + kx - p
+                if 0 <= yy < h and 0 <= xx < wd:
+                    for ci in range(cin):
+                        P[xo, j + ci] = x[yy, xx, ci]
+                else:
+                    for ci in range(cin):
+                        P[xo, j + ci] = 0
+                j += cin
+
+
+@njit(**NJIT_PARALLEL)
+def _conv2d_cpu(x, w2, b, shift, k, lo, hi, out):
+    h, wd, cin = x.shape
+    cout, kk = w2.shape
+    for y in prange(h):
+        P = np.empty((wd, kk), np.int16)
+        _im2col_row(x, y, k, P)
+        for xo in range(wd):
+            for co in range(cout):
+                acc = np.int32(b[co])
+                for i in range(kk):
+                    acc += np.int32(P[xo, i]) * np.int32(w2[co, i])
+                r = shift[co]
+                if r > 0:
+                    acc = (acc + (np.int32(1) << (r - 1))) >> r
+                if acc < lo:
+                    acc = lo
+                elif acc > hi:
+                    acc = hi
+                out[y, xo, co] = np.int16(acc)
+
+
+def conv2d_cpu(x, w, b, shift, lo=INT16_MIN, hi=INT16_MAX):
+    cout, k = w.shape[0], w.shape[1]
+    out = np.empty((x.shape[0], x.shape[1], cout), np.int16)
+    w2 = np.ascontiguousarray(w.reshape(cout, -1))
+    _conv2d_cpu(np.ascontiguousarray(x), w2, b, shift, np.int32(k), np.int32(lo), np.int32(hi), out)
+    return out
+
+
+def conv2d(x, w, b, shift, lo=INT16_MIN, hi=INT16_MAX, backend="cpu"):
+    """Integer convolution on the chosen backend; see the module docstring."""
+    check_backend(backend)
+    _check_args(x, w, b, shift, lo, hi)
+    if backend == "numpy":
+        return conv2d_numpy(x, w, b, shift, lo, hi)
+    if backend == "cpu":
+        return conv2d_cpu(x, w, b, shift, lo, hi)
+    from .cuda import conv as cuda_conv
+    return cuda_conv.conv2d_cuda(x, w, b, shift, lo, hi)

@@ -1,0 +1,23 @@
+"""numba.cuda twins of the CPU kernels.
+
+Importing this package needs ``numba.cuda`` with a GPU, or the CUDA simulator
+(``NUMBA_ENABLE_CUDASIM=1``).  :func:`require_cuda` turns a missing GPU into a
+:class:`refcodec.errors.BackendError` with a clear message.
+"""
+
+from numba import cuda
+
+
+def require_cuda():
+    from refcodec.errors import BackendError
+    try:
+        ok = cuda.is_available()
+    except Exception as exc:  # driver missing or broken
+        raise BackendError(f"backend 'cuda' unavailable: {exc}") from None
+    if not ok:
+        raise BackendError("backend 'cuda' unavailable: no CUDA GPU found "
+                           "(set NUMBA_ENABLE_CUDASIM=1 to use the simulator)")
+
+
+def grid_2d(h, w, block=(8, 16)):
+    return ((h + block[0] - 1) // block[0], (w + block[1] - 1) // block[1]), block

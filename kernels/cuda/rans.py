@@ -1,0 +1,79 @@
+"""CUDA driver of the rANS coder of kernels/rans.py: one thread per substream.
+
+The per-substream bodies ``_encode_one`` / ``_decode_one`` are the very
+Python functions the CPU backend compiles with ``@njit``: here the same code
+objects are compiled as CUDA device functions, with their helper calls
+(``_put``, ``_get_bits``) bound to the device versions.  The two backends
+therefore cannot drift apart.
+"""
+
+import types
+
+import numpy as np
+from numba import cuda
+
+from .. import rans
+from ..config import CUDA_JIT
+from . import require_cuda
+
+
+def _device(dispatcher, **helpers):
+    """Compile the Python body of an ``@njit`` function as a CUDA device
+    function, with the globals named in ``helpers`` replaced."""
+    py = dispatcher.py_func
+    g = dict(py.__globals__)
+    g.update(helpers)
+    fn = types.FunctionType(py.__code__, g, py.__name__, py.__defaults__, py.__closure__)
+    return cuda.jit(device=True, **CUDA_JIT)(fn)
+
+
+_put = _device(rans._put)
+_get_bits = _device(rans._get_bits)
+_encode_one = _device(rans._encode_one, _put=_put)
+_decode_one = _device(rans._decode_one, _get_bits=_get_bits)
+
+
+@cuda.jit(**CUDA_JIT)
+def _encode_kernel(values, rows, starts, cdf, cdf_len, offset, buf, region, first):
+    s = cuda.grid(1)
+    if s < starts.size - 1:
+        _encode_one(s, values, rows, starts, cdf, cdf_len, offset, buf, region, first)
+
+
+@cuda.jit(**CUDA_JIT)
+def _decode_kernel(w, wstart, starts, rows, cdf, cdf_len, offset, values, status):
+    s = cuda.grid(1)
+    if s < starts.size - 1:
+        _decode_one(s, w, wstart, starts, rows, cdf, cdf_len, offset, values, status)
+
+
+def _launch(n):
+    threads = 32
+    return (max(1, (n + threads - 1) // threads),), (threads,)
+
+
+def encode_cuda(values, rows, starts, cdf, cdf_len, offset, region):
+    require_cuda()
+    S = starts.size - 1
+    buf = cuda.device_array(max(1, int(region[-1])), np.uint16)
+    first = cuda.device_array(S, np.int64)
+    grid, block = _launch(S)
+    _encode_kernel[grid, block](cuda.to_device(values), cuda.to_device(rows), cuda.to_device(starts),
+                                cuda.to_device(cdf), cuda.to_device(cdf_len), cuda.to_device(offset),
+                                buf, cuda.to_device(region), first)
+    host = buf.copy_to_host()
+    first = first.copy_to_host()
+    return [host[first[s]:region[s + 1]].astype("<u2").tobytes() for s in range(S)]
+
+
+def decode_cuda(w, wstart, starts, rows, cdf, cdf_len, offset):
+    require_cuda()
+    S = starts.size - 1
+    values = cuda.to_device(np.zeros(max(1, int(starts[-1])), np.int32))
+    status = cuda.to_device(np.zeros(S, np.int32))
+    wd = cuda.to_device(w if w.size else np.zeros(1, np.uint16))
+    grid, block = _launch(S)
+    _decode_kernel[grid, block](wd, cuda.to_device(wstart), cuda.to_device(starts), cuda.to_device(rows),
+                                cuda.to_device(cdf), cuda.to_device(cdf_len), cuda.to_device(offset),
+                                values, status)
+    return values.copy_to_host()[:int(starts[-1])], status.copy_to_host()

@@ -1,0 +1,143 @@
+"""The refcodec network architecture, described once as data.
+
+Both the numpy runtime (``refcodec.model``) and the PyTorch trainer
+(``refcodec.train``) build their networks from :data:`ARCH`, so the two can
+never disagree about layer order, shapes or padding.
+
+Dataflow (mean-scale hyperprior, Minnen et al. 2018, with a gain unit)::
+
+    x (RGB) -> YCbCr --g_a--> y --h_a--> z --Q--> z_hat
+                                                   |
+                                  h_s (integer) <--+
+                                    |
+                                 mu, s (sigma index, fixed point)
+    q = round((y - mu) * gain(beta))          coded with N(0, sigma(s) * gain)
+    y_hat = mu + q / gain(beta)
+    y_hat --g_s (integer)--> YCbCr --integer colour transform--> RGB (8 bit)
+
+``g_a`` and ``h_a`` are float and run only in the encoder.  ``h_s`` and
+``g_s`` use only operations with an exact integer form: stride-1 zero-padded
+convolution, depth-to-space (sub-pixel upsampling), ReLU and the simplified
+inverse GDN ``x * (beta + gamma @ |x|)``.
+
+A layer is a tuple whose first item names the operation:
+
+=====================================  ==========================================
+``("conv", cin, cout, k, stride)``     2-D convolution, zero padding ``k // 2``
+``("gdn", ch)``                        GDN (encoder only, float)
+``("igdn", ch)``                       simplified inverse GDN, ``x*(b + G|x|)``
+``("d2s", r)``                         depth-to-space, PyTorch ``PixelShuffle``
+                                       channel order
+``("relu",)``                          ReLU
+=====================================  ==========================================
+"""
+
+import math
+
+#: Version of the architecture description; part of every model file.
+ARCH_VERSION = 1
+
+
+def make_arch(N=96, M=128, Z=64, NH=96, K=5):
+    """Return the architecture description for channel widths N, M, Z, NH.
+
+    N  -- feature channels of g_a / g_s
+    M  -- channels of the latent y
+    Z  -- channels of the hyper-latent z
+    NH -- feature channels of h_s
+    K  -- number of trained rate points (gain vectors) spanned by beta
+    """
+    g_a = [
+        ("conv", 3, N, 5, 2), ("gdn", N),
+        ("conv", N, N, 5, 2), ("gdn", N),
+        ("conv", N, N, 5, 2), ("gdn", N),
+        ("conv", N, M, 5, 2),
+    ]
+    h_a = [
+        ("conv", M, NH, 3, 1), ("relu",),
+        ("conv", NH, NH, 5, 2), ("relu",),
+        ("conv", NH, Z, 5, 2),
+    ]
+    # h_s outputs 2M channels: M means (mu) then M sigma indices (s).
+    h_s = [
+        ("conv", Z, 4 * NH, 3, 1), ("d2s", 2), ("relu",),
+        ("conv", NH, 4 * NH, 3, 1), ("d2s", 2), ("relu",),
+        ("conv", NH, 2 * M, 3, 1),
+    ]
+    g_s = [
+        ("conv", M, 4 * N, 3, 1), ("d2s", 2), ("igdn", N),
+        ("conv", N, 4 * N, 3, 1), ("d2s", 2), ("igdn", N),
+        ("conv", N, 4 * N, 3, 1), ("d2s", 2), ("igdn", N),
+        ("conv", N, 4 * 3, 3, 1), ("d2s", 2),
+    ]
+    return {
+        "version": ARCH_VERSION,
+        "N": N, "M": M, "Z": Z, "NH": NH, "K": K,
+        "g_a": g_a, "h_a": h_a, "h_s": h_s, "g_s": g_s,
+        # Entropy model of y: a discretized Gaussian whose sigma is read
+        # from a log-uniform table, sigma_k = SIGMA_MIN * 2**(k / SIGMA_PER_OCTAVE).
+        "sigma_min": SIGMA_MIN,
+        "sigma_per_octave": SIGMA_PER_OCTAVE,
+        "sigma_levels": SIGMA_LEVELS,
+        # Rate points: lambda_k log-spaced between LAMBDA_MIN and LAMBDA_MAX.
+        "lambdas": [LAMBDA_MIN * (LAMBDA_MAX / LAMBDA_MIN) ** (k / (K - 1)) for k in range(K)],
+    }
+
+
+#: Smallest tabulated sigma of the y entropy model.
+SIGMA_MIN = 0.11
+#: Sigma table resolution: 8 levels per octave, so a quality-map step of
+#: 2^(1/4) is exactly 2 table levels.
+SIGMA_PER_OCTAVE = 8
+#: Number of sigma levels; the largest is 0.11 * 2**(79/8) ~ 103.
+SIGMA_LEVELS = 80
+#: Distortion weights (MSE on RGB in [0, 255] scaled as in CompressAI, i.e.
+#: loss = R + lambda * 255**2 * MSE(x in [0, 1])) at beta = 0 and beta = 1.
+LAMBDA_MIN = 0.0006
+LAMBDA_MAX = 0.13
+
+#: BT.709 RGB -> YCbCr (full range, float).  Rows Y, Cb, Cr.
+KR, KB = 0.2126, 0.0722
+KG = 1.0 - KR - KB
+RGB_TO_YCBCR = [
+    [KR, KG, KB],
+    [-KR / (2 * (1 - KB)), -KG / (2 * (1 - KB)), 0.5],
+    [0.5, -KG / (2 * (1 - KR)), -KB / (2 * (1 - KR))],
+]
+YCBCR_TO_RGB = [
+    [1.0, 0.0, 2 * (1 - KR)],
+    [1.0, -2 * KB * (1 - KB) / KG, -2 * KR * (1 - KR) / KG],
+    [1.0, 2 * (1 - KB), 0.0],
+]
+
+#: Default architecture of the shipped model.
+ARCH = make_arch()
+
+
+def sigma_of_index(s):
+    """Float sigma for a (possibly fractional) sigma index s."""
+    return SIGMA_MIN * 2.0 ** (s / SIGMA_PER_OCTAVE)
+
+
+def index_of_sigma(sigma):
+    """Inverse of :func:`sigma_of_index`."""
+    return SIGMA_PER_OCTAVE * math.log2(sigma / SIGMA_MIN)
+
+
+def layer_macs(layers, h, w):
+    """Multiply-accumulates per output of ``layers`` applied at input size h x w.
+
+    Returns (total MACs, output height, output width).
+    """
+    total = 0
+    for layer in layers:
+        op = layer[0]
+        if op == "conv":
+            _, cin, cout, k, stride = layer
+            h, w = -(-h // stride), -(-w // stride)
+            total += cin * cout * k * k * h * w
+        elif op == "d2s":
+            h, w = h * layer[1], w * layer[1]
+        elif op in ("gdn", "igdn"):
+            total += layer[1] * layer[1] * h * w
+    return total, h, w

@@ -1,0 +1,237 @@
+"""Train the refcodec model: ``python -m refcodec.train``.
+
+Variable-rate training of the mean-scale hyperprior of :mod:`refcodec.arch`:
+every crop in a batch draws its own rate parameter beta ~ U[0, 1], which picks
+both its gain vector (interpolated in the log domain between the K trained
+rate points) and its distortion weight lambda(beta), log-interpolated between
+LAMBDA_MIN and LAMBDA_MAX.
+
+The run is resumable: ``RUN/last.pt`` is written every ``--ckpt-every``
+iterations and read back at start.  ``RUN/train.log`` holds one line per
+``--log-every`` iterations and one per Kodak evaluation; whenever the Kodak
+score improves, the float weights are exported to ``RUN/best.npz`` (the file
+``--init`` accepts, and the file committed as ``refcodec/models/*-float.npz``).
+
+Example (background, 2 CPU threads)::
+
+    nohup python -m refcodec.train --run runs/hp1 > runs/hp1.out 2>&1 &
+"""
+
+import argparse
+import glob
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .. import arch as A
+from .nets import HyperpriorTorch
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
+
+
+def load_images(root, max_images=None, min_side=128):
+    files = sorted(glob.glob(os.path.join(root, "**", "*.png"), recursive=True)
+                   + glob.glob(os.path.join(root, "**", "*.jpg"), recursive=True)
+                   + glob.glob(os.path.join(root, "**", "*.npy"), recursive=True))
+    if max_images:
+        files = files[:max_images]
+    images = []
+    for f in files:
+        if f.endswith(".npy"):
+            im = np.load(f)
+        else:
+            im = np.asarray(Image.open(f).convert("RGB"))
+        if min(im.shape[:2]) >= min_side:
+            images.append(np.ascontiguousarray(im))
+    return images
+
+
+def random_batch(images, rng, batch, crop):
+    out = np.empty((batch, crop, crop, 3), np.uint8)
+    for i in range(batch):
+        im = images[rng.integers(len(images))]
+        h, w = im.shape[:2]
+        y0 = rng.integers(h - crop + 1)
+        x0 = rng.integers(w - crop + 1)
+        c = im[y0:y0 + crop, x0:x0 + crop]
+        if rng.random() < 0.5:
+            c = c[:, ::-1]
+        if rng.random() < 0.5:
+            c = c[::-1]
+        out[i] = c
+    x = torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)
+    return x
+
+
+@torch.no_grad()
+def evaluate(model, images, betas, device):
+    """Kodak-style RD at each beta: mean bpp (estimated from the likelihoods,
+    hard rounding) and mean PSNR on 8-bit RGB."""
+    model.eval()
+    rows = []
+    for beta in betas:
+        bpps, psnrs, losses = [], [], []
+        for im in images:
+            x = torch.from_numpy(im.copy()).permute(2, 0, 1)[None].float().div(255.0).to(device)
+            b = torch.tensor([beta], device=device)
+            x_hat, by, bz = model(x, b, noise=False)
+            npx = im.shape[0] * im.shape[1]
+            bpp = float((by + bz).sum()) / npx
+            x8 = torch.round(x_hat.clamp(0, 1) * 255)
+            mse = float(((x8 - x * 255) ** 2).mean())
+            bpps.append(bpp)
+            psnrs.append(10 * math.log10(255 ** 2 / max(mse, 1e-10)))
+            losses.append(bpp + model.lam(beta) * mse)
+        rows.append((beta, float(np.mean(bpps)), float(np.mean(psnrs)), float(np.mean(losses))))
+    model.train()
+    return rows
+
+
+def export_float(model, path, step, score):
+    """Write every parameter as float32 into an .npz with the architecture."""
+    arrays = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()
+              if not k.startswith(("rgb_to", "ycbcr_to"))}
+    meta = {"arch": model.arch, "step": step, "kodak_score": score}
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    os.replace(tmp, path)
+
+
+def load_float(model, path):
+    data = np.load(path)
+    meta = json.loads(bytes(data["__meta__"]).decode())
+    sd = {k: torch.from_numpy(data[k]) for k in data.files if k != "__meta__"}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [m for m in missing if not m.startswith(("rgb_to", "ycbcr_to"))]
+    if missing or unexpected:
+        raise SystemExit(f"{path}: missing {missing}, unexpected {unexpected}")
+    return meta
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m refcodec.train", description=__doc__.split("\n")[0])
+    p.add_argument("--run", default="runs/hp1", help="run folder (checkpoints, log, exports)")
+    p.add_argument("--data", default=os.path.join(SHARED, "train"))
+    p.add_argument("--kodak", default=os.path.join(SHARED, "kodak"))
+    p.add_argument("--arch", default="64,128,64,64", help="N,M,Z,NH")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--iters", type=int, default=10 ** 9, help="stop after this many iterations")
+    p.add_argument("--hours", type=float, default=1e9, help="stop after this wall time")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--ckpt-every", type=int, default=250)
+    p.add_argument("--eval-every", type=int, default=2000)
+    p.add_argument("--eval-images", type=int, default=8, help="Kodak images used by the periodic evaluation")
+    p.add_argument("--init", default=None, help="start from exported float weights (.npz)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.run, exist_ok=True)
+    log = open(os.path.join(args.run, "train.log"), "a", buffering=1)
+
+    def say(msg):
+        line = time.strftime("%Y-%m-%d %H:%M:%S ") + msg
+        print(line, flush=True)
+        log.write(line + "\n")
+
+    N, M, Z, NH = (int(v) for v in args.arch.split(","))
+    arch = A.make_arch(N=N, M=M, Z=Z, NH=NH)
+    device = torch.device(args.device)
+    model = HyperpriorTorch(arch).to(device)
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    step, best = 0, float("inf")
+    ckpt = os.path.join(args.run, "last.pt")
+    if os.path.exists(ckpt):
+        state = torch.load(ckpt, map_location=device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, best = state["step"], state["best"]
+        say(f"resumed {ckpt} at step {step} (best {best:.4f})")
+    elif args.init:
+        meta = load_float(model, args.init)
+        step = meta.get("step", 0)
+        say(f"initialised from {args.init} (step {step})")
+    for g in opt.param_groups:
+        g["lr"] = args.lr
+
+    rng = np.random.default_rng(args.seed + step)
+    torch.manual_seed(args.seed + step)
+    t0 = time.time()
+    images = load_images(args.data, min_side=args.crop)
+    say(f"{len(images)} training images loaded in {time.time() - t0:.1f}s; arch N={N} M={M} Z={Z} NH={NH}; "
+        f"{sum(p.numel() for p in model.parameters())} parameters; batch {args.batch}x{args.crop}^2, lr {args.lr}, "
+        f"device {device}")
+    kodak = []
+    if os.path.isdir(args.kodak):
+        files = sorted(glob.glob(os.path.join(args.kodak, "*.png")))
+        kodak = [np.asarray(Image.open(f).convert("RGB")) for f in files[::max(1, len(files) // args.eval_images)]]
+        kodak = kodak[:args.eval_images]
+    eval_betas = [0.0, 0.25, 0.5, 0.75, 1.0]
+
+    def save():
+        tmp = ckpt + ".tmp"
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
+                    "arch": arch}, tmp)
+        os.replace(tmp, ckpt)
+
+    start = time.time()
+    acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
+    t_last = time.time()
+    while step < args.iters and (time.time() - start) < args.hours * 3600:
+        x = random_batch(images, rng, args.batch, args.crop).to(device)
+        if device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        beta = torch.rand(args.batch, device=device)
+        x_hat, bits_y, bits_z = model(x, beta)
+        npx = x.shape[2] * x.shape[3]
+        bpp = (bits_y + bits_z) / npx
+        mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
+        loss = (bpp + model.lam(beta) * 255 ** 2 * mse).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        acc["loss"] += float(loss.detach())
+        acc["bpp"] += float(bpp.mean())
+        acc["psnr"] += float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean())
+        acc["n"] += 1
+        if step % args.log_every == 0:
+            n = acc["n"]
+            dt = (time.time() - t_last) / n
+            say(f"step {step} loss {acc['loss'] / n:.4f} bpp {acc['bpp'] / n:.4f} psnr {acc['psnr'] / n:.2f} "
+                f"({dt:.3f} s/it)")
+            acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
+            t_last = time.time()
+        if step % args.ckpt_every == 0:
+            save()
+        if kodak and step % args.eval_every == 0:
+            rows = evaluate(model, kodak, eval_betas, device)
+            score = float(np.mean([r[3] for r in rows]))
+            say(f"kodak step {step} score {score:.4f} " + " ".join(
+                f"[beta {b:.2f}: {bpp:.3f} bpp {ps:.2f} dB]" for b, bpp, ps, _ in rows))
+            if score < best:
+                best = score
+                export_float(model, os.path.join(args.run, "best.npz"), step, score)
+                say(f"exported best.npz at step {step}")
+            save()
+            t_last = time.time()
+    save()
+    export_float(model, os.path.join(args.run, "last.npz"), step, best)
+    say(f"stopped at step {step}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""PyTorch networks built from :data:`refcodec.arch.ARCH` (training only).
+
+Nothing at decode time imports this module: PyTorch is the optional
+``train`` extra.  The layer names produced here (``g_s.0.weight`` ...) are the
+names the model file uses.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import arch as A
+
+
+class GDN(nn.Module):
+    """Generalized divisive normalization (Balle et al.), float, encoder only.
+
+    y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)
+    """
+
+    def __init__(self, ch):
+        super().__init__()
+        self.beta_p = nn.Parameter(torch.ones(ch))
+        self.gamma_p = nn.Parameter(math.sqrt(0.1) * torch.eye(ch))
+
+    def forward(self, x):
+        beta = self.beta_p ** 2 + 1e-6
+        gamma = self.gamma_p ** 2
+        norm = F.conv2d(x * x, gamma[:, :, None, None], beta)
+        return x * torch.rsqrt(norm)
+
+
+class IGDN(nn.Module):
+    """Simplified inverse GDN (Johnston et al. 2019): y_i = x_i (beta_i + sum_j gamma_ij |x_j|).
+
+    beta > 0 and gamma >= 0, so the factor is positive; its integer form is a
+    1x1 integer convolution on |x| followed by an elementwise multiply.
+    """
+
+    def __init__(self, ch):
+        super().__init__()
+        self.beta_p = nn.Parameter(torch.ones(ch))
+        self.gamma_p = nn.Parameter(math.sqrt(0.1) * torch.eye(ch))
+
+    def params(self):
+        return self.beta_p ** 2 + 1e-6, self.gamma_p ** 2
+
+    def forward(self, x):
+        beta, gamma = self.params()
+        return x * F.conv2d(x.abs(), gamma[:, :, None, None], beta)
+
+
+def build(layers):
+    mods = []
+    for layer in layers:
+        op = layer[0]
+        if op == "conv":
+            _, cin, cout, k, stride = layer
+            mods.append(nn.Conv2d(cin, cout, k, stride, padding=k // 2))
+        elif op == "gdn":
+            mods.append(GDN(layer[1]))
+        elif op == "igdn":
+            mods.append(IGDN(layer[1]))
+        elif op == "d2s":
+            mods.append(nn.PixelShuffle(layer[1]))
+        elif op == "relu":
+            mods.append(nn.ReLU())
+        else:
+            raise ValueError(f"unknown layer op {op!r}")
+    return nn.Sequential(*mods)
+
+
+class FactorizedPrior(nn.Module):
+    """Per-channel learned density for z (Balle et al. 2018, 'entropy bottleneck').
+
+    c(x) = sigmoid(f(x)) is a monotone CDF built from small per-channel
+    matrices; the likelihood of an integer is c(x + 1/2) - c(x - 1/2).
+    """
+
+    def __init__(self, channels, filters=(3, 3, 3), init_scale=10.0):
+        super().__init__()
+        dims = (1,) + tuple(filters) + (1,)
+        scale = init_scale ** (1 / (len(filters) + 1))
+        self.mats = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.factors = nn.ParameterList()
+        for i in range(len(filters) + 1):
+            init = math.log(math.expm1(1 / scale / dims[i + 1]))
+            self.mats.append(nn.Parameter(torch.full((channels, dims[i + 1], dims[i]), init)))
+            self.biases.append(nn.Parameter(torch.rand(channels, dims[i + 1], 1) - 0.5))
+            if i < len(filters):
+                self.factors.append(nn.Parameter(torch.zeros(channels, dims[i + 1], 1)))
+
+    def logits_cdf(self, x):
+        # x: (C, 1, L) -> (C, 1, L)
+        for i, mat in enumerate(self.mats):
+            x = torch.matmul(F.softplus(mat), x) + self.biases[i]
+            if i < len(self.factors):
+                x = x + torch.tanh(self.factors[i]) * torch.tanh(x)
+        return x
+
+    def likelihood(self, z):
+        # z: (B, C, H, W)
+        c = z.shape[1]
+        v = z.permute(1, 0, 2, 3).reshape(c, 1, -1)
+        lower = self.logits_cdf(v - 0.5)
+        upper = self.logits_cdf(v + 0.5)
+        sign = -torch.sign(lower + upper).detach()
+        lik = torch.abs(torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower))
+        return lik.reshape(c, z.shape[0], *z.shape[2:]).permute(1, 0, 2, 3)
+
+
+def ste_round(x):
+    return x + (torch.round(x) - x).detach()
+
+
+def gaussian_likelihood(v, sigma):
+    """P(V in [v - 1/2, v + 1/2]) for V ~ N(0, sigma^2), computed on the lower tail."""
+    v = v.abs()
+    upper = 0.5 * torch.erfc((v - 0.5) / (sigma * math.sqrt(2)))
+    lower = 0.5 * torch.erfc((v + 0.5) / (sigma * math.sqrt(2)))
+    return upper - lower
+
+
+class HyperpriorTorch(nn.Module):
+    """Mean-scale hyperprior with a gain unit, for training."""
+
+    def __init__(self, arch):
+        super().__init__()
+        self.arch = arch
+        self.g_a = build(arch["g_a"])
+        self.h_a = build(arch["h_a"])
+        self.h_s = build(arch["h_s"])
+        self.g_s = build(arch["g_s"])
+        self.entropy_z = FactorizedPrior(arch["Z"])
+        K, M = arch["K"], arch["M"]
+        lam = torch.tensor(arch["lambdas"])
+        # log2 gain per rate point and channel; higher lambda -> finer quantization.
+        init = 0.5 * torch.log2(lam / lam[K // 2])
+        self.log2_gain = nn.Parameter(init[:, None].repeat(1, M).clone())
+        self.register_buffer("rgb_to_ycbcr", torch.tensor(A.RGB_TO_YCBCR))
+        self.register_buffer("ycbcr_to_rgb", torch.tensor(A.YCBCR_TO_RGB))
+
+    def to_ycbcr(self, x):
+        y = torch.einsum("ij,bjhw->bihw", self.rgb_to_ycbcr, x)
+        return y - torch.tensor([0.5, 0.0, 0.0], device=x.device)[None, :, None, None]
+
+    def to_rgb(self, y):
+        y = y + torch.tensor([0.5, 0.0, 0.0], device=y.device)[None, :, None, None]
+        return torch.einsum("ij,bjhw->bihw", self.ycbcr_to_rgb, y)
+
+    def gain(self, beta):
+        """log2 gain (B, M) for rate parameters beta in [0, 1] (B,)."""
+        K = self.arch["K"]
+        t = beta.clamp(0, 1) * (K - 1)
+        k = torch.clamp(t.floor().long(), max=K - 2)
+        f = (t - k.float())[:, None]
+        return (1 - f) * self.log2_gain[k] + f * self.log2_gain[k + 1]
+
+    def lam(self, beta):
+        lo, hi = self.arch["lambdas"][0], self.arch["lambdas"][-1]
+        return lo * (hi / lo) ** beta
+
+    def forward(self, x, beta, noise=True):
+        """x: RGB in [0, 1], (B, 3, H, W); beta: (B,).  Returns x_hat, bits_y, bits_z."""
+        a = self.arch
+        y = self.g_a(self.to_ycbcr(x))
+        z = self.h_a(y)
+        z_hat = ste_round(z)
+        z_lik_in = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noise else torch.round(z)
+        bits_z = -torch.log2(self.entropy_z.likelihood(z_lik_in).clamp_min(1e-9))
+        params = self.h_s(z_hat)
+        mu, s = params.chunk(2, dim=1)
+        lg = self.gain(beta)[:, :, None, None]
+        s_eff = torch.clamp(s + a["sigma_per_octave"] * lg, 0, a["sigma_levels"] - 1)
+        sigma = a["sigma_min"] * torch.exp2(s_eff / a["sigma_per_octave"])
+        g = torch.exp2(lg)
+        r = (y - mu) * g
+        r_lik_in = r + torch.empty_like(r).uniform_(-0.5, 0.5) if noise else torch.round(r)
+        bits_y = -torch.log2(gaussian_likelihood(r_lik_in, sigma).clamp_min(1e-9))
+        y_hat = mu + ste_round(r) / g
+        x_hat = self.to_rgb(self.g_s(y_hat))
+        return x_hat, bits_y.sum(dim=(1, 2, 3)), bits_z.sum(dim=(1, 2, 3))
