@@ -1,0 +1,100 @@
+"""Integer convolution: numpy oracle, numba CPU and CUDA give identical integers."""
+
+import numpy as np
+import pytest
+
+from kernels import accumulator_bound, conv2d
+from kernels.conv import conv2d_numpy
+from refcodec.errors import RefcodecError
+
+from .conftest import first_mismatch
+from .naive import conv2d_naive
+
+INT31 = 2 ** 31 - 1
+
+
+def random_layer(rng, cin, cout, k, wdtype=np.int16, in_max=32768):
+    """Weights, bias and shifts drawn at random but always inside the no-overflow bound."""
+    info = np.iinfo(wdtype)
+    w = rng.integers(info.min, info.max + 1, (cout, k, k, cin)).astype(wdtype)
+    # scale weights down until sum|w| * in_max stays below 2^30
+    while np.abs(w.astype(np.int64)).reshape(cout, -1).sum(1).max() * in_max > 2 ** 30:
+        w = (w // 2).astype(wdtype)
+    shift = rng.integers(0, 24, cout).astype(np.int32)
+    b = rng.integers(-2 ** 29, 2 ** 29, cout).astype(np.int32)
+    assert max(accumulator_bound(w, b, shift, in_max)) <= INT31
+    return w, b, shift
+
+
+SHAPES = [  # h, w, cin, cout, k
+    (1, 1, 1, 1, 1), (1, 1, 3, 7, 3), (5, 7, 3, 4, 3), (2, 9, 7, 130, 1),
+    (3, 5, 130, 3, 3), (4, 3, 1, 1, 5), (6, 6, 16, 8, 3),
+]
+
+
+@pytest.mark.parametrize("h,w,cin,cout,k", SHAPES)
+@pytest.mark.parametrize("wdtype", [np.int16, np.int8])
+def test_conv2d_matches_numpy_oracle(backend, rng, h, w, cin, cout, k, wdtype):
+    x = rng.integers(-32768, 32768, (h, w, cin)).astype(np.int16)
+    wt, b, shift = random_layer(rng, cin, cout, k, wdtype)
+    for lo, hi in [(-32768, 32767), (0, 32767), (-100, 255)]:
+        ref = conv2d_numpy(x, wt, b, shift, lo, hi)
+        out = conv2d(x, wt, b, shift, lo, hi, backend=backend)
+        assert out.dtype == np.int16 and out.shape == (h, w, cout)
+        assert np.array_equal(out, ref), first_mismatch(out, ref)
+
+
+def test_numpy_oracle_matches_naive_loops(rng):
+    x = rng.integers(-32768, 32768, (4, 5, 3)).astype(np.int16)
+    w, b, shift = random_layer(rng, 3, 4, 3)
+    ref = np.array(conv2d_naive(x, w, b, shift, -32768, 32767))
+    assert np.array_equal(conv2d_numpy(x, w, b, shift), ref)
+
+
+def test_conv2d_int16_extremes(backend):
+    """Largest inputs and weights the bound allows; accumulators reach 2^31 - 1."""
+    x = np.array([[[-32768], [32767]], [[32767], [-32768]]], np.int16)      # 2 x 2 x 1
+    w = np.full((2, 1, 1, 1), -32768, np.int16)
+    w[1] = 32767
+    # |acc| up to 32768 * 32768 = 2^30; bias brings it to the edge of int32
+    b = np.array([2 ** 30 - 1, -(2 ** 30) + 2 ** 14], np.int32)
+    shift = np.array([0, 15], np.int32)
+    assert max(accumulator_bound(w, b, shift, 32768)) <= INT31
+    ref = conv2d_numpy(x, w, b, shift)
+    out = conv2d(x, w, b, shift, backend=backend)
+    assert np.array_equal(out, ref), first_mismatch(out, ref)
+    assert ref[0, 0, 0] == 32767  # saturated
+
+
+def test_conv2d_rounding_is_half_up(backend):
+    """(acc + 2^(r-1)) >> r: -1.5 -> -1, -2.5 -> -2, 2.5 -> 3 (ties toward +inf)."""
+    x = np.array([[[-3], [-5], [5], [3]]], np.int16)
+    w = np.ones((1, 1, 1, 1), np.int16)
+    out = conv2d(x, w, np.zeros(1, np.int32), np.array([1], np.int32), backend=backend)
+    assert out[0, :, 0].tolist() == [-1, -2, 3, 2]
+
+
+def test_accumulator_bound_is_exact():
+    w = np.array([[[[3, -4]]], [[[0, 0]]]], np.int16)
+    b = np.array([-7, 5], np.int32)
+    shift = np.array([3, 0], np.int32)
+    assert accumulator_bound(w, b, shift, 100) == [7 * 100 + 7 + 4, 5]
+
+
+@pytest.mark.parametrize("bad", ["dtype", "kernel", "shift", "clamp"])
+def test_conv2d_rejects_bad_arguments(bad):
+    x = np.zeros((2, 2, 3), np.int16)
+    w = np.zeros((4, 3, 3, 3), np.int16)
+    b = np.zeros(4, np.int32)
+    shift = np.zeros(4, np.int32)
+    lo, hi = -32768, 32767
+    if bad == "dtype":
+        x = x.astype(np.float32)
+    elif bad == "kernel":
+        w = np.zeros((4, 2, 2, 3), np.int16)
+    elif bad == "shift":
+        shift[0] = 32
+    else:
+        lo = -40000
+    with pytest.raises(RefcodecError):
+        conv2d(x, w, b, shift, lo, hi, backend="numpy")

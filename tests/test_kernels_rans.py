@@ -1,0 +1,156 @@
+"""rANS coder: identical bytes and values on every backend, escapes, substreams,
+efficiency against the information content, and corrupt input."""
+
+import numpy as np
+import pytest
+
+from kernels import rans
+from refcodec import arch as A
+from refcodec.errors import EntropyDecodingError, ModelError, RefcodecError
+from refcodec.tables import cdf_from_freq, gaussian_tables, quantize_pmf
+
+SIGMAS = [A.sigma_of_index(k) for k in range(A.SIGMA_LEVELS)]
+GAUSS = gaussian_tables(SIGMAS)
+
+
+def random_tables(rng, rows=6):
+    """Random tables: lengths from 2 (one symbol + escape) upward, assorted offsets."""
+    lens = [2, 3, 17, 100, 5, 300][:rows]
+    width = max(lens) + 1
+    cdf = np.zeros((rows, width), np.int32)
+    offs = np.array([0, -1, -8, -50, 30000, -32768][:rows], np.int32)
+    for r, n in enumerate(lens):
+        c = cdf_from_freq(quantize_pmf(rng.random(n) ** 4 + 1e-6))
+        cdf[r, :n + 1] = c
+        cdf[r, n + 1:] = c[-1]
+    return cdf, np.array(lens, np.int32), offs
+
+
+def gaussian_symbols(rng, n):
+    rows = rng.integers(0, len(SIGMAS), n).astype(np.int32)
+    vals = np.round(rng.normal(0, 1, n) * np.array(SIGMAS)[rows]).astype(np.int32)
+    return vals, rows
+
+
+def roundtrip(values, rows, starts, tables, backend):
+    streams = rans.encode(values, rows, starts, *tables, backend=backend)
+    data = b"".join(streams)
+    out = rans.decode(data, [len(s) for s in streams], starts, rows, *tables, backend=backend)
+    return streams, out
+
+
+@pytest.mark.parametrize("case", ["gauss", "random_tables", "escapes", "single", "empty_substreams"])
+def test_roundtrip_identical_on_every_backend(backend, rng, case):
+    if case == "gauss":
+        tables = GAUSS
+        values, rows = gaussian_symbols(rng, 400)
+        starts = np.array([0, 150, 400], np.int64)
+    elif case == "random_tables":
+        tables = random_tables(rng)
+        rows = rng.integers(0, 6, 300).astype(np.int32)
+        lo = tables[2][rows]
+        values = (lo + rng.integers(0, tables[1][rows] - 1)).astype(np.int32)
+        values[::7] = rng.integers(-32768, 32768, values[::7].size)   # many escapes
+        starts = np.array([0, 1, 100, 300], np.int64)
+    elif case == "escapes":
+        # the largest escaped values at both ends of the value range, in every row
+        tables = random_tables(rng)
+        vals = [-32768, 32767, -32767, 32766, 0, -1, 1]
+        values = np.array(vals * 6, np.int32)
+        rows = np.repeat(np.arange(6, dtype=np.int32), len(vals))
+        starts = np.array([0, values.size], np.int64)
+    elif case == "single":
+        tables = GAUSS
+        values, rows = np.array([3], np.int32), np.array([10], np.int32)
+        starts = np.array([0, 1], np.int64)
+    else:
+        tables = GAUSS
+        values, rows = gaussian_symbols(rng, 50)
+        starts = np.array([0, 0, 0, 25, 25, 50, 50], np.int64)
+    ref_streams, _ = roundtrip(values, rows, starts, tables, "numpy")
+    streams, out = roundtrip(values, rows, starts, tables, backend)
+    assert streams == ref_streams
+    assert np.array_equal(out, values)
+
+
+def test_empty_substream_is_four_bytes():
+    streams = rans.encode(np.zeros(0, np.int32), np.zeros(0, np.int32), np.array([0, 0], np.int64), *GAUSS,
+                          backend="numpy")
+    assert streams == [b"\x01\x00\x00\x00"]
+
+
+def test_efficiency_within_0p1_percent_of_information_content(rng):
+    """192 x 32 x 48 Gaussian symbols (768 x 512 image), sigma log-uniform over the table."""
+    n = 192 * 32 * 48
+    values, rows = gaussian_symbols(rng, n)
+    S = 8
+    starts = np.linspace(0, n, S + 1).astype(np.int64)
+    streams = rans.encode(values, rows, starts, *GAUSS, backend="cpu")
+    size = sum(len(s) for s in streams)
+    ideal = rans.ideal_bits(values, rows, *GAUSS) / 8
+    assert size <= ideal * 1.001 + 4 * S, (size, ideal)
+    out = rans.decode(b"".join(streams), [len(s) for s in streams], starts, rows, *GAUSS, backend="cpu")
+    assert np.array_equal(out, values)
+    # the readable twin writes the very same bytes (checked on two substreams)
+    part = starts[:3].copy()
+    sub = rans.encode(values[:part[-1]], rows[:part[-1]], part, *GAUSS, backend="numpy")
+    assert sub == streams[:2]
+
+
+def corruptions(stream, rng):
+    yield stream[:-2], "truncated"
+    yield stream[:2], "header only"
+    yield stream + b"\x00\x00", "extra word"
+    for _ in range(6):
+        b = bytearray(stream)
+        i = int(rng.integers(len(b)))
+        b[i] ^= 1 << int(rng.integers(8))
+        yield bytes(b), f"bit flip at {i}"
+    yield bytes(rng.integers(0, 256, len(stream)).astype(np.uint8)), "random bytes"
+
+
+def test_corrupt_streams_fail_the_same_way_on_every_backend(backend, rng):
+    values, rows = gaussian_symbols(rng, 120)
+    values[5] = 20000  # an escape
+    starts = np.array([0, 120], np.int64)
+    stream = rans.encode(values, rows, starts, *GAUSS, backend="numpy")[0]
+    for bad, what in corruptions(stream, rng):
+        if len(bad) % 2:
+            bad = bad[:-1]
+        results = []
+        for be in ("numpy", backend):
+            try:
+                results.append(("ok", rans.decode(bad, [len(bad)], starts, rows, *GAUSS, backend=be).tolist()))
+            except EntropyDecodingError as e:
+                results.append(("error", str(e)))
+        assert results[0] == results[1], what
+    with pytest.raises(EntropyDecodingError, match="substream 0"):
+        rans.decode(stream[:-2], [len(stream) - 2], starts, rows, *GAUSS, backend=backend)
+
+
+def test_decode_rejects_inconsistent_lengths():
+    with pytest.raises(RefcodecError):
+        rans.decode(b"\x01\x00\x00\x00", [3], np.array([0, 0], np.int64), np.zeros(0, np.int32), *GAUSS)
+
+
+def test_encode_rejects_values_outside_range():
+    with pytest.raises(RefcodecError):
+        rans.encode(np.array([40000], np.int32), np.array([0], np.int32), np.array([0, 1]), *GAUSS)
+
+
+@pytest.mark.parametrize("defect", ["not_monotonic", "wrong_total", "zero_freq", "bad_len", "support"])
+def test_check_tables_rejects_bad_tables(defect):
+    cdf, cdf_len, offset = (a.copy() for a in GAUSS)
+    if defect == "not_monotonic":
+        cdf[3, 2], cdf[3, 3] = cdf[3, 3], cdf[3, 2]
+    elif defect == "wrong_total":
+        cdf[4, cdf_len[4]] = 65535
+    elif defect == "zero_freq":
+        cdf[5, 2] = cdf[5, 1]
+    elif defect == "bad_len":
+        cdf_len[0] = 1
+    else:
+        offset[7] = -40000
+    with pytest.raises(ModelError, match="row"):
+        rans.check_tables(cdf, cdf_len, offset)
+    rans.check_tables(*GAUSS)
