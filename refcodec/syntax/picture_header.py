@@ -1,0 +1,108 @@
+"""Clause 5.2: picture_header().
+
+    picture_header() {                          bits
+        magic                                   u(32)   0x52434443 ("RCDC")
+        version                                 u(8)    1
+        model_id                                u(64)   first 8 bytes of the model file's SHA-256
+        width_minus1                            u(16)
+        height_minus1                           u(16)
+        beta_code                               u(16)   beta = beta_code / 65535
+        tool_flags                              u(8)    bit 0: quality_map_enabled; bits 1-7 reserved (0)
+        num_y_substreams                        u(8)    1 ... 64
+    }
+
+Every field is range-checked here, before anything is allocated; a bad value
+raises BitstreamError naming the field and this clause.
+"""
+
+from dataclasses import dataclass
+
+from ..errors import BitstreamError
+from .bytereader import u_bytes
+
+CLAUSE = "5.2"
+MAGIC = 0x52434443
+VERSION = 1
+HEADER_BYTES = 4 + 1 + 8 + 2 + 2 + 2 + 1 + 1
+
+#: Level limits (SPEC.md clause 9): the only level of version 1.
+LEVEL = {
+    "max_width": 16384,
+    "max_height": 16384,
+    "max_samples": 1 << 25,          # luma samples per picture (e.g. 8192 x 4096)
+    "max_y_substreams": 64,
+}
+
+QUALITY_MAP_FLAG = 1
+
+
+@dataclass(frozen=True)
+class PictureHeader:
+    model_id: bytes
+    width: int
+    height: int
+    beta_code: int
+    tool_flags: int = 0
+    num_y_substreams: int = 1
+    version: int = VERSION
+
+    @property
+    def beta(self):
+        return self.beta_code / 65535
+
+    @property
+    def quality_map_enabled(self):
+        return bool(self.tool_flags & QUALITY_MAP_FLAG)
+
+
+def _fail(msg, field):
+    raise BitstreamError(msg, field=field, clause=CLAUSE)
+
+
+def picture_header(r):
+    """Parse picture_header() from ByteReader ``r``."""
+    magic = r.u(32, "magic", CLAUSE)
+    if magic != MAGIC:
+        _fail(f"not a refcodec stream (magic {magic:#010x}, expected {MAGIC:#010x})", "magic")
+    version = r.u(8, "version", CLAUSE)
+    if version != VERSION:
+        _fail(f"unsupported version {version} (this decoder reads version {VERSION})", "version")
+    model_id = r.bytes(8, "model_id", CLAUSE)
+    width = r.u(16, "width_minus1", CLAUSE) + 1
+    if width > LEVEL["max_width"]:
+        _fail(f"width {width} above the level limit {LEVEL['max_width']}", "width_minus1")
+    height = r.u(16, "height_minus1", CLAUSE) + 1
+    if height > LEVEL["max_height"]:
+        _fail(f"height {height} above the level limit {LEVEL['max_height']}", "height_minus1")
+    if width * height > LEVEL["max_samples"]:
+        _fail(f"{width} x {height} = {width * height} samples above the level limit {LEVEL['max_samples']}",
+              "height_minus1")
+    beta_code = r.u(16, "beta_code", CLAUSE)
+    tool_flags = r.u(8, "tool_flags", CLAUSE)
+    if tool_flags & ~QUALITY_MAP_FLAG:
+        _fail(f"reserved tool_flags bits set ({tool_flags:#04x})", "tool_flags")
+    if tool_flags & QUALITY_MAP_FLAG:
+        _fail("quality_map_enabled is not supported by version 1 decoders yet", "tool_flags")
+    num_y_substreams = r.u(8, "num_y_substreams", CLAUSE)
+    if not 1 <= num_y_substreams <= LEVEL["max_y_substreams"]:
+        _fail(f"num_y_substreams {num_y_substreams} outside [1, {LEVEL['max_y_substreams']}]", "num_y_substreams")
+    return PictureHeader(model_id=model_id, width=width, height=height, beta_code=beta_code,
+                         tool_flags=tool_flags, num_y_substreams=num_y_substreams, version=version)
+
+
+def write_picture_header(h):
+    """Serialize a PictureHeader (the writer checks the same ranges as the parser)."""
+    if len(h.model_id) != 8:
+        raise ValueError("model_id must be 8 bytes")
+    if not (1 <= h.width <= LEVEL["max_width"] and 1 <= h.height <= LEVEL["max_height"]
+            and h.width * h.height <= LEVEL["max_samples"]):
+        raise ValueError(f"picture size {h.width} x {h.height} outside the level limits")
+    if not 0 <= h.beta_code <= 65535:
+        raise ValueError("beta_code must fit 16 bits")
+    if not 1 <= h.num_y_substreams <= LEVEL["max_y_substreams"]:
+        raise ValueError("num_y_substreams outside [1, 64]")
+    return b"".join([
+        u_bytes(MAGIC, 32), u_bytes(h.version, 8), bytes(h.model_id),
+        u_bytes(h.width - 1, 16), u_bytes(h.height - 1, 16), u_bytes(h.beta_code, 16),
+        u_bytes(h.tool_flags, 8), u_bytes(h.num_y_substreams, 8),
+    ])

@@ -1,0 +1,109 @@
+"""Bitstream container: writer and parser agree; every bad field is named."""
+
+import pytest
+
+from refcodec.errors import BitstreamError, TruncatedStreamError
+from refcodec.syntax import PictureHeader, picture, write_picture
+from refcodec.syntax.picture_header import HEADER_BYTES, LEVEL
+
+MODEL_ID = bytes(range(8))
+
+# (syntax element, first byte, byte count) of picture_header()
+FIELDS = [("magic", 0, 4), ("version", 4, 1), ("model_id", 5, 8), ("width_minus1", 13, 2),
+          ("height_minus1", 15, 2), ("beta_code", 17, 2), ("tool_flags", 19, 1), ("num_y_substreams", 20, 1)]
+
+
+def sample_stream(n_y=3):
+    h = PictureHeader(model_id=MODEL_ID, width=77, height=13, beta_code=40000, num_y_substreams=n_y)
+    z = b"\x01\x00\x00\x00"
+    ys = [b"\x02\x00\x00\x00\x05\x06", b"\x03\x00\x00\x00", b"\x04\x00\x00\x00\x07\x08\x09\x0a"][:n_y]
+    return h, z, ys, write_picture(h, z, ys)
+
+
+def test_roundtrip():
+    h, z, ys, data = sample_stream()
+    p = picture(data)
+    assert p.header == h and p.z_data == z and list(p.y_data) == ys
+    assert p.header.beta == pytest.approx(40000 / 65535)
+    assert sum(f[2] for f in FIELDS) == HEADER_BYTES
+
+
+def test_every_truncation_is_rejected():
+    *_, data = sample_stream()
+    for cut in range(len(data)):
+        with pytest.raises(BitstreamError):
+            picture(data[:cut])
+
+
+def test_truncation_inside_header_names_the_field():
+    *_, data = sample_stream()
+    for name, start, n in FIELDS:
+        with pytest.raises(TruncatedStreamError, match=name):
+            picture(data[:start + n - 1])
+
+
+@pytest.mark.parametrize("name,start,n", FIELDS)
+def test_flipped_bit_in_each_header_field(name, start, n):
+    """Each bit of each field flipped: either a valid header with that field
+    changed, or a BitstreamError naming a field of the stream."""
+    *_, data = sample_stream()
+    for bit in range(8 * n):
+        b = bytearray(data)
+        b[start + bit // 8] ^= 0x80 >> (bit % 8)
+        try:
+            p = picture(bytes(b))
+        except BitstreamError as e:
+            assert e.field is not None and e.clause is not None
+            if name in ("magic", "version", "tool_flags"):
+                assert e.field == name
+            if name == "num_y_substreams":
+                # out of range, or a count that no longer matches the sizes that follow
+                assert e.field == name or e.field == "z_size" or e.field.startswith("y_size")
+        else:
+            assert name in ("model_id", "beta_code", "width_minus1", "height_minus1")
+
+
+def test_absurd_sizes_are_rejected_before_allocation():
+    h = PictureHeader(model_id=MODEL_ID, width=16384, height=16384, beta_code=0)
+    data = bytearray(write_picture(PictureHeader(model_id=MODEL_ID, width=8, height=8, beta_code=0),
+                                   b"\x01\x00\x00\x00", [b"\x01\x00\x00\x00"]))
+    data[13:15] = (65535).to_bytes(2, "big")       # width 65536
+    with pytest.raises(BitstreamError, match="width_minus1"):
+        picture(bytes(data))
+    data[13:15] = (16383).to_bytes(2, "big")
+    data[15:17] = (16383).to_bytes(2, "big")       # 16384 x 16384 > max_samples
+    with pytest.raises(BitstreamError, match="level limit"):
+        picture(bytes(data))
+    assert 16384 * 16384 > LEVEL["max_samples"]
+    with pytest.raises(ValueError):
+        write_picture(h, b"", [])
+
+
+def test_substream_size_past_the_end():
+    *_, data = sample_stream()
+    b = bytearray(data)
+    b[HEADER_BYTES:HEADER_BYTES + 4] = (1 << 31).to_bytes(4, "big")
+    with pytest.raises(BitstreamError, match="z_size"):
+        picture(bytes(b))
+
+
+def test_odd_or_tiny_substream_size():
+    *_, data = sample_stream()
+    b = bytearray(data)
+    b[HEADER_BYTES + 4:HEADER_BYTES + 8] = (3).to_bytes(4, "big")
+    with pytest.raises(BitstreamError, match=r"y_size\[0\]"):
+        picture(bytes(b))
+
+
+def test_trailing_bytes_are_rejected():
+    *_, data = sample_stream()
+    with pytest.raises(BitstreamError, match="after the last substream"):
+        picture(data + b"\x00\x00")
+
+
+def test_zero_substreams_rejected():
+    *_, data = sample_stream()
+    b = bytearray(data)
+    b[20] = 0
+    with pytest.raises(BitstreamError, match="num_y_substreams"):
+        picture(bytes(b))
