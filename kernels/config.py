@@ -2,7 +2,8 @@
 
 Exactness rules (a test parses the package and enforces them):
 
-* every CPU kernel is compiled with ``**NJIT`` or ``**NJIT_PARALLEL`` and every
+* every CPU kernel is compiled with ``**NJIT``, ``**NJIT_PARALLEL`` or
+  ``**NJIT_INLINE`` and every
   CUDA kernel with ``**CUDA_JIT``; none sets its own options;
 * ``fastmath`` is never on: the kernels are integer, but fastmath would also
   license reassociation of any float helper;
@@ -16,6 +17,8 @@ fixed-width integers wrap silently, so every intermediate states its type.
 
 NJIT = dict(cache=True, nogil=True, fastmath=False, error_model="numpy")
 NJIT_PARALLEL = dict(NJIT, parallel=True)
+#: Small helpers on hot paths: inlined into their callers at numba IR level.
+NJIT_INLINE = dict(NJIT, inline="always")
 CUDA_JIT = dict(fastmath=False)
 
 #: Backends every kernel offers.

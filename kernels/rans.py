@@ -1,8 +1,9 @@
 """rANS entropy coder over integer CDF tables (SPEC.md clause 6.1).
 
-Coder: range asymmetric numeral systems with a 32-bit state ``x`` kept in
-[2^16, 2^32), 16-bit probability precision and 16-bit output words.  A stream
-is a sequence of little-endian 16-bit words; the decoder reads it forward.
+Coder: range asymmetric numeral systems with two interleaved 32-bit states
+kept in [2^16, 2^32) (symbol j of a substream uses state j % 2), 16-bit
+probability precision and 16-bit output words.  A stream is a sequence of
+little-endian 16-bit words; the decoder reads it forward.
 
 Tables: row ``r`` of ``cdf`` (int32) has ``n = cdf_len[r]`` symbols with
 ``cdf[r, 0] = 0 < cdf[r, 1] < ... < cdf[r, n] = 2^16``; symbol ``s < n - 1``
@@ -22,8 +23,8 @@ Values must lie in [-32768, 32767], so ``nb <= 17``.
 Substreams: the symbols are split by ``starts`` (``starts[0] = 0``, ...,
 ``starts[S] = n``) into S independent streams, encoded and decoded in
 parallel (prange on CPU, one thread each on CUDA).  A stream opens with its
-state (high word first); a decoder checks at the end that every word was read
-and that the state is back at 2^16, which catches most corruption.
+two states (high word first); a decoder checks at the end that every word was
+read and that both states are back at 2^16, which catches most corruption.
 
 Bit widths: state fits uint32 (held in int64); ``freq * (x >> 16)`` fits
 uint32; cdf entries fit 17 bits.
@@ -32,9 +33,11 @@ uint32; cdf entries fit 17 bits.
 import numpy as np
 from numba import njit, prange
 
-from .config import NJIT, NJIT_PARALLEL, check_backend
+from .config import NJIT, NJIT_INLINE, NJIT_PARALLEL, check_backend
 
 PRECISION = 16
+#: Interleaved coder states per substream (symbol j of a substream uses state j % 2).
+STATES = 2
 RANS_L = 1 << 16
 VALUE_MIN = -32768
 VALUE_MAX = 32767
@@ -96,94 +99,112 @@ def ideal_bits(values, rows, cdf, cdf_len, offset):
     return bits
 
 
+#: The decoders' symbol search starts from a per-row table indexed by the top
+#: LUT_BITS bits of the slot (derived from the CDF; not part of the format).
+LUT_BITS = 10
+LUT_SHIFT = PRECISION - LUT_BITS
+
+
+def build_lut(cdf, cdf_len):
+    """lut[r, b] = the symbol whose interval holds slot b << LUT_SHIFT (uint16)."""
+    starts = np.arange(1 << LUT_BITS, dtype=np.int64) << LUT_SHIFT
+    lut = np.zeros((cdf.shape[0], 1 << LUT_BITS), np.uint16)
+    for r in range(cdf.shape[0]):
+        n = int(cdf_len[r])
+        lut[r] = np.searchsorted(cdf[r, :n + 1], starts, side="right") - 1
+    return lut
+
+
 # ===========================================================================
 # numpy twin: the readable oracle, one symbol at a time.
 # ===========================================================================
 
 class RansEncoder:
-    """Encoder of one substream.  Symbols are pushed in reverse order."""
+    """Encoder of one substream.  Symbols are pushed in reverse order; symbol
+    j (counted from the substream start) goes to state j % 2."""
 
     def __init__(self):
-        self.x = RANS_L
+        self.x = [RANS_L] * STATES
         self.words = []          # in emission order; the stream is their reverse
 
-    def put(self, start, freq):
-        x_max = freq << 16
-        if self.x >= x_max:
-            self.words.append(self.x & 0xFFFF)
-            self.x >>= 16
-        self.x = ((self.x // freq) << PRECISION) + (self.x % freq) + start
+    def put(self, k, start, freq):
+        if self.x[k] >= freq << 16:
+            self.words.append(self.x[k] & 0xFFFF)
+            self.x[k] >>= 16
+        self.x[k] = ((self.x[k] // freq) << PRECISION) + (self.x[k] % freq) + start
 
-    def put_bits(self, value, b):
-        self.put(value << (PRECISION - b), 1 << (PRECISION - b))
+    def put_bits(self, k, value, b):
+        self.put(k, value << (PRECISION - b), 1 << (PRECISION - b))
 
-    def put_value(self, v, row, cdf, cdf_len, offset):
+    def put_value(self, k, v, row, cdf, cdf_len, offset):
         n, lo = int(cdf_len[row]), int(offset[row])
         hi = lo + n - 2
         if lo <= v <= hi:
             s = v - lo
-            self.put(int(cdf[row, s]), int(cdf[row, s + 1]) - int(cdf[row, s]))
+            self.put(k, int(cdf[row, s]), int(cdf[row, s + 1]) - int(cdf[row, s]))
             return
         _, m, nb = escape_code(v, lo, hi)
         if nb > 16:
-            self.put_bits((m >> 16) & ((1 << (nb - 16)) - 1), nb - 16)
+            self.put_bits(k, (m >> 16) & ((1 << (nb - 16)) - 1), nb - 16)
         if nb > 0:
             b0 = min(nb, 16)
-            self.put_bits(m & ((1 << b0) - 1), b0)
-        self.put_bits(nb, NB_BITS)
-        self.put(int(cdf[row, n - 1]), (1 << PRECISION) - int(cdf[row, n - 1]))
+            self.put_bits(k, m & ((1 << b0) - 1), b0)
+        self.put_bits(k, nb, NB_BITS)
+        self.put(k, int(cdf[row, n - 1]), (1 << PRECISION) - int(cdf[row, n - 1]))
 
     def finish(self):
-        words = self.words + [self.x & 0xFFFF, self.x >> 16]
+        words = list(self.words)
+        for x in reversed(self.x):          # the stream opens with x[0], then x[1]
+            words += [x & 0xFFFF, x >> 16]
         return np.array(words[::-1], dtype="<u2").tobytes()
 
 
 class RansDecoder:
-    """Decoder of one substream; raises ``_Fail(status)`` on a bad stream."""
+    """Decoder of one substream; raises ``RansDecoder.Fail(status)`` on a bad stream."""
 
     class Fail(Exception):
         pass
 
     def __init__(self, data):
         self.w = np.frombuffer(data, dtype="<u2")
-        if self.w.size < 2:
+        if self.w.size < 2 * STATES:
             raise self.Fail(ERR_EOF)
-        self.x = (int(self.w[0]) << 16) | int(self.w[1])
-        self.pos = 2
-        if self.x < RANS_L:
+        self.x = [(int(self.w[2 * k]) << 16) | int(self.w[2 * k + 1]) for k in range(STATES)]
+        self.pos = 2 * STATES
+        if min(self.x) < RANS_L:
             raise self.Fail(ERR_INIT)
 
-    def advance(self, start, freq, slot):
-        self.x = freq * (self.x >> 16) + slot - start
-        if self.x < RANS_L:
+    def advance(self, k, start, freq, slot):
+        self.x[k] = freq * (self.x[k] >> 16) + slot - start
+        if self.x[k] < RANS_L:
             if self.pos >= self.w.size:
                 raise self.Fail(ERR_EOF)
-            self.x = (self.x << 16) | int(self.w[self.pos])
+            self.x[k] = (self.x[k] << 16) | int(self.w[self.pos])
             self.pos += 1
 
-    def get_bits(self, b):
-        slot = self.x & 0xFFFF
+    def get_bits(self, k, b):
+        slot = self.x[k] & 0xFFFF
         v = slot >> (PRECISION - b)
-        self.advance(v << (PRECISION - b), 1 << (PRECISION - b), slot)
+        self.advance(k, v << (PRECISION - b), 1 << (PRECISION - b), slot)
         return v
 
-    def get_value(self, row, cdf, cdf_len, offset):
+    def get_value(self, k, row, cdf, cdf_len, offset):
         n, lo = int(cdf_len[row]), int(offset[row])
-        slot = self.x & 0xFFFF
+        slot = self.x[k] & 0xFFFF
         s = int(np.searchsorted(cdf[row, :n + 1], slot, side="right")) - 1
         start = int(cdf[row, s])
-        self.advance(start, int(cdf[row, s + 1]) - start, slot)
+        self.advance(k, start, int(cdf[row, s + 1]) - start, slot)
         if s < n - 1:
             return lo + s
-        nb = self.get_bits(NB_BITS)
+        nb = self.get_bits(k, NB_BITS)
         if nb > NB_MAX:
             raise self.Fail(ERR_NB)
         m = 1 << nb
         if nb > 0:
             b0 = min(nb, 16)
-            m |= self.get_bits(b0)
+            m |= self.get_bits(k, b0)
             if nb > 16:
-                m |= self.get_bits(nb - 16) << 16
+                m |= self.get_bits(k, nb - 16) << 16
         u = m - 1
         hi = lo + n - 2
         v = lo - (u + 1) // 2 if u & 1 else hi + (u + 2) // 2
@@ -194,7 +215,7 @@ class RansDecoder:
     def finish(self):
         if self.pos != self.w.size:
             raise self.Fail(ERR_LEFTOVER)
-        if self.x != RANS_L:
+        if any(x != RANS_L for x in self.x):
             raise self.Fail(ERR_FINAL)
 
 
@@ -202,8 +223,9 @@ def encode_numpy(values, rows, starts, cdf, cdf_len, offset):
     out = []
     for s in range(starts.size - 1):
         enc = RansEncoder()
-        for i in range(int(starts[s + 1]) - 1, int(starts[s]) - 1, -1):
-            enc.put_value(int(values[i]), int(rows[i]), cdf, cdf_len, offset)
+        a, b = int(starts[s]), int(starts[s + 1])
+        for i in range(b - 1, a - 1, -1):
+            enc.put_value((i - a) % STATES, int(values[i]), int(rows[i]), cdf, cdf_len, offset)
         out.append(enc.finish())
     return out
 
@@ -215,10 +237,11 @@ def decode_numpy(data, lengths, starts, rows, cdf, cdf_len, offset):
     for s in range(starts.size - 1):
         chunk = data[pos:pos + int(lengths[s])]
         pos += int(lengths[s])
+        a, b = int(starts[s]), int(starts[s + 1])
         try:
             dec = RansDecoder(chunk)
-            for i in range(int(starts[s]), int(starts[s + 1])):
-                values[i] = dec.get_value(int(rows[i]), cdf, cdf_len, offset)
+            for i in range(a, b):
+                values[i] = dec.get_value((i - a) % STATES, int(rows[i]), cdf, cdf_len, offset)
             dec.finish()
         except RansDecoder.Fail as f:
             status[s] = f.args[0]
@@ -229,55 +252,84 @@ def decode_numpy(data, lengths, starts, rows, cdf, cdf_len, offset):
 # numba CPU: the same process, one prange task per substream.
 # ===========================================================================
 
-@njit(**NJIT)
+@njit(**NJIT_INLINE)
 def _put(x, start, freq, buf, pos):
-    if x >= (np.int64(freq) << 16):
-        pos -= 1
-        buf[pos] = np.uint16(x & 0xFFFF)
-        x >>= 16
-    x = ((x // freq) << 16) + (x % freq) + start
+    # Renormalize without a branch: the low word is always written below pos
+    # and kept only when x >= freq * 2^16 (the region always has room for it).
+    emit = np.int64(x >= (np.int64(freq) << 16))
+    buf[pos - 1] = np.uint16(x & 0xFFFF)
+    pos -= emit
+    x >>= 16 * emit
+    # x < 2^32 and 1 <= freq < 2^16: an unsigned 32-bit division suffices
+    q = np.int64(np.float64(x) / np.float64(freq))
+    x = (q << 16) + (x - q * freq) + start
     return x, pos
+
+
+@njit(**NJIT_INLINE)
+def _encode_symbol(x, v, r, cdf, cdf_len, offset, buf, pos):
+    """Push value v with table row r onto state x (escape included)."""
+    n = np.int64(cdf_len[r])
+    lo = np.int64(offset[r])
+    hi = lo + n - 2
+    if lo <= v <= hi:
+        sym = v - lo
+        st = np.int64(cdf[r, sym])
+        return _put(x, st, np.int64(cdf[r, sym + 1]) - st, buf, pos)
+    return _encode_escape(x, v, r, n, lo, hi, cdf, buf, pos)
+
+
+@njit(**NJIT)
+def _encode_escape(x, v, r, n, lo, hi, cdf, buf, pos):
+    """The escape symbol of row r, then nb and the bits of an out-of-table value."""
+    if v < lo:
+        u = 2 * (lo - v) - 1
+    else:
+        u = 2 * (v - hi) - 2
+    m = u + 1
+    nb = np.int64(0)
+    while (m >> (nb + 1)) > 0:
+        nb += 1
+    if nb > 16:
+        b = nb - 16
+        val = (m >> 16) & ((np.int64(1) << b) - 1)
+        x, pos = _put(x, val << (16 - b), np.int64(1) << (16 - b), buf, pos)
+    if nb > 0:
+        b = min(nb, np.int64(16))
+        val = m & ((np.int64(1) << b) - 1)
+        x, pos = _put(x, val << (16 - b), np.int64(1) << (16 - b), buf, pos)
+    x, pos = _put(x, nb << (16 - NB_BITS), np.int64(1) << (16 - NB_BITS), buf, pos)
+    st = np.int64(cdf[r, n - 1])
+    return _put(x, st, np.int64(1 << 16) - st, buf, pos)
 
 
 @njit(**NJIT)
 def _encode_one(s, values, rows, starts, cdf, cdf_len, offset, buf, region, first):
-    """Encode substream s into buf[first[s]:region[s + 1]] (written backward)."""
-    x = np.int64(RANS_L)
+    """Encode substream s into buf[first[s]:region[s + 1]] (written backward).
+
+    Symbol j of the substream (j counted from its start) uses state j & 1;
+    the two dependency chains interleave, which keeps the CPU busy.
+    """
+    x0 = np.int64(RANS_L)
+    x1 = np.int64(RANS_L)
     pos = region[s + 1]
-    for i in range(starts[s + 1] - 1, starts[s] - 1, -1):
-        v = np.int64(values[i])
-        r = rows[i]
-        n = np.int64(cdf_len[r])
-        lo = np.int64(offset[r])
-        hi = lo + n - 2
-        if lo <= v <= hi:
-            sym = v - lo
-            st = np.int64(cdf[r, sym])
-            x, pos = _put(x, st, np.int64(cdf[r, sym + 1]) - st, buf, pos)
-            continue
-        if v < lo:
-            u = 2 * (lo - v) - 1
-        else:
-            u = 2 * (v - hi) - 2
-        m = u + 1
-        nb = np.int64(0)
-        while (m >> (nb + 1)) > 0:
-            nb += 1
-        if nb > 16:
-            b = nb - 16
-            val = (m >> 16) & ((np.int64(1) << b) - 1)
-            x, pos = _put(x, val << (16 - b), np.int64(1) << (16 - b), buf, pos)
-        if nb > 0:
-            b = min(nb, np.int64(16))
-            val = m & ((np.int64(1) << b) - 1)
-            x, pos = _put(x, val << (16 - b), np.int64(1) << (16 - b), buf, pos)
-        x, pos = _put(x, nb << (16 - NB_BITS), np.int64(1) << (16 - NB_BITS), buf, pos)
-        st = np.int64(cdf[r, n - 1])
-        x, pos = _put(x, st, np.int64(1 << 16) - st, buf, pos)
-    pos -= 1
-    buf[pos] = np.uint16(x & 0xFFFF)
-    pos -= 1
-    buf[pos] = np.uint16(x >> 16)
+    base = starts[s]
+    j = starts[s + 1] - base - 1
+    if j >= 0 and (j & 1) == 1:
+        x1, pos = _encode_symbol(x1, np.int64(values[base + j]), rows[base + j], cdf, cdf_len, offset, buf, pos)
+        j -= 1
+    while j >= 1:
+        x0, pos = _encode_symbol(x0, np.int64(values[base + j]), rows[base + j], cdf, cdf_len, offset, buf, pos)
+        x1, pos = _encode_symbol(x1, np.int64(values[base + j - 1]), rows[base + j - 1], cdf, cdf_len, offset,
+                                 buf, pos)
+        j -= 2
+    if j == 0:
+        x0, pos = _encode_symbol(x0, np.int64(values[base]), rows[base], cdf, cdf_len, offset, buf, pos)
+    for x in (x1, x0):
+        pos -= 1
+        buf[pos] = np.uint16(x & 0xFFFF)
+        pos -= 1
+        buf[pos] = np.uint16(x >> 16)
     first[s] = pos
 
 
@@ -287,104 +339,121 @@ def _encode_cpu(values, rows, starts, cdf, cdf_len, offset, buf, region, first):
         _encode_one(s, values, rows, starts, cdf, cdf_len, offset, buf, region, first)
 
 
+@njit(**NJIT_INLINE)
+def _advance(x, start, freq, slot, w, pos, end):
+    """Decoder state transition; returns (x, pos, ok).  The word array carries
+    one padding word after ``end``, so the read below never leaves it; a
+    read of the padding means the substream ended early."""
+    x = freq * (x >> 16) + slot - start
+    need = np.int64(x < RANS_L)
+    x = (x << (16 * need)) | (np.int64(w[pos]) * need)
+    pos += need
+    return x, pos, pos <= end
+
+
 @njit(**NJIT)
 def _get_bits(x, b, w, pos, end):
     slot = x & 0xFFFF
     v = slot >> (16 - b)
-    x = (np.int64(1) << (16 - b)) * (x >> 16) + slot - (v << (16 - b))
-    if x < RANS_L:
-        if pos >= end:
-            return v, x, pos, False
-        x = (x << 16) | np.int64(w[pos])
-        pos += 1
-    return v, x, pos, True
+    x, pos, ok = _advance(x, v << (16 - b), np.int64(1) << (16 - b), slot, w, pos, end)
+    return v, x, pos, ok
+
+
+@njit(**NJIT_INLINE)
+def _decode_symbol(x, r, cdf, cdf_len, offset, lut, w, pos, end):
+    """Pop one value with table row r from state x: (value, x, pos, status)."""
+    n = np.int64(cdf_len[r])
+    lo = np.int64(offset[r])
+    slot = x & 0xFFFF
+    a = np.int64(lut[r, slot >> LUT_SHIFT])
+    while cdf[r, a + 1] <= slot:
+        a += 1
+    start = np.int64(cdf[r, a])
+    x, pos, ok = _advance(x, start, np.int64(cdf[r, a + 1]) - start, slot, w, pos, end)
+    if not ok:
+        return np.int64(0), x, pos, ERR_EOF
+    if a < n - 1:
+        return lo + a, x, pos, OK
+    return _decode_escape(x, n, lo, w, pos, end)
 
 
 @njit(**NJIT)
-def _decode_one(s, w, wstart, starts, rows, cdf, cdf_len, offset, values, status):
+def _decode_escape(x, n, lo, w, pos, end):
+    """nb and the bits of an escaped value, after the escape symbol."""
+    nb, x, pos, ok = _get_bits(x, np.int64(NB_BITS), w, pos, end)
+    if not ok:
+        return np.int64(0), x, pos, ERR_EOF
+    if nb > NB_MAX:
+        return np.int64(0), x, pos, ERR_NB
+    m = np.int64(1) << nb
+    if nb > 0:
+        v0, x, pos, ok = _get_bits(x, min(nb, np.int64(16)), w, pos, end)
+        if not ok:
+            return np.int64(0), x, pos, ERR_EOF
+        m |= v0
+        if nb > 16:
+            v1, x, pos, ok = _get_bits(x, nb - 16, w, pos, end)
+            if not ok:
+                return np.int64(0), x, pos, ERR_EOF
+            m |= v1 << 16
+    u = m - 1
+    if u & 1:
+        v = lo - (u + 1) // 2
+    else:
+        v = lo + n - 2 + (u + 2) // 2
+    if v < VALUE_MIN or v > VALUE_MAX:
+        return np.int64(0), x, pos, ERR_RANGE
+    return v, x, pos, OK
+
+
+@njit(**NJIT)
+def _decode_one(s, w, wstart, starts, rows, cdf, cdf_len, offset, lut, values, status):
     """Decode substream s (words w[wstart[s]:wstart[s + 1]]); status[s] = 0 or an error code."""
     pos = wstart[s]
     end = wstart[s + 1]
-    if end - pos < 2:
+    if end - pos < 4:
         status[s] = ERR_EOF
         return
-    x = (np.int64(w[pos]) << 16) | np.int64(w[pos + 1])
-    pos += 2
-    if x < RANS_L:
+    x0 = (np.int64(w[pos]) << 16) | np.int64(w[pos + 1])
+    x1 = (np.int64(w[pos + 2]) << 16) | np.int64(w[pos + 3])
+    pos += 4
+    if x0 < RANS_L or x1 < RANS_L:
         status[s] = ERR_INIT
         return
-    st_code = OK
-    for i in range(starts[s], starts[s + 1]):
-        r = rows[i]
-        n = np.int64(cdf_len[r])
-        lo = np.int64(offset[r])
-        slot = x & 0xFFFF
-        a = np.int64(0)
-        b = n
-        while b - a > 1:
-            mid = (a + b) >> 1
-            if cdf[r, mid] <= slot:
-                a = mid
-            else:
-                b = mid
-        start = np.int64(cdf[r, a])
-        freq = np.int64(cdf[r, a + 1]) - start
-        x = freq * (x >> 16) + slot - start
-        if x < RANS_L:
-            if pos >= end:
-                st_code = ERR_EOF
-                break
-            x = (x << 16) | np.int64(w[pos])
-            pos += 1
-        if a < n - 1:
-            values[i] = np.int32(lo + a)
-            continue
-        nb, x, pos, ok = _get_bits(x, np.int64(NB_BITS), w, pos, end)
-        if not ok:
-            st_code = ERR_EOF
-            break
-        if nb > NB_MAX:
-            st_code = ERR_NB
-            break
-        m = np.int64(1) << nb
-        if nb > 0:
-            v0, x, pos, ok = _get_bits(x, min(nb, np.int64(16)), w, pos, end)
-            if not ok:
-                st_code = ERR_EOF
-                break
-            m |= v0
-            if nb > 16:
-                v1, x, pos, ok = _get_bits(x, nb - 16, w, pos, end)
-                if not ok:
-                    st_code = ERR_EOF
-                    break
-                m |= v1 << 16
-        u = m - 1
-        if u & 1:
-            v = lo - (u + 1) // 2
-        else:
-            v = lo + n - 2 + (u + 2) // 2
-        if v < VALUE_MIN or v > VALUE_MAX:
-            st_code = ERR_RANGE
+    st = OK
+    i = starts[s]
+    stop = starts[s + 1]
+    while i + 1 < stop:
+        v, x0, pos, st = _decode_symbol(x0, rows[i], cdf, cdf_len, offset, lut, w, pos, end)
+        if st != OK:
             break
         values[i] = np.int32(v)
-    if st_code == OK:
+        v, x1, pos, st = _decode_symbol(x1, rows[i + 1], cdf, cdf_len, offset, lut, w, pos, end)
+        if st != OK:
+            break
+        values[i + 1] = np.int32(v)
+        i += 2
+    if st == OK and i < stop:
+        v, x0, pos, st = _decode_symbol(x0, rows[i], cdf, cdf_len, offset, lut, w, pos, end)
+        if st == OK:
+            values[i] = np.int32(v)
+    if st == OK:
         if pos != end:
-            st_code = ERR_LEFTOVER
-        elif x != RANS_L:
-            st_code = ERR_FINAL
-    status[s] = st_code
+            st = ERR_LEFTOVER
+        elif x0 != RANS_L or x1 != RANS_L:
+            st = ERR_FINAL
+    status[s] = st
 
 
 @njit(**NJIT_PARALLEL)
-def _decode_cpu(w, wstart, starts, rows, cdf, cdf_len, offset, values, status):
+def _decode_cpu(w, wstart, starts, rows, cdf, cdf_len, offset, lut, values, status):
     for s in prange(starts.size - 1):
-        _decode_one(s, w, wstart, starts, rows, cdf, cdf_len, offset, values, status)
+        _decode_one(s, w, wstart, starts, rows, cdf, cdf_len, offset, lut, values, status)
 
 
 def _regions(starts):
     n_per = np.diff(starts).astype(np.int64)
-    return np.concatenate([[0], np.cumsum(MAX_WORDS_PER_SYMBOL * n_per + 2)]).astype(np.int64)
+    return np.concatenate([[0], np.cumsum(MAX_WORDS_PER_SYMBOL * n_per + 2 * STATES)]).astype(np.int64)
 
 
 def encode_cpu(values, rows, starts, cdf, cdf_len, offset):
@@ -396,7 +465,9 @@ def encode_cpu(values, rows, starts, cdf, cdf_len, offset):
 
 
 def _words(data, lengths):
-    w = np.frombuffer(data, dtype="<u2") if len(data) else np.zeros(0, np.uint16)
+    """16-bit words of all substreams, plus one padding word (see _advance)."""
+    w = np.zeros(len(data) // 2 + 1, np.uint16)
+    w[:len(data) // 2] = np.frombuffer(data, dtype="<u2")
     wstart = np.concatenate([[0], np.cumsum(np.asarray(lengths, np.int64) // 2)]).astype(np.int64)
     return w, wstart
 
@@ -405,7 +476,7 @@ def decode_cpu(data, lengths, starts, rows, cdf, cdf_len, offset):
     w, wstart = _words(data, lengths)
     values = np.zeros(int(starts[-1]), np.int32)
     status = np.zeros(starts.size - 1, np.int32)
-    _decode_cpu(w, wstart, starts, rows, cdf, cdf_len, offset, values, status)
+    _decode_cpu(w, wstart, starts, rows, cdf, cdf_len, offset, build_lut(cdf, cdf_len), values, status)
     return values, status
 
 
@@ -467,7 +538,8 @@ def decode(data, lengths, starts, rows, cdf, cdf_len, offset, backend="cpu"):
     else:
         from .cuda import rans as cuda_rans
         w, wstart = _words(data, lengths)
-        values, status = cuda_rans.decode_cuda(w, wstart, starts, rows, cdf, cdf_len, offset)
+        values, status = cuda_rans.decode_cuda(w, wstart, starts, rows, cdf, cdf_len, offset,
+                                               build_lut(cdf, cdf_len))
     bad = np.flatnonzero(status)
     if bad.size:
         s = int(bad[0])

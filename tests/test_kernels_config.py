@@ -9,7 +9,7 @@ import pytest
 from kernels import config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ALLOWED = {"njit": {"NJIT", "NJIT_PARALLEL"}, "jit": {"CUDA_JIT"}}
+ALLOWED = {"njit": {"NJIT", "NJIT_PARALLEL", "NJIT_INLINE"}, "jit": {"CUDA_JIT"}}
 
 
 def python_files():
@@ -46,6 +46,6 @@ def test_every_jit_uses_the_config_options(path):
 
 
 def test_config_never_enables_fastmath():
-    for opts in (config.NJIT, config.NJIT_PARALLEL, config.CUDA_JIT):
+    for opts in (config.NJIT, config.NJIT_PARALLEL, config.NJIT_INLINE, config.CUDA_JIT):
         assert opts.get("fastmath", False) is False
     assert config.NJIT["cache"] and config.NJIT_PARALLEL["cache"]

@@ -15,8 +15,9 @@ FIELDS = [("magic", 0, 4), ("version", 4, 1), ("model_id", 5, 8), ("width_minus1
 
 def sample_stream(n_y=3):
     h = PictureHeader(model_id=MODEL_ID, width=77, height=13, beta_code=40000, num_y_substreams=n_y)
-    z = b"\x01\x00\x00\x00"
-    ys = [b"\x02\x00\x00\x00\x05\x06", b"\x03\x00\x00\x00", b"\x04\x00\x00\x00\x07\x08\x09\x0a"][:n_y]
+    z = b"\x01\x00\x00\x00" * 2
+    ys = [b"\x02\x00\x00\x00" * 2 + b"\x05\x06", b"\x03\x00\x00\x00" * 2,
+          b"\x04\x00\x00\x00" * 2 + b"\x07\x08\x09\x0a"][:n_y]
     return h, z, ys, write_picture(h, z, ys)
 
 
@@ -66,7 +67,7 @@ def test_flipped_bit_in_each_header_field(name, start, n):
 def test_absurd_sizes_are_rejected_before_allocation():
     h = PictureHeader(model_id=MODEL_ID, width=16384, height=16384, beta_code=0)
     data = bytearray(write_picture(PictureHeader(model_id=MODEL_ID, width=8, height=8, beta_code=0),
-                                   b"\x01\x00\x00\x00", [b"\x01\x00\x00\x00"]))
+                                   b"\x01\x00\x00\x00" * 2, [b"\x01\x00\x00\x00" * 2]))
     data[13:15] = (65535).to_bytes(2, "big")       # width 65536
     with pytest.raises(BitstreamError, match="width_minus1"):
         picture(bytes(data))
@@ -90,7 +91,7 @@ def test_substream_size_past_the_end():
 def test_odd_or_tiny_substream_size():
     *_, data = sample_stream()
     b = bytearray(data)
-    b[HEADER_BYTES + 4:HEADER_BYTES + 8] = (3).to_bytes(4, "big")
+    b[HEADER_BYTES + 4:HEADER_BYTES + 8] = (6).to_bytes(4, "big")
     with pytest.raises(BitstreamError, match=r"y_size\[0\]"):
         picture(bytes(b))
 

@@ -3,7 +3,7 @@
 The per-substream bodies ``_encode_one`` / ``_decode_one`` are the very
 Python functions the CPU backend compiles with ``@njit``: here the same code
 objects are compiled as CUDA device functions, with their helper calls
-(``_put``, ``_get_bits``) bound to the device versions.  The two backends
+(``_put``, ``_encode_symbol``, ...) bound to the device versions.  The two backends
 therefore cannot drift apart.
 """
 
@@ -28,9 +28,14 @@ def _device(dispatcher, **helpers):
 
 
 _put = _device(rans._put)
-_get_bits = _device(rans._get_bits)
-_encode_one = _device(rans._encode_one, _put=_put)
-_decode_one = _device(rans._decode_one, _get_bits=_get_bits)
+_encode_escape = _device(rans._encode_escape, _put=_put)
+_encode_symbol = _device(rans._encode_symbol, _put=_put, _encode_escape=_encode_escape)
+_encode_one = _device(rans._encode_one, _encode_symbol=_encode_symbol)
+_advance = _device(rans._advance)
+_get_bits = _device(rans._get_bits, _advance=_advance)
+_decode_escape = _device(rans._decode_escape, _get_bits=_get_bits)
+_decode_symbol = _device(rans._decode_symbol, _advance=_advance, _decode_escape=_decode_escape)
+_decode_one = _device(rans._decode_one, _decode_symbol=_decode_symbol)
 
 
 @cuda.jit(**CUDA_JIT)
@@ -41,10 +46,10 @@ def _encode_kernel(values, rows, starts, cdf, cdf_len, offset, buf, region, firs
 
 
 @cuda.jit(**CUDA_JIT)
-def _decode_kernel(w, wstart, starts, rows, cdf, cdf_len, offset, values, status):
+def _decode_kernel(w, wstart, starts, rows, cdf, cdf_len, offset, lut, values, status):
     s = cuda.grid(1)
     if s < starts.size - 1:
-        _decode_one(s, w, wstart, starts, rows, cdf, cdf_len, offset, values, status)
+        _decode_one(s, w, wstart, starts, rows, cdf, cdf_len, offset, lut, values, status)
 
 
 def _launch(n):
@@ -66,7 +71,7 @@ def encode_cuda(values, rows, starts, cdf, cdf_len, offset, region):
     return [host[first[s]:region[s + 1]].astype("<u2").tobytes() for s in range(S)]
 
 
-def decode_cuda(w, wstart, starts, rows, cdf, cdf_len, offset):
+def decode_cuda(w, wstart, starts, rows, cdf, cdf_len, offset, lut):
     require_cuda()
     S = starts.size - 1
     values = cuda.to_device(np.zeros(max(1, int(starts[-1])), np.int32))
@@ -75,5 +80,5 @@ def decode_cuda(w, wstart, starts, rows, cdf, cdf_len, offset):
     grid, block = _launch(S)
     _decode_kernel[grid, block](wd, cuda.to_device(wstart), cuda.to_device(starts), cuda.to_device(rows),
                                 cuda.to_device(cdf), cuda.to_device(cdf_len), cuda.to_device(offset),
-                                values, status)
+                                cuda.to_device(lut), values, status)
     return values.copy_to_host()[:int(starts[-1])], status.copy_to_host()

@@ -7,7 +7,7 @@
     }
 
 Each size is a byte count, even (the coder writes 16-bit words) and at least
-4 (a coder state).  Together they must account for exactly the bytes that
+8 (two coder states).  Together they must account for exactly the bytes that
 follow substream_sizes() -- checked here, before any substream is read, so a
 size can never make the decoder read past the end or allocate for data that
 is not there.
@@ -20,7 +20,7 @@ from ..errors import BitstreamError
 from .bytereader import u_bytes
 
 CLAUSE = "5.3"
-MIN_SUBSTREAM_BYTES = 4
+MIN_SUBSTREAM_BYTES = 8
 
 
 @dataclass(frozen=True)
