@@ -1,0 +1,110 @@
+"""Clause 6: the decoding process, from the stream to 8-bit RGB.
+
+Integer arithmetic only, on every backend: the kernels (rANS, integer
+convolutions) run on the chosen backend; the elementwise steps between them
+are integer numpy, which is exact everywhere.
+
+    picture()                                   clause 5
+    z_hat   = decode_z(...)                     clause 6.2
+    mu, s   = h_s(clamp(z_hat))                 clause 6.3
+    q       = decode_y(...)                     clause 6.4
+    y_hat   = dequantize(mu, q, inv_gain)       clause 6.4
+    x       = g_s(y_hat)                        clause 6.5
+    rgb     = colour_transform(x)               clause 6.6
+"""
+
+import numpy as np
+
+from kernels import rans
+
+from . import gain
+from .errors import BitstreamError
+from .syntax import picture
+
+#: Clause 6.6: BT.709 YCbCr -> RGB, times 255 * 2^16 (rows R, G, B; columns Y, Cb, Cr).
+COLOUR_MATRIX = np.array([[16711680, 0, 26317554],
+                          [16711680, -3130503, -7823143],
+                          [16711680, 31010193, 0]], np.int64)
+#: 255 * 0.5 * 2^16: the luma offset (g_s outputs Y - 1/2).
+LUMA_OFFSET = 8355840
+
+
+def grid_sizes(width, height):
+    """Padded picture, y and z grid sizes (clause 6.2): multiples of 64."""
+    hp, wp = -(-height // 64) * 64, -(-width // 64) * 64
+    return (hp, wp), (hp // 16, wp // 16), (hp // 64, wp // 64)
+
+
+def y_substream_starts(hy, wy, m, s):
+    """Clause 6.4: substream i holds latent rows [floor(i*Hy/S), floor((i+1)*Hy/S))."""
+    rows = np.array([(i * hy) // s for i in range(s + 1)], np.int64)
+    return rows * (wy * m)
+
+
+def z_rows(hz, wz, z):
+    return np.tile(np.arange(z, dtype=np.int32), hz * wz)
+
+
+def y_rows(s_q, shift, p_s, levels):
+    """Table row of every y symbol (clause 6.4), raster order, channel fastest."""
+    r = (s_q.astype(np.int64) + shift[None, None, :] + (1 << (p_s - 1))) >> p_s
+    return np.clip(r, 0, levels - 1).astype(np.int32).reshape(-1)
+
+
+def dequantize(mu_q, q, inv_gain, p_mu, p_y, ig_p):
+    """y_hat at p_y fractional bits, int16:
+    (mu * 2^(ig_p + p_y - p_mu) + q * inv_gain * 2^p_y + 2^(ig_p - 1)) >> ig_p, clamped."""
+    acc = (mu_q.astype(np.int64) << (ig_p + p_y - p_mu)) + (q.astype(np.int64) * inv_gain[None, None, :] << p_y)
+    return np.clip((acc + (1 << (ig_p - 1))) >> ig_p, -32768, 32767).astype(np.int16)
+
+
+def colour_transform(x_q, p_x):
+    """Clause 6.6: int16 Y', Cb, Cr at p_x fractional bits -> uint8 RGB."""
+    v = x_q.astype(np.int64)
+    acc = v @ COLOUR_MATRIX.T + LUMA_OFFSET * (1 << p_x)
+    sh = 16 + p_x
+    return np.clip((acc + (1 << (sh - 1))) >> sh, 0, 255).astype(np.uint8)
+
+
+def find_model(model_id, models):
+    for m in models:
+        if m.model_id == model_id:
+            return m
+    raise BitstreamError(f"model_id {model_id.hex()} names no loaded model (have "
+                         f"{', '.join(m.model_id.hex() for m in models) or 'none'})", field="model_id",
+                         clause="5.2")
+
+
+def decode_latents(pic, model, backend):
+    """Clauses 6.2-6.4 up to the dequantized latent: returns (y_hat_q, mu_q, q, rows)."""
+    h = pic.header
+    a = model.arch
+    (hp, wp), (hy, wy), (hz, wz) = grid_sizes(h.width, h.height)
+    Z, M = a["Z"], a["M"]
+    nz = hz * wz * Z
+    z = rans.decode(pic.z_data, [len(pic.z_data)], np.array([0, nz], np.int64), z_rows(hz, wz, Z),
+                    *model.z_tables, backend=backend).reshape(hz, wz, Z)
+    zr = 1 << (model.z_bits - 1)
+    params = model.h_s(np.clip(z, -zr, zr - 1).astype(np.int16), backend=backend)
+    mu_q, s_q = params[..., :M], params[..., M:]
+    p = model.prec
+    lg = gain.log2_gain_fp(model.gain_log2_fp, h.beta_code)
+    rows = y_rows(s_q, gain.sigma_shift(lg, p["p_s"]), p["p_s"], a["sigma_levels"])
+    starts = y_substream_starts(hy, wy, M, h.num_y_substreams)
+    q = rans.decode(b"".join(pic.y_data), [len(d) for d in pic.y_data], starts, rows, *model.y_tables,
+                    backend=backend).reshape(hy, wy, M)
+    ig = gain.inverse_gain(lg, model.exp2)
+    y_hat_q = dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], model.ig_p)
+    return y_hat_q, mu_q, q, rows
+
+
+def decode(data, backend="cpu", models=None):
+    """Decode a refcodec stream to a uint8 (height, width, 3) RGB array."""
+    from . import model as model_mod
+    pic = picture(data)
+    models = models if models is not None else [model_mod.load()]
+    model = find_model(pic.header.model_id, models)
+    y_hat_q, *_ = decode_latents(pic, model, backend)
+    x_q = model.g_s(y_hat_q, backend=backend)
+    rgb = colour_transform(x_q, model.prec["p_x"])
+    return np.ascontiguousarray(rgb[:pic.header.height, :pic.header.width])

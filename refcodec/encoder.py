@@ -1,0 +1,98 @@
+"""The encoder (not normative): float analysis, then exactly the decoder's
+integer hyper-synthesis, so both sides see the same table rows and means.
+
+    rgb -> pad to 64 (edge) -> YCbCr -> g_a -> y -> h_a -> z
+    z_hat = round(z)                          coded with the z tables
+    mu, s = h_s(clamp(z_hat))                 integer, as the decoder
+    q = round((y - mu) * 2^IG_P / inv_gain)   coded with the table rows of s + gain
+"""
+
+import numpy as np
+
+from kernels import rans
+
+from . import gain
+from .decoder import grid_sizes, y_rows, y_substream_starts, z_rows
+from .errors import ImageError, RefcodecError
+from .export import to_ycbcr
+from .nn import run_float
+from .syntax import PictureHeader, write_picture
+from .syntax.picture_header import LEVEL
+
+
+def check_image(rgb):
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ImageError("expected a uint8 (height, width, 3) RGB array, got "
+                         f"{getattr(rgb, 'dtype', type(rgb).__name__)} {getattr(rgb, 'shape', '')}")
+    h, w = rgb.shape[:2]
+    if not (1 <= w <= LEVEL["max_width"] and 1 <= h <= LEVEL["max_height"] and w * h <= LEVEL["max_samples"]):
+        raise ImageError(f"picture size {w} x {h} outside the level limits (SPEC.md clause 9)")
+
+
+def default_substreams(hy):
+    return max(1, min(4, hy // 8))
+
+
+class Analysis:
+    """The float analysis of one picture (y, z_hat, and the integer h_s output),
+    reusable across rates: only the y quantization depends on beta."""
+
+    def __init__(self, rgb, model, backend="cpu"):
+        check_image(rgb)
+        self.model = model
+        self.height, self.width = rgb.shape[:2]
+        (hp, wp), (self.hy, self.wy), (self.hz, self.wz) = grid_sizes(self.width, self.height)
+        padded = np.pad(rgb, ((0, hp - self.height), (0, wp - self.width), (0, 0)), mode="edge")
+        a = model.arch
+        self.y = run_float(a["g_a"], model.enc, "g_a", to_ycbcr(padded))
+        z = run_float(a["h_a"], model.enc, "h_a", self.y)
+        self.z_hat = np.clip(np.round(z), -32768, 32767).astype(np.int32)
+        zr = 1 << (model.z_bits - 1)
+        params = model.h_s(np.clip(self.z_hat, -zr, zr - 1).astype(np.int16), backend=backend)
+        M = a["M"]
+        self.mu_q, self.s_q = params[..., :M], params[..., M:]
+        self.backend = backend
+        self._z_stream = None
+
+    def z_stream(self):
+        if self._z_stream is None:
+            m = self.model
+            nz = self.z_hat.size
+            self._z_stream = rans.encode(self.z_hat.reshape(-1), z_rows(self.hz, self.wz, m.arch["Z"]),
+                                         np.array([0, nz], np.int64), *m.z_tables, backend=self.backend)[0]
+        return self._z_stream
+
+    def quantize(self, beta_code):
+        """(q, table rows) of y at rate beta_code."""
+        m = self.model
+        p = m.prec
+        lg = gain.log2_gain_fp(m.gain_log2_fp, beta_code)
+        rows = y_rows(self.s_q, gain.sigma_shift(lg, p["p_s"]), p["p_s"], m.arch["sigma_levels"])
+        ig = gain.inverse_gain(lg, m.exp2).astype(np.float64)
+        mu = self.mu_q.astype(np.float64) / (1 << p["p_mu"])
+        q = np.round((self.y - mu) * ((1 << m.ig_p) / ig)[None, None, :])
+        return np.clip(q, -32768, 32767).astype(np.int32).reshape(-1), rows
+
+    def stream(self, beta_code, num_y_substreams=None):
+        m = self.model
+        q, rows = self.quantize(beta_code)
+        S = num_y_substreams or default_substreams(self.hy)
+        starts = y_substream_starts(self.hy, self.wy, m.arch["M"], S)
+        ys = rans.encode(q, rows, starts, *m.y_tables, backend=self.backend)
+        header = PictureHeader(model_id=m.model_id, width=self.width, height=self.height, beta_code=beta_code,
+                               num_y_substreams=S)
+        return write_picture(header, self.z_stream(), ys)
+
+
+def beta_to_code(beta):
+    b = float(beta)
+    if not 0.0 <= b <= 1.0:
+        raise RefcodecError(f"beta must lie in [0, 1], got {beta}")
+    return int(round(b * 65535))
+
+
+def encode(rgb, beta=0.5, model=None, num_y_substreams=None, backend="cpu"):
+    """Encode a uint8 (H, W, 3) RGB array at rate parameter beta in [0, 1]."""
+    from . import model as model_mod
+    model = model or model_mod.load()
+    return Analysis(rgb, model, backend).stream(beta_to_code(beta), num_y_substreams)

@@ -1,0 +1,299 @@
+"""Export trained float weights to a refcodec model file (SPEC.md clause 8).
+
+``python -m refcodec.export FLOAT.npz OUT.npz [--weight-bits 16|8] [--calib DIR]``
+
+Steps:
+
+1. calibration: the float pipeline runs on crops of calibration images at
+   several rates and records the largest magnitude of every tensor of h_s
+   and g_s;
+2. each tensor gets an int16 precision (fractional bits) with one bit of
+   headroom; every convolution and IGDN is quantized by
+   :func:`refcodec.quant.quantize_conv` under the no-overflow bound;
+3. the entropy tables are tabulated: discretized Gaussians for y (one row per
+   sigma level), the learned factorized densities of z (one row per channel);
+4. gain vectors go to fixed point (1/65536 log2 units), with the exp2 table
+   the decoder uses to invert them.
+
+The file is an ``.npz``; its SHA-256 (first 8 bytes) is the ``model_id``
+that streams name.
+"""
+
+import argparse
+import glob
+import io
+import json
+import math
+import os
+
+import numpy as np
+
+from . import arch as A
+from .nn import factorized_logits_cdf, run_float, sigmoid
+from .quant import precision_for, quantize_conv
+from .tables import gaussian_tables, quantize_pmf, cdf_from_freq
+
+FORMAT = "refcodec-model"
+FORMAT_VERSION = 1
+#: Precision of the fixed-point inverse gain (SPEC.md clause 6.4).
+IG_P = 16
+#: exp2 table: EXP2[i] = round(2^30 * 2^(i / 1024)).
+EXP2_BITS = 10
+#: h_s input: z_hat clamped to this many bits (signed) before h_s.
+Z_BITS = 8
+#: Calibration rates.
+CALIB_BETAS = (0.0, 0.33, 0.67, 1.0)
+
+
+def load_float(path):
+    data = np.load(path)
+    meta = json.loads(bytes(data["__meta__"]).decode())
+    params = {k: data[k] for k in data.files if k != "__meta__"}
+    arch = meta["arch"]
+    for net in ("g_a", "h_a", "h_s", "g_s"):
+        arch[net] = [tuple(layer) for layer in arch[net]]
+    return arch, params, meta
+
+
+def to_ycbcr(rgb):
+    """uint8 RGB (H, W, 3) -> float32 centred YCbCr, as the trainer feeds g_a."""
+    x = rgb.astype(np.float32) / 255.0
+    y = x @ np.array(A.RGB_TO_YCBCR, np.float32).T
+    y[..., 0] -= 0.5
+    return y
+
+
+def gain_log2(arch, params, beta):
+    """Float log2 gain per channel at rate beta (the trainer's interpolation)."""
+    G = params["log2_gain"].astype(np.float64)
+    K = arch["K"]
+    t = min(max(beta, 0.0), 1.0) * (K - 1)
+    k = min(int(math.floor(t)), K - 2)
+    f = t - k
+    return (1 - f) * G[k] + f * G[k + 1]
+
+
+def float_forward(arch, params, rgb, beta):
+    """Float reference pipeline on one image: every tensor the exporter calibrates."""
+    y = run_float(arch["g_a"], params, "g_a", to_ycbcr(rgb))
+    z = run_float(arch["h_a"], params, "h_a", y)
+    z_hat = np.clip(np.round(z), -(1 << (Z_BITS - 1)), (1 << (Z_BITS - 1)) - 1)
+    hs_acts = trace(arch["h_s"], params, "h_s", z_hat)
+    out = hs_acts[-1]
+    M = arch["M"]
+    mu, s = out[..., :M], out[..., M:]
+    lg = gain_log2(arch, params, beta)
+    g = 2.0 ** lg
+    y_hat = mu + np.round((y - mu) * g) / g
+    gs_acts = trace(arch["g_s"], params, "g_s", y_hat)
+    return {"y": y, "z": z, "z_hat": z_hat, "hs": hs_acts, "mu": mu, "s": s, "y_hat": y_hat, "gs": gs_acts}
+
+
+def trace(layers, params, prefix, x):
+    """Outputs of every layer: acts[0] is the input, acts[i + 1] the output of layer i."""
+    acts = [x.astype(np.float32)]
+    for i in range(len(layers)):
+        acts.append(run_float(layers[i:i + 1], params, prefix, acts[-1], start=i))
+    return acts
+
+
+def calibration_images(calib_dir, n_images=12, crop=256, seed=0):
+    from PIL import Image
+    files = sorted(glob.glob(os.path.join(calib_dir, "**", "*.png"), recursive=True)
+                   + glob.glob(os.path.join(calib_dir, "**", "*.jpg"), recursive=True))
+    if not files:
+        raise SystemExit(f"no calibration images under {calib_dir}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for f in rng.choice(files, size=min(n_images, len(files)), replace=False):
+        im = np.asarray(Image.open(f).convert("RGB"))
+        h, w = im.shape[:2]
+        c = min(crop, h, w) // 64 * 64
+        y0, x0 = rng.integers(h - c + 1), rng.integers(w - c + 1)
+        out.append(np.ascontiguousarray(im[y0:y0 + c, x0:x0 + c]))
+    return out
+
+
+def calibrate(arch, params, images):
+    """Largest |value| of each traced tensor over images x CALIB_BETAS, plus
+    IGDN factor maxima (beta + Gamma|x|)."""
+    stats = {}
+
+    def upd(key, v):
+        stats[key] = max(stats.get(key, 0.0), float(np.max(np.abs(v))) if v.size else 0.0)
+
+    for im in images:
+        for beta in CALIB_BETAS:
+            t = float_forward(arch, params, im, beta)
+            for net in ("hs", "gs"):
+                for i, a in enumerate(t[net]):
+                    upd((net, i), a)
+            upd("mu", t["mu"])
+            upd("s", t["s"])
+            upd("y_hat", t["y_hat"])
+            # IGDN factors
+            for i, layer in enumerate(arch["g_s"]):
+                if layer[0] == "igdn":
+                    x = t["gs"][i]
+                    beta_g = params[f"g_s.{i}.beta_p"] ** 2 + 1e-6
+                    gamma = params[f"g_s.{i}.gamma_p"] ** 2
+                    upd(("igdn_n", i), np.abs(x) @ gamma.T + beta_g)
+    return stats
+
+
+def integerize(arch, params, stats, weight_bits):
+    """Quantize h_s and g_s; returns (layer descriptions, arrays, precisions)."""
+    arrays = {}
+    desc = {}
+    prec = {}
+    M = arch["M"]
+    p_mu = min(precision_for(stats["mu"], headroom=2.0), 14)
+    p_s = min(precision_for(stats["s"], headroom=2.0), 8)
+    p_y = min(precision_for(stats["y_hat"], headroom=2.0), 14)
+    p_x = min(precision_for(stats[("gs", len(arch["g_s"]))], headroom=2.0), 14)
+    prec.update(p_mu=p_mu, p_s=p_s, p_y=p_y, p_x=p_x, p_z=0)
+    for net, key, p_in, in_range, final_p in (
+            ("h_s", "hs", 0, (-(1 << (Z_BITS - 1)), (1 << (Z_BITS - 1)) - 1),
+             np.array([p_mu] * M + [p_s] * M, np.int32)),
+            ("g_s", "gs", p_y, (-32768, 32767), None)):
+        layers = arch[net]
+        ops = []
+        p_cur = p_in
+        lo_cur, hi_cur = in_range
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            name = f"{net}.{i}"
+            if layer[0] == "conv":
+                # fuse a following d2s and/or relu
+                j = i + 1
+                d2s = None
+                relu = False
+                while j < len(layers) and layers[j][0] in ("d2s", "relu"):
+                    if layers[j][0] == "d2s":
+                        d2s = layers[j][1]
+                    else:
+                        relu = True
+                    j += 1
+                last = j == len(layers)
+                cout = layer[2]
+                if last and final_p is not None:
+                    p_out = final_p
+                elif last:
+                    p_out = np.full(cout, prec["p_x"], np.int32)
+                else:
+                    p_out = np.full(cout, min(precision_for(stats[(key, j)], headroom=2.0), 14), np.int32)
+                lo, hi = (0 if relu else -32768), 32767
+                wq, bq, shift = quantize_conv(name, params[f"{name}.weight"], params[f"{name}.bias"],
+                                              p_cur, p_out, lo_cur, hi_cur, weight_bits)
+                arrays[f"{net}.{i}.w"], arrays[f"{net}.{i}.b"], arrays[f"{net}.{i}.shift"] = wq, bq, shift
+                ops.append({"op": "conv", "index": i, "lo": lo, "hi": hi, "in_lo": lo_cur, "in_hi": hi_cur,
+                            "p_in": int(p_cur), "p_out": [int(v) for v in p_out]})
+                if d2s:
+                    ops.append({"op": "d2s", "r": int(d2s)})
+                p_cur = int(p_out[0]) if len(set(p_out.tolist())) == 1 else None
+                lo_cur, hi_cur = lo, hi
+                i = j
+            elif layer[0] == "igdn":
+                C = layer[1]
+                p_n = min(precision_for(stats[("igdn_n", i)], headroom=2.0), 14)
+                p_o = min(precision_for(stats[(key, i + 1)], headroom=2.0), 14)
+                beta_g = (params[f"{name}.beta_p"].astype(np.float64) ** 2 + 1e-6)
+                gamma = params[f"{name}.gamma_p"].astype(np.float64) ** 2
+                gq, bq, rn = quantize_conv(f"{name}.gamma", gamma[:, :, None, None], beta_g, p_cur,
+                                           np.full(C, p_n, np.int32), 0, 32767, weight_bits)
+                t = p_cur + p_n - p_o
+                if not 0 <= t <= 30:
+                    raise ValueError(f"{name}: IGDN shift {t} outside [0, 30]")
+                arrays[f"{net}.{i}.gamma"], arrays[f"{net}.{i}.beta"], arrays[f"{net}.{i}.r_n"] = gq, bq, rn
+                arrays[f"{net}.{i}.t"] = np.full(C, t, np.int32)
+                ops.append({"op": "igdn", "index": i, "in_lo": lo_cur, "in_hi": hi_cur, "p_in": int(p_cur),
+                            "p_n": int(p_n), "p_out": int(p_o)})
+                p_cur = p_o
+                lo_cur, hi_cur = -32768, 32767
+                i += 1
+            else:
+                raise ValueError(f"{name}: op {layer[0]!r} cannot start an integer stage")
+        desc[net] = ops
+    return desc, arrays, prec
+
+
+def z_tables(arch, params, tail=1e-6, max_half_width=256):
+    """Factorized CDF table per z channel: support where the pmf exceeds tail."""
+    Z = arch["Z"]
+    v = np.arange(-max_half_width, max_half_width + 1, dtype=np.float64)
+    vv = np.broadcast_to(v, (Z, v.size))
+    upper = factorized_logits_cdf(params, vv + 0.5)
+    lower = factorized_logits_cdf(params, vv - 0.5)
+    sign = -np.sign(upper + lower)
+    pmf = np.abs(sigmoid(sign * upper) - sigmoid(sign * lower))
+    rows = []
+    for c in range(Z):
+        keep = np.flatnonzero(pmf[c] > tail)
+        a, b = (keep[0], keep[-1]) if keep.size else (max_half_width, max_half_width)
+        p = pmf[c, a:b + 1]
+        esc = max(1.0 - p.sum(), 1e-9)
+        rows.append((int(v[a]), quantize_pmf(np.concatenate([p, [esc]]))))
+    width = max(f.size for _, f in rows) + 1
+    cdf = np.zeros((Z, width), np.int32)
+    cdf_len = np.zeros(Z, np.int32)
+    offset = np.zeros(Z, np.int32)
+    for c, (off, f) in enumerate(rows):
+        cc = cdf_from_freq(f)
+        cdf[c, :cc.size] = cc
+        cdf[c, cc.size:] = cc[-1]
+        cdf_len[c] = f.size
+        offset[c] = off
+    return cdf, cdf_len, offset
+
+
+def exp2_table():
+    return np.array([round(2.0 ** 30 * 2.0 ** (i / (1 << EXP2_BITS))) for i in range(1 << EXP2_BITS)], np.int64)
+
+
+def export(float_path, out_path, calib_dir, weight_bits=16, n_images=12):
+    arch, params, meta = load_float(float_path)
+    images = calibration_images(calib_dir, n_images=n_images)
+    stats = calibrate(arch, params, images)
+    desc, arrays, prec = integerize(arch, params, stats, weight_bits)
+    sigmas = [A.sigma_of_index(k) for k in range(arch["sigma_levels"])]
+    arrays["y_cdf"], arrays["y_cdf_len"], arrays["y_offset"] = gaussian_tables(sigmas)
+    arrays["z_cdf"], arrays["z_cdf_len"], arrays["z_offset"] = z_tables(arch, params)
+    arrays["gain_log2_fp"] = np.round(params["log2_gain"].astype(np.float64) * 65536).astype(np.int32)
+    arrays["exp2_table"] = exp2_table()
+    for k, v in params.items():
+        if k.startswith(("g_a.", "h_a.")):
+            arrays[f"enc.{k}"] = v.astype(np.float32)
+    # float decoder weights, for the float reference path (measurement only)
+    for k, v in params.items():
+        if k.startswith(("g_s.", "h_s.")):
+            arrays[f"float.{k}"] = v.astype(np.float32)
+    header = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch, "nets": desc, "precisions": prec,
+        "weight_bits": weight_bits, "ig_p": IG_P, "exp2_bits": EXP2_BITS, "z_bits": Z_BITS,
+        "train_step": meta.get("step"), "calibration": {"images": len(images), "betas": list(CALIB_BETAS)},
+    }
+    buf = io.BytesIO()
+    np.savez(buf, __header__=np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8),
+             **{k: arrays[k] for k in sorted(arrays)})
+    data = buf.getvalue()
+    with open(out_path, "wb") as f:
+        f.write(data)
+    return out_path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m refcodec.export", description=__doc__.split("\n")[0])
+    p.add_argument("float_weights")
+    p.add_argument("out")
+    p.add_argument("--weight-bits", type=int, choices=(8, 16), default=16)
+    p.add_argument("--calib", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                                                    "train"))
+    p.add_argument("--images", type=int, default=12)
+    args = p.parse_args(argv)
+    export(args.float_weights, args.out, args.calib, args.weight_bits, args.images)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

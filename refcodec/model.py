@@ -1,0 +1,183 @@
+"""Model files (SPEC.md clause 8): loading, validation and the integer networks.
+
+A model file is an ``.npz`` holding a JSON header (``__header__``) and
+arrays.  Loading checks everything a decoder relies on before it is used:
+the format and version, the presence, dtype and shape of every array, the
+entropy tables (clause 8.3), and the no-overflow bound of every integer
+layer (clause 7.1) -- a file that breaks any of these is refused with a
+:class:`ModelError` naming what is wrong.
+"""
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+
+import kernels
+from kernels import rans
+from kernels.conv import interleave_weights
+
+from .errors import ModelError
+from .quant import INT31, layer_bound
+
+FORMAT = "refcodec-model"
+FORMAT_VERSION = 1
+MODELS_DIR = os.path.join(os.path.dirname(__file__), "models")
+DEFAULT_MODEL = os.path.join(MODELS_DIR, "refcodec-w16.npz")
+
+
+class IntNet:
+    """An integer network (h_s or g_s): a list of ops of SPEC.md clause 7."""
+
+    def __init__(self, name, ops, arrays, in_range):
+        self.name = name
+        self.ops = []
+        lo, hi = in_range
+        for op in ops:
+            kind = op.get("op")
+            if kind == "conv":
+                i = op["index"]
+                w, b, shift = (_array(arrays, f"{name}.{i}.{k}") for k in ("w", "b", "shift"))
+                _check_conv(f"{name}.{i}", w, b, shift, op, lo, hi)
+                self.ops.append(("conv", w, b, shift, int(op["lo"]), int(op["hi"]), interleave_weights(w)))
+                lo, hi = int(op["lo"]), int(op["hi"])
+            elif kind == "d2s":
+                r = op.get("r")
+                if r not in (2, 4):
+                    raise ModelError(f"{name}: depth_to_space factor {r!r} not supported")
+                self.ops.append(("d2s", int(r)))
+            elif kind == "igdn":
+                i = op["index"]
+                gamma, beta, r_n, t = (_array(arrays, f"{name}.{i}.{k}") for k in ("gamma", "beta", "r_n", "t"))
+                c = gamma.shape[0]
+                if gamma.shape != (c, 1, 1, c) or beta.shape != (c,) or r_n.shape != (c,) or t.shape != (c,):
+                    raise ModelError(f"layer {name}.{i}: IGDN arrays have inconsistent shapes")
+                if gamma.min() < 0 or beta.min() < 0:
+                    raise ModelError(f"layer {name}.{i}: IGDN needs gamma >= 0 and beta >= 0")
+                if t.min() < 0 or t.max() > 30:
+                    raise ModelError(f"layer {name}.{i}: IGDN shifts outside [0, 30]")
+                _check_conv(f"{name}.{i}.gamma", gamma, beta, r_n, {"lo": 0, "hi": 32767}, 0, 32767)
+                self.ops.append(("igdn", gamma, beta, r_n, t, interleave_weights(gamma)))
+                lo, hi = -32768, 32767
+            else:
+                raise ModelError(f"{name}: unknown op {kind!r}")
+
+    def __call__(self, x, backend="cpu"):
+        """Run on an int16 (H, W, C) array; int16 out.  Bit-exact on every backend."""
+        for op in self.ops:
+            if op[0] == "conv":
+                _, w, b, shift, lo, hi, wi = op
+                if backend == "cpu":
+                    x = kernels.conv.conv2d_cpu(x, w, b, shift, lo, hi, Wi=wi)
+                else:
+                    x = kernels.conv2d(x, w, b, shift, lo, hi, backend=backend)
+            elif op[0] == "d2s":
+                x = kernels.depth_to_space(x, op[1], backend=backend)
+            else:
+                _, gamma, beta, r_n, t, gi = op
+                a = kernels.abs_sat(x, backend=backend)
+                if backend == "cpu":
+                    n = kernels.conv.conv2d_cpu(a, gamma, beta, r_n, 0, 32767, Wi=gi)
+                else:
+                    n = kernels.conv2d(a, gamma, beta, r_n, 0, 32767, backend=backend)
+                x = kernels.mul_shift(x, n, t, backend=backend)
+        return x
+
+
+def _array(arrays, key):
+    if key not in arrays:
+        raise ModelError(f"model file lacks array {key!r}")
+    return arrays[key]
+
+
+def _check_conv(name, w, b, shift, op, in_lo, in_hi):
+    if w.ndim != 4 or w.dtype not in (np.int16, np.int8) or w.shape[1] != w.shape[2] or w.shape[1] % 2 != 1:
+        raise ModelError(f"layer {name}: weights must be int16/int8 (Cout, k, k, Cin) with odd k")
+    cout = w.shape[0]
+    if b.dtype != np.int32 or b.shape != (cout,) or shift.dtype != np.int32 or shift.shape != (cout,):
+        raise ModelError(f"layer {name}: bias and shift must be int32 of length {cout}")
+    if shift.min() < 0 or shift.max() > 31:
+        raise ModelError(f"layer {name}: shifts outside [0, 31]")
+    if not -32768 <= int(op["lo"]) <= int(op["hi"]) <= 32767:
+        raise ModelError(f"layer {name}: clamp range outside int16")
+    bound = layer_bound(w, b, shift, in_lo, in_hi)
+    worst = max(bound)
+    if worst > INT31:
+        c = bound.index(worst)
+        raise ModelError(f"layer {name}: output channel {c} can overflow the 32-bit accumulator "
+                         f"(worst case {worst} > 2^31 - 1)")
+
+
+class Model:
+    """A loaded, validated model file."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise ModelError(f"cannot read model file {path}: {e.strerror}") from None
+        self.model_id = hashlib.sha256(raw).digest()[:8]
+        try:
+            npz = np.load(io.BytesIO(raw), allow_pickle=False)
+            arrays = {k: npz[k] for k in npz.files}
+            header = json.loads(bytes(arrays.pop("__header__")).decode())
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+            raise ModelError(f"{path} is not a refcodec model file ({type(e).__name__}: {e})") from None
+        if header.get("format") != FORMAT:
+            raise ModelError(f"{path} is not a refcodec model file (format {header.get('format')!r})")
+        if header.get("format_version") != FORMAT_VERSION:
+            raise ModelError(f"{path}: model format version {header.get('format_version')} is not supported "
+                             f"(this decoder reads version {FORMAT_VERSION})")
+        self.header = header
+        self.arch = header["arch"]
+        for net in ("g_a", "h_a", "h_s", "g_s"):
+            self.arch[net] = [tuple(layer) for layer in self.arch[net]]
+        self.prec = header["precisions"]
+        self.weight_bits = header["weight_bits"]
+        self.ig_p = int(header["ig_p"])
+        self.z_bits = int(header["z_bits"])
+        zr = 1 << (self.z_bits - 1)
+        self.h_s = IntNet("h_s", header["nets"]["h_s"], arrays, (-zr, zr - 1))
+        self.g_s = IntNet("g_s", header["nets"]["g_s"], arrays, (-32768, 32767))
+        self.y_tables = tuple(_array(arrays, k) for k in ("y_cdf", "y_cdf_len", "y_offset"))
+        self.z_tables = tuple(_array(arrays, k) for k in ("z_cdf", "z_cdf_len", "z_offset"))
+        for name, tabs in (("y", self.y_tables), ("z", self.z_tables)):
+            try:
+                rans.check_tables(*tabs)
+            except ModelError as e:
+                raise ModelError(f"{name} entropy tables: {e}") from None
+        if self.y_tables[0].shape[0] != self.arch["sigma_levels"]:
+            raise ModelError("y entropy tables: one row per sigma level expected")
+        if self.z_tables[0].shape[0] != self.arch["Z"]:
+            raise ModelError("z entropy tables: one row per z channel expected")
+        self.gain_log2_fp = _array(arrays, "gain_log2_fp")
+        if self.gain_log2_fp.dtype != np.int32 or self.gain_log2_fp.shape != (self.arch["K"], self.arch["M"]):
+            raise ModelError("gain_log2_fp must be int32 (K, M)")
+        if np.abs(self.gain_log2_fp.astype(np.int64)).max() > 8 * 65536:
+            raise ModelError("gain_log2_fp: a gain outside 2^-8 ... 2^8")
+        self.exp2 = _array(arrays, "exp2_table")
+        if self.exp2.dtype != np.int64 or self.exp2.shape != (1 << int(header["exp2_bits"]),) \
+                or self.exp2[0] != 1 << 30 or np.any(np.diff(self.exp2) < 0) or self.exp2[-1] >= 1 << 31:
+            raise ModelError("exp2_table must be a rising int64 table from 2^30 to below 2^31")
+        self.enc = {k[4:]: v for k, v in arrays.items() if k.startswith("enc.")}
+        self.float_dec = {k[6:]: v for k, v in arrays.items() if k.startswith("float.")}
+
+    @classmethod
+    def default(cls):
+        return load(DEFAULT_MODEL)
+
+
+_cache = {}
+
+
+def load(path=None):
+    """Load (and memoize) a model file; the shipped W16A16 model by default."""
+    path = os.path.abspath(path or DEFAULT_MODEL)
+    if path not in _cache:
+        _cache[path] = Model(path)
+    return _cache[path]

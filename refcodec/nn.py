@@ -1,0 +1,87 @@
+"""Float networks in plain numpy, built from the layer lists of refcodec.arch.
+
+Used by the encoder (g_a, h_a: not normative) and as the float reference of
+the decoder networks (g_s, h_s), which measures what quantization costs.
+Layout: channels-last ``x[row, column, channel]``, one image at a time,
+float32.  The numerics follow PyTorch's definitions of the same layers
+(``refcodec.train.nets``); a test checks they agree within 1e-4.
+
+Parameters are looked up by the names the trainer gives them
+(``{net}.{index}.weight`` ...), so one float weight file feeds both.
+"""
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+
+def conv2d_float(x, w, b, stride=1):
+    """x (H, W, Cin) float32; w (Cout, Cin, k, k) as PyTorch stores it; zero padding k//2."""
+    cout, cin, k, _ = w.shape
+    p = k // 2
+    xp = np.pad(x, ((p, p), (p, p), (0, 0)))
+    win = sliding_window_view(xp, (k, k), axis=(0, 1))[::stride, ::stride]   # (Ho, Wo, Cin, k, k)
+    ho, wo = win.shape[:2]
+    cols = win.reshape(ho * wo, cin * k * k)
+    out = cols @ w.reshape(cout, cin * k * k).T.astype(np.float32)
+    if b is not None:
+        out += b.astype(np.float32)
+    return out.reshape(ho, wo, cout)
+
+
+def depth_to_space_float(x, r):
+    h, w, crr = x.shape
+    c = crr // (r * r)
+    return x.reshape(h, w, c, r, r).transpose(0, 3, 1, 4, 2).reshape(h * r, w * r, c)
+
+
+def gdn_params(params, name):
+    beta = params[f"{name}.beta_p"].astype(np.float64) ** 2 + 1e-6
+    gamma = params[f"{name}.gamma_p"].astype(np.float64) ** 2
+    return beta.astype(np.float32), gamma.astype(np.float32)
+
+
+def run_float(layers, params, prefix, x, start=0):
+    """Apply the layer list ``layers`` (named ``prefix.{start + i}``) to x (H, W, C)."""
+    x = x.astype(np.float32)
+    for i, layer in enumerate(layers):
+        op = layer[0]
+        name = f"{prefix}.{start + i}"
+        if op == "conv":
+            x = conv2d_float(x, params[f"{name}.weight"], params[f"{name}.bias"], stride=layer[4])
+        elif op == "gdn":
+            beta, gamma = gdn_params(params, name)
+            x = x / np.sqrt((x * x) @ gamma.T + beta)
+        elif op == "igdn":
+            beta, gamma = gdn_params(params, name)
+            x = x * (np.abs(x) @ gamma.T + beta)
+        elif op == "d2s":
+            x = depth_to_space_float(x, layer[1])
+        elif op == "relu":
+            x = np.maximum(x, 0)
+        else:
+            raise ValueError(f"unknown layer op {op!r}")
+    return x
+
+
+def softplus(x):
+    return np.logaddexp(0, x)
+
+
+def factorized_logits_cdf(params, v, prefix="entropy_z"):
+    """The learned CDF logits of the factorized prior at values v, per channel.
+
+    v: (C, L) float64.  Mirrors ``FactorizedPrior.logits_cdf``.
+    """
+    x = v[:, None, :].astype(np.float64)
+    i = 0
+    while f"{prefix}.mats.{i}" in params:
+        mat = params[f"{prefix}.mats.{i}"].astype(np.float64)
+        x = np.matmul(softplus(mat), x) + params[f"{prefix}.biases.{i}"].astype(np.float64)
+        if f"{prefix}.factors.{i}" in params:
+            x = x + np.tanh(params[f"{prefix}.factors.{i}"].astype(np.float64)) * np.tanh(x)
+        i += 1
+    return x[:, 0, :]
+
+
+def sigmoid(x):
+    return 0.5 * (1 + np.tanh(0.5 * x))
