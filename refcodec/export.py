@@ -30,7 +30,7 @@ import numpy as np
 
 from . import arch as A
 from .nn import factorized_logits_cdf, run_float, sigmoid
-from .quant import precision_for, quantize_conv
+from .quant import max_output_precision, precision_for, quantize_conv
 from .tables import gaussian_tables, quantize_pmf, cdf_from_freq
 
 FORMAT = "refcodec-model"
@@ -152,10 +152,8 @@ def integerize(arch, params, stats, weight_bits):
     p_y = min(precision_for(stats["y_hat"], headroom=2.0), 14)
     p_x = min(precision_for(stats[("gs", len(arch["g_s"]))], headroom=2.0), 14)
     prec.update(p_mu=p_mu, p_s=p_s, p_y=p_y, p_x=p_x, p_z=0)
-    for net, key, p_in, in_range, final_p in (
-            ("h_s", "hs", 0, (-(1 << (Z_BITS - 1)), (1 << (Z_BITS - 1)) - 1),
-             np.array([p_mu] * M + [p_s] * M, np.int32)),
-            ("g_s", "gs", p_y, (-32768, 32767), None)):
+    for net, key, p_in, in_range in (("h_s", "hs", 0, (-(1 << (Z_BITS - 1)), (1 << (Z_BITS - 1)) - 1)),
+                                     ("g_s", "gs", p_y, (-32768, 32767))):
         layers = arch[net]
         ops = []
         p_cur = p_in
@@ -177,12 +175,18 @@ def integerize(arch, params, stats, weight_bits):
                     j += 1
                 last = j == len(layers)
                 cout = layer[2]
-                if last and final_p is not None:
-                    p_out = final_p
+                # the weights' range caps the output precision (W8 above all)
+                cap = max_output_precision(params[f"{name}.weight"], p_cur, weight_bits)
+                if last and net == "h_s":
+                    prec["p_mu"] = int(min(prec["p_mu"], cap[:M].min()))
+                    prec["p_s"] = int(min(prec["p_s"], cap[M:].min()))
+                    p_out = np.array([prec["p_mu"]] * M + [prec["p_s"]] * M, np.int32)
                 elif last:
+                    prec["p_x"] = int(min(prec["p_x"], cap.min()))
                     p_out = np.full(cout, prec["p_x"], np.int32)
                 else:
-                    p_out = np.full(cout, min(precision_for(stats[(key, j)], headroom=2.0), 14), np.int32)
+                    p_out = np.full(cout, min(precision_for(stats[(key, j)], headroom=2.0), 14, int(cap.min())),
+                                    np.int32)
                 lo, hi = (0 if relu else -32768), 32767
                 wq, bq, shift = quantize_conv(name, params[f"{name}.weight"], params[f"{name}.bias"],
                                               p_cur, p_out, lo_cur, hi_cur, weight_bits)
@@ -264,17 +268,13 @@ def export(float_path, out_path, calib_dir, weight_bits=16, n_images=12):
     for k, v in params.items():
         if k.startswith(("g_a.", "h_a.")):
             arrays[f"enc.{k}"] = v.astype(np.float32)
-    # float decoder weights, for the float reference path (measurement only)
-    for k, v in params.items():
-        if k.startswith(("g_s.", "h_s.")):
-            arrays[f"float.{k}"] = v.astype(np.float32)
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch, "nets": desc, "precisions": prec,
         "weight_bits": weight_bits, "ig_p": IG_P, "exp2_bits": EXP2_BITS, "z_bits": Z_BITS,
         "train_step": meta.get("step"), "calibration": {"images": len(images), "betas": list(CALIB_BETAS)},
     }
     buf = io.BytesIO()
-    np.savez(buf, __header__=np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8),
+    np.savez_compressed(buf, __header__=np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8),
              **{k: arrays[k] for k in sorted(arrays)})
     data = buf.getvalue()
     with open(out_path, "wb") as f:

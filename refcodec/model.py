@@ -165,7 +165,8 @@ class Model:
                 or self.exp2[0] != 1 << 30 or np.any(np.diff(self.exp2) < 0) or self.exp2[-1] >= 1 << 31:
             raise ModelError("exp2_table must be a rising int64 table from 2^30 to below 2^31")
         self.enc = {k[4:]: v for k, v in arrays.items() if k.startswith("enc.")}
-        self.float_dec = {k[6:]: v for k, v in arrays.items() if k.startswith("float.")}
+        if self.ig_p != 16 or self.ig_p + self.prec["p_y"] < self.prec["p_mu"]:
+            raise ModelError("ig_p must be 16 and ig_p + p_y >= p_mu")
 
     @classmethod
     def default(cls):

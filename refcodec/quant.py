@@ -89,6 +89,16 @@ def quantize_conv(name, w, b, p_in, p_out, in_lo, in_hi, weight_bits=16):
     return wq, bq, shift
 
 
+def max_output_precision(w, p_in, weight_bits=16):
+    """Per output channel, the largest output precision the weights allow
+    (r = s + p_in - p_out >= 0 with s the largest weight scale that keeps the
+    channel's weights inside their integer range)."""
+    qmax = (1 << (weight_bits - 1)) - 1
+    amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1).astype(np.float64)
+    s = np.where(amax > 0, np.floor(np.log2(qmax / np.maximum(amax, 1e-30))), 30)
+    return (np.minimum(s, 30) + p_in).astype(np.int64)
+
+
 def precision_for(amax, bits=16, headroom=1.0):
     """Largest p with amax * headroom * 2^p <= 2^(bits-1) - 1."""
     if amax <= 0:

@@ -1,0 +1,140 @@
+"""End to end: encoder, integer decoder on every backend, model files, Pillow, CLI."""
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import refcodec
+from refcodec import decoder, encoder
+from refcodec.errors import BitstreamError, ImageError, ModelError, RefcodecError
+from refcodec.export import export
+from refcodec.model import Model
+
+from .conftest import CUDA
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+KODIM23 = os.path.join(DATA, "kodim23.png")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("models") / "tiny-w16.npz")
+    export(os.path.join(DATA, "tiny-float.npz"), path, DATA, weight_bits=16, n_images=2)
+    return Model(path)
+
+
+@pytest.fixture(scope="module")
+def kodak_crop():
+    return np.asarray(Image.open(KODIM23).convert("RGB"))[200:297, 300:431].copy()   # 97 x 131
+
+
+def image(rng, h, w):
+    return rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (17, 33), (64, 64), (70, 130), (5, 200)])
+def test_roundtrip_identical_on_numpy_and_cpu(tiny, rng, h, w):
+    rgb = image(rng, h, w)
+    data = encoder.encode(rgb, beta=0.3, model=tiny)
+    assert data == encoder.encode(rgb, beta=0.3, model=tiny)          # deterministic
+    out = {be: decoder.decode(data, backend=be, models=[tiny]) for be in ("numpy", "cpu")}
+    assert out["cpu"].shape == (h, w, 3) and out["cpu"].dtype == np.uint8
+    assert np.array_equal(out["numpy"], out["cpu"])
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA GPU and NUMBA_ENABLE_CUDASIM is not set")
+def test_roundtrip_identical_on_cuda(tiny, rng):
+    rgb = image(rng, 9, 20)
+    data = encoder.encode(rgb, beta=0.8, model=tiny, num_y_substreams=3)
+    assert np.array_equal(decoder.decode(data, backend="cuda", models=[tiny]),
+                          decoder.decode(data, backend="numpy", models=[tiny]))
+
+
+def test_shipped_model_decodes_identically_and_well(kodak_crop):
+    data = refcodec.encode(kodak_crop, beta=0.5)
+    a = refcodec.decode(data, backend="cpu")
+    b = refcodec.decode(data, backend="numpy")
+    assert np.array_equal(a, b)
+    mse = np.mean((a.astype(float) - kodak_crop) ** 2)
+    assert 10 * np.log10(255 ** 2 / mse) > 20
+
+
+def test_rate_grows_with_beta(kodak_crop):
+    sizes = [len(refcodec.encode(kodak_crop, beta=b)) for b in (0.0, 0.5, 1.0)]
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+@pytest.mark.parametrize("substreams", [1, 2, 7, 64])
+def test_substream_counts(tiny, rng, substreams):
+    rgb = image(rng, 40, 300)
+    data = encoder.encode(rgb, beta=0.5, model=tiny, num_y_substreams=substreams)
+    ref = decoder.decode(encoder.encode(rgb, beta=0.5, model=tiny, num_y_substreams=1), models=[tiny])
+    assert np.array_equal(decoder.decode(data, models=[tiny]), ref)
+
+
+def test_truncated_and_foreign_streams_are_rejected(tiny, rng):
+    data = encoder.encode(image(rng, 30, 30), beta=0.5, model=tiny)
+    for cut in (0, 5, 21, len(data) // 2, len(data) - 2):
+        with pytest.raises(BitstreamError):
+            decoder.decode(data[:cut], models=[tiny])
+    with pytest.raises(BitstreamError, match="model_id"):
+        decoder.decode(data, models=[Model.default()])
+
+
+def test_bad_images_are_rejected(tiny):
+    for bad in (np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((0, 4, 3), np.uint8),
+                "not an array"):
+        with pytest.raises(ImageError):
+            encoder.encode(bad, model=tiny)
+    with pytest.raises(RefcodecError):
+        encoder.encode(np.zeros((4, 4, 3), np.uint8), beta=1.5, model=tiny)
+
+
+def test_model_file_checks(tiny, tmp_path):
+    png = tmp_path / "x.npz"
+    png.write_bytes(open(KODIM23, "rb").read())
+    with pytest.raises(ModelError, match="not a refcodec model"):
+        Model(str(png))
+    with pytest.raises(ModelError, match="cannot read"):
+        Model(str(tmp_path / "missing.npz"))
+    # a weight pushed past the no-overflow bound is refused, naming the layer
+    npz = dict(np.load(tiny.path))
+    w = npz["g_s.0.w"].copy()
+    w[3] = 32767
+    npz["g_s.0.w"] = w
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **npz)
+    with pytest.raises(ModelError, match=r"layer g_s\.0: output channel 3"):
+        Model(str(bad))
+
+
+def test_pillow_opens_refcodec_files(kodak_crop):
+    data = refcodec.encode(kodak_crop, beta=0.2)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "REFCODEC" and im.size == (131, 97) and im.mode == "RGB"
+        assert np.array_equal(np.asarray(im), refcodec.decode(data))
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "refcodec", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_encode_decode_and_clean_errors(tmp_path, kodak_crop):
+    src = tmp_path / "in.png"
+    Image.fromarray(kodak_crop).save(src)
+    r = run_cli("encode", str(src), str(tmp_path / "a.rcd"), "--beta", "0.4")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("decode", str(tmp_path / "a.rcd"), str(tmp_path / "out.png"))
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")),
+                          refcodec.decode((tmp_path / "a.rcd").read_bytes()))
+    (tmp_path / "junk.rcd").write_bytes(b"RCDC\x01garbage")
+    r = run_cli("decode", str(tmp_path / "junk.rcd"), str(tmp_path / "o.png"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("encode", str(tmp_path / "junk.rcd"), str(tmp_path / "b.rcd"))
+    assert r.returncode == 1 and "cannot read image" in r.stderr and "Traceback" not in r.stderr
