@@ -110,21 +110,21 @@ def interleave_weights(w):
 
 @njit(**NJIT)
 def _im2col_row(x, y, k, P):
+    """P[xo, (ky*k + kx)*cin + ci] = x[y + ky - k//2, xo + kx - k//2, ci]; P is
+    zero-filled by the caller, so the padding taps are left alone.  Each tap
+    copies a run of whole pixels (kx fixed, xo varying) as one slice."""
     h, wd, cin = x.shape
     p = k // 2
-    for xo in range(wd):
-        j = 0
-        for ky in range(k):
-            yy = y + ky - p
-            for kx in range(k):
-                xx = xo + kx - p
-                if 0 <= yy < h and 0 <= xx < wd:
-                    for ci in range(cin):
-                        P[xo, j + ci] = x[yy, xx, ci]
-                else:
-                    for ci in range(cin):
-                        P[xo, j + ci] = 0
-                j += cin
+    for ky in range(k):
+        yy = y + ky - p
+        if yy < 0 or yy >= h:
+            continue
+        for kx in range(k):
+            j = (ky * k + kx) * cin
+            x0 = max(0, p - kx)                 # first output column whose tap is inside
+            x1 = min(wd, wd + p - kx)           # one past the last
+            for xo in range(x0, x1):
+                P[xo, j:j + cin] = x[yy, xo + kx - p, :]
 
 
 @njit(**NJIT_PARALLEL)

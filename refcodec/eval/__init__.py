@@ -1,0 +1,1 @@
+"""Evaluation: metrics, Bjontegaard delta rate, RD studies."""
