@@ -50,10 +50,12 @@ def run_float(layers, params, prefix, x, start=0):
             x = conv2d_float(x, params[f"{name}.weight"], params[f"{name}.bias"], stride=layer[4])
         elif op == "gdn":
             beta, gamma = gdn_params(params, name)
-            x = x / np.sqrt((x * x) @ gamma.T + beta)
+            flat = x.reshape(-1, x.shape[-1])           # one 2-D GEMM, not one per row
+            x = (flat / np.sqrt((flat * flat) @ gamma.T + beta)).reshape(x.shape)
         elif op == "igdn":
             beta, gamma = gdn_params(params, name)
-            x = x * (np.abs(x) @ gamma.T + beta)
+            flat = x.reshape(-1, x.shape[-1])
+            x = (flat * (np.abs(flat) @ gamma.T + beta)).reshape(x.shape)
         elif op == "d2s":
             x = depth_to_space_float(x, layer[1])
         elif op == "relu":

@@ -1,0 +1,146 @@
+"""What integers cost: Kodak RD of the float model and of the integer codecs.
+
+``python -m refcodec.eval.quant_study [--kodak DIR] [--betas 0,0.25,0.5,0.75,1] [--images N]``
+
+For every image and beta it measures four decoders of the same trained
+weights:
+
+* ``float``   -- float h_s and g_s, ideal rate (information content of the
+  quantized latents under the float entropy model: continuous sigma,
+  float means);
+* ``int-entropy`` -- the real stream of the W16A16 codec (integer h_s,
+  integer tables, rANS) decoded by the *float* g_s: isolates the integer
+  entropy network and the coder;
+* ``W16A16``, ``W8A16`` -- the real streams, decoded by the integer decoder.
+
+and prints mean RD points and BD-rates (pchip, PSNR-RGB and PSNR-Y): each
+integer variant against the float decoder, and W16A16 against the classical
+and learned anchors of ../shared/anchors.
+"""
+
+import argparse
+import glob
+import json
+import os
+import time
+
+import numpy as np
+from PIL import Image
+from scipy.special import erfc
+
+from .. import arch as A
+from .. import decoder, encoder, model as model_mod
+from ..nn import factorized_logits_cdf, run_float, sigmoid
+from .bdrate import bd_rate
+from .metrics import ms_ssim, psnr, psnr_ycbcr
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
+
+
+def float_decode(rgb, an, beta, params, arch):
+    """Float reference: float h_s / g_s on the analysis an, ideal rate in bits."""
+    M = arch["M"]
+    zr = 1 << 7
+    out = run_float(arch["h_s"], params, "h_s", np.clip(an.z_hat, -zr, zr - 1).astype(np.float32))
+    mu, s = out[..., :M], out[..., M:]
+    from ..export import gain_log2
+    lg = gain_log2(arch, params, beta)
+    g = 2.0 ** lg
+    s_eff = np.clip(s + A.SIGMA_PER_OCTAVE * lg, 0, arch["sigma_levels"] - 1)
+    sigma = A.SIGMA_MIN * 2.0 ** (s_eff / A.SIGMA_PER_OCTAVE)
+    q = np.round((an.y - mu) * g)
+    aq = np.abs(q)
+    lik = 0.5 * erfc((aq - 0.5) / (sigma * np.sqrt(2))) - 0.5 * erfc((aq + 0.5) / (sigma * np.sqrt(2)))
+    bits_y = -np.log2(np.maximum(lik, 1e-12)).sum()
+    zf = an.z_hat.reshape(-1, an.z_hat.shape[-1]).T.astype(np.float64)
+    up, lo = factorized_logits_cdf(params, zf + 0.5), factorized_logits_cdf(params, zf - 0.5)
+    sign = -np.sign(up + lo)
+    bits_z = -np.log2(np.maximum(np.abs(sigmoid(sign * up) - sigmoid(sign * lo)), 1e-12)).sum()
+    y_hat = mu + q / g
+    return gs_float_rgb(y_hat, params, arch, rgb.shape), (bits_y + bits_z) / (rgb.shape[0] * rgb.shape[1])
+
+
+def gs_float_rgb(y_hat, params, arch, shape):
+    x = run_float(arch["g_s"], params, "g_s", y_hat.astype(np.float32))
+    x[..., 0] += 0.5
+    rgb = np.clip(np.round(x @ np.array(A.YCBCR_TO_RGB, np.float32).T * 255), 0, 255).astype(np.uint8)
+    return rgb[:shape[0], :shape[1]]
+
+
+def metrics(ref, out, bpp):
+    y, cb, cr = psnr_ycbcr(ref, out)
+    return {"bpp": bpp, "psnr_rgb": psnr(ref, out), "psnr_y": y, "msssim": ms_ssim(ref, out)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m refcodec.eval.quant_study", description=__doc__.split("\n")[0])
+    p.add_argument("--kodak", default=os.path.join(SHARED, "data", "kodak"))
+    p.add_argument("--anchors", default=os.path.join(SHARED, "anchors"))
+    p.add_argument("--betas", default="0,0.25,0.5,0.75,1")
+    p.add_argument("--images", type=int, default=24)
+    p.add_argument("--w16", default=os.path.join(model_mod.MODELS_DIR, "refcodec-w16.npz"))
+    p.add_argument("--w8", default=os.path.join(model_mod.MODELS_DIR, "refcodec-w8.npz"))
+    p.add_argument("--float", dest="float_weights", default=os.path.join(model_mod.MODELS_DIR, "hp1-float.npz"))
+    p.add_argument("--json", default=None, help="write all points here")
+    args = p.parse_args(argv)
+
+    from ..export import load_float
+    arch, params, _ = load_float(args.float_weights)
+    m16, m8 = model_mod.load(args.w16), model_mod.load(args.w8)
+    betas = [float(b) for b in args.betas.split(",")]
+    files = sorted(glob.glob(os.path.join(args.kodak, "*.png")))[:args.images]
+    names = ("float", "int-entropy", "W16A16", "W8A16")
+    pts = {n: {b: [] for b in betas} for n in names}
+    t0 = time.time()
+    for f in files:
+        rgb = np.asarray(Image.open(f).convert("RGB"))
+        npx = rgb.shape[0] * rgb.shape[1]
+        an16 = encoder.Analysis(rgb, m16)
+        an8 = encoder.Analysis(rgb, m8)
+        for b in betas:
+            code = encoder.beta_to_code(b)
+            out_f, bpp_f = float_decode(rgb, an16, b, params, arch)
+            pts["float"][b].append(metrics(rgb, out_f, bpp_f))
+            data16 = an16.stream(code)
+            pic = decoder.picture(data16)
+            y_hat_q, *_ = decoder.decode_latents(pic, m16, "cpu")
+            out_e = gs_float_rgb(y_hat_q.astype(np.float32) / (1 << m16.prec["p_y"]), params, arch, rgb.shape)
+            pts["int-entropy"][b].append(metrics(rgb, out_e, 8 * len(data16) / npx))
+            pts["W16A16"][b].append(metrics(rgb, decoder.decode(data16, models=[m16]), 8 * len(data16) / npx))
+            data8 = an8.stream(code)
+            pts["W8A16"][b].append(metrics(rgb, decoder.decode(data8, models=[m8]), 8 * len(data8) / npx))
+        print(f"# {os.path.basename(f)} done ({time.time() - t0:.0f} s)", flush=True)
+
+    mean = {n: [{k: float(np.mean([d[k] for d in pts[n][b]])) for k in ("bpp", "psnr_rgb", "psnr_y", "msssim")}
+                for b in betas] for n in names}
+    print(f"\nKodak, {len(files)} images, betas {betas}: mean RD points (bpp, PSNR-RGB, PSNR-Y, MS-SSIM)")
+    for n in names:
+        print(f"{n:12s} " + "  ".join(f"({q['bpp']:.3f}, {q['psnr_rgb']:.2f}, {q['psnr_y']:.2f}, {q['msssim']:.4f})"
+                                      for q in mean[n]))
+
+    def curve(n, key):
+        return [q["bpp"] for q in mean[n]], [q[key] for q in mean[n]]
+
+    print("\nBD-rate (pchip) against the float decoder:")
+    for n in names[1:]:
+        print(f"  {n:12s} PSNR-RGB {bd_rate(*curve('float', 'psnr_rgb'), *curve(n, 'psnr_rgb')):+.2f} %   "
+              f"PSNR-Y {bd_rate(*curve('float', 'psnr_y'), *curve(n, 'psnr_y')):+.2f} %")
+    print(f"  g_s only     PSNR-RGB {bd_rate(*curve('int-entropy', 'psnr_rgb'), *curve('W16A16', 'psnr_rgb')):+.2f} %"
+          " (W16A16 against int-entropy)")
+    if os.path.isdir(args.anchors):
+        rd = json.load(open(os.path.join(args.anchors, "kodak_rd.json")))
+        ca = json.load(open(os.path.join(args.anchors, "compressai_kodak.json")))
+        print("\nBD-rate of W16A16 (PSNR-RGB) against the anchors (negative = fewer bits than the anchor):")
+        for k in ("vvenc_ai_420", "x265_ai_444", "avif_444", "webp", "jxl", "jpeg"):
+            a = rd[k]
+            print(f"  vs {k:14s} {bd_rate([q['bpp'] for q in a], [q['psnr_rgb'] for q in a], *curve('W16A16', 'psnr_rgb')):+.1f} %")
+        hp = ca["8bit-decoded/kodak/compressai-bmshj2018-hyperprior_mse_ans_cuda"]["points"]
+        print(f"  vs bmshj2018-hyperprior (CompressAI) "
+              f"{bd_rate([q['bpp'] for q in hp], [q['psnr_rgb'] for q in hp], *curve('W16A16', 'psnr_rgb')):+.1f} %")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"betas": betas, "mean": mean}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Metrics and BD-rate."""
+
+import numpy as np
+import pytest
+
+from refcodec.eval.bdrate import bd_psnr, bd_rate
+from refcodec.eval.metrics import ms_ssim, psnr, psnr_ycbcr
+
+# Mean Kodak curves (bpp, PSNR-RGB, PSNR-Y) measured for ../shared/anchors (kodak_rd.json)
+VVENC = [(0.045755, 25.7948, 26.4136), (0.091899, 27.6584, 28.3061), (0.17492, 29.6231, 30.4985),
+         (0.314037, 31.7354, 32.9849), (0.52679, 34.1752, 35.7091), (0.822503, 36.6116, 38.5975),
+         (1.205485, 38.9018, 41.5205), (1.726614, 41.151, 44.5609)]
+WEBP = [(0.10257, 25.6749, 26.2387), (0.217424, 28.1086, 28.826), (0.274416, 28.9319, 29.7239),
+        (0.377487, 30.1936, 31.0986), (0.577216, 32.2019, 33.3174), (0.76866, 33.7324, 35.0379),
+        (0.939036, 34.872, 36.3522), (1.447547, 37.6061, 39.7076)]
+JPEG = [(0.140802, 23.8522, 25.5182), (0.255512, 26.6718, 28.019), (0.358682, 28.1448, 29.3612),
+        (0.449147, 29.1445, 30.2976), (0.610103, 30.4915, 31.6382), (0.869191, 32.1738, 33.3756),
+        (1.213014, 33.9167, 35.2928), (1.835571, 36.4615, 38.2719)]
+
+
+def cols(curve, i):
+    return [p[0] for p in curve], [p[i] for p in curve]
+
+
+@pytest.mark.parametrize("test,metric,expected", [(WEBP, 1, 75.54), (WEBP, 2, 77.43), (JPEG, 1, 181.79),
+                                                  (JPEG, 2, 168.00)])
+def test_bd_rate_reproduces_the_anchor_table(test, metric, expected):
+    """Values of ../shared/anchors/bdrate_table.txt (pchip, anchor vvenc_ai_420)."""
+    assert bd_rate(*cols(VVENC, metric), *cols(test, metric)) == pytest.approx(expected, abs=0.01)
+
+
+def test_bd_rate_of_a_curve_against_itself_and_a_scaled_copy():
+    r, q = cols(WEBP, 1)
+    assert bd_rate(r, q, r, q) == pytest.approx(0, abs=1e-9)
+    assert bd_rate(r, q, [x * 0.9 for x in r], q) == pytest.approx(-10, abs=1e-9)
+    assert bd_psnr(r, q, r, [x + 0.5 for x in q]) == pytest.approx(0.5, abs=1e-9)
+
+
+def test_psnr_and_ycbcr(rng):
+    a = rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    b = a.astype(np.int32)
+    b[0, 0, 0] += 16 if b[0, 0, 0] < 128 else -16
+    mse = 256 / a.size
+    assert psnr(a, b) == pytest.approx(10 * np.log10(255 ** 2 / mse))
+    assert psnr(a, a) == float("inf")
+    y, cb, cr = psnr_ycbcr(a, b)
+    assert y == pytest.approx(10 * np.log10(255 ** 2 / ((16 * 0.2126) ** 2 / 256)))
+
+
+def test_ms_ssim_basic_properties(rng):
+    a = rng.integers(0, 256, (192, 192, 3)).astype(np.float64)
+    assert ms_ssim(a, a) == pytest.approx(1.0)
+    small = np.clip(a + rng.normal(0, 3, a.shape), 0, 255)
+    large = np.clip(a + rng.normal(0, 30, a.shape), 0, 255)
+    assert 1.0 > ms_ssim(a, small) > ms_ssim(a, large) > 0
