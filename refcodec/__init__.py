@@ -12,10 +12,24 @@ from .errors import (BackendError, BitstreamError, EntropyDecodingError, ImageEr
                      RefcodecError, TruncatedStreamError)
 
 
-def encode(rgb, beta=0.5, model=None, num_y_substreams=None, backend="cpu"):
-    """Encode a uint8 (H, W, 3) RGB array at rate parameter beta in [0, 1]; returns bytes."""
+def encode(rgb, beta=None, model=None, num_y_substreams=None, backend="cpu", bpp=None, tolerance=0.01,
+           side="both", method="fast", nearest=False):
+    """Encode a uint8 (H, W, 3) RGB array; returns bytes.
+
+    Either at rate parameter ``beta`` in [0, 1] (default 0.5), or at a target
+    rate ``bpp`` (bit-rate matching: within ``tolerance``, ``side="below"``
+    never above the target; ``nearest=True`` accepts the nearest reachable
+    rate, with a warning, when the target is out of range).
+    """
+    if bpp is not None:
+        if beta is not None:
+            raise RefcodecError("give either beta or bpp, not both")
+        from .ratecontrol import match
+        return match(rgb, bpp, model=model, method=method, tolerance=tolerance, side=side, nearest=nearest,
+                     num_y_substreams=num_y_substreams, backend=backend).data
     from .encoder import encode as _encode
-    return _encode(rgb, beta=beta, model=model, num_y_substreams=num_y_substreams, backend=backend)
+    return _encode(rgb, beta=0.5 if beta is None else beta, model=model, num_y_substreams=num_y_substreams,
+                   backend=backend)
 
 
 def decode(data, backend="cpu", models=None):

@@ -79,12 +79,38 @@ def psnr_y(a, b):
 
 
 def cmd_encode(args):
+    import json
     from .encoder import encode
+    from .errors import RefcodecError
     rgb = read_image(args.input)
-    data = encode(rgb, beta=args.beta, model=_models(args), num_y_substreams=args.substreams)
-    with open(args.output, "wb") as f:
-        f.write(data)
-    print(f"{args.output}: {len(data)} bytes, {8 * len(data) / (rgb.shape[0] * rgb.shape[1]):.4f} bpp")
+    t0 = time.perf_counter()
+    if args.bpp is not None:
+        if args.beta is not None:
+            raise RefcodecError("give either --beta or --bpp, not both")
+        import warnings
+        from .ratecontrol import match
+        warnings.simplefilter("ignore")          # reported below, once, as a refcodec warning
+        res = match(rgb, args.bpp, model=_models(args), method=args.method, tolerance=args.tolerance,
+                    side=args.side, nearest=args.nearest, num_y_substreams=args.substreams)
+        data, info = res.data, res.as_dict()
+    else:
+        beta = 0.5 if args.beta is None else args.beta
+        data = encode(rgb, beta=beta, model=_models(args), num_y_substreams=args.substreams)
+        info = {"beta": beta, "trials": 1, "seconds": time.perf_counter() - t0, "method": "fixed-beta",
+                "bytes": len(data), "target_bpp": None}
+    try:
+        with open(args.output, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        raise RefcodecError(f"cannot write {args.output}: {e.strerror}") from None
+    info["bpp"] = 8 * len(data) / (rgb.shape[0] * rgb.shape[1])
+    if args.json:
+        print(json.dumps(info))
+    else:
+        for w in info.get("warnings", []):
+            print(f"refcodec: warning: {w}", file=sys.stderr)
+        print(f"{args.output}: {len(data)} bytes, {info['bpp']:.4f} bpp (beta {info['beta']:.4f}, "
+              f"{info['trials']} trial{'s' if info['trials'] != 1 else ''}, {info['seconds']:.2f} s)")
     return 0
 
 
@@ -128,7 +154,16 @@ def main(argv=None):
     e = sub.add_parser("encode", help="encode an image")
     e.add_argument("input")
     e.add_argument("output")
-    e.add_argument("--beta", type=float, default=0.5, help="rate parameter in [0, 1] (default 0.5)")
+    e.add_argument("--beta", type=float, default=None, help="rate parameter in [0, 1] (default 0.5)")
+    e.add_argument("--bpp", type=float, default=None, help="target rate in bits per pixel (bit-rate matching)")
+    e.add_argument("--tolerance", type=float, default=0.01, help="relative rate tolerance (default 0.01)")
+    e.add_argument("--side", choices=("both", "below"), default="both",
+                   help="'below': never above the target")
+    e.add_argument("--method", choices=("fast", "bisect"), default="fast",
+                   help="fast: rate-only trials on one analysis; bisect: the baseline search")
+    e.add_argument("--nearest", action="store_true",
+                   help="when the target is out of reach, use the nearest reachable rate (with a warning)")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--substreams", type=int, default=None, help="number of y substreams (1-64)")
     d = sub.add_parser("decode", help="decode a stream to PNG")
     d.add_argument("input")

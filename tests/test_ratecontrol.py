@@ -1,0 +1,79 @@
+"""Bit-rate matching."""
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from refcodec import encoder, model as model_mod
+from refcodec.ratecontrol import BETA_CODE_MAX, RateCounter, RateError, estimate_bpp, match
+
+KODIM23 = os.path.join(os.path.dirname(__file__), "data", "kodim23.png")
+
+
+@pytest.fixture(scope="module")
+def crop():
+    return np.asarray(Image.open(KODIM23).convert("RGB"))[100:292, 200:456].copy()   # 192 x 256
+
+
+@pytest.fixture(scope="module")
+def m():
+    return model_mod.load()
+
+
+@pytest.fixture(scope="module")
+def reach(crop, m):
+    an = encoder.Analysis(crop, m)
+    c = RateCounter(m)
+    S = encoder.default_substreams(an.hy)
+    return estimate_bpp(an, c, 0, S), estimate_bpp(an, c, BETA_CODE_MAX, S)
+
+
+def test_counted_bits_match_the_real_stream(crop, m):
+    an = encoder.Analysis(crop, m)
+    c = RateCounter(m)
+    npx = crop.shape[0] * crop.shape[1]
+    for code in (0, 9000, 30000, 65535):
+        for S in (1, 3):
+            est = estimate_bpp(an, c, code, S) * npx / 8
+            real = len(an.stream(code, S))
+            # the estimate is the information content plus the container; the coder's
+            # excess over it varies by a few bytes per substream and 0.1 %
+            assert abs(real - est) <= 0.001 * est + 4 * S + 4, (code, S, est, real)
+
+
+@pytest.mark.parametrize("side", ["both", "below"])
+@pytest.mark.parametrize("where", [0.15, 0.5, 0.85])
+def test_tolerance_is_met(crop, m, reach, side, where):
+    lo, hi = reach
+    target = lo * (hi / lo) ** where
+    res = match(crop, target, m, side=side)
+    assert res.bpp == pytest.approx(8 * len(res.data) / (crop.shape[0] * crop.shape[1]))
+    if side == "below":
+        assert target * 0.99 <= res.bpp <= target
+    else:
+        assert abs(res.bpp - target) <= 0.01 * target
+    assert res.trials <= 8
+
+
+def test_out_of_range_targets(crop, m, reach):
+    lo, hi = reach
+    with pytest.raises(RateError, match="outside the reachable range"):
+        match(crop, lo / 3, m)
+    with pytest.raises(RateError, match="outside the reachable range"):
+        match(crop, hi * 3, m)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        res = match(crop, hi * 3, m, nearest=True)
+    assert res.beta_code == BETA_CODE_MAX and res.warnings and w
+    with pytest.raises(RateError):
+        match(crop, -1, m)
+
+
+def test_bisect_baseline_meets_the_tolerance(crop, m, reach):
+    lo, hi = reach
+    target = (lo * hi) ** 0.5
+    res = match(crop, target, m, method="bisect")
+    assert abs(res.bpp - target) <= 0.01 * target and res.method == "bisect"
