@@ -13,23 +13,29 @@ from .errors import (BackendError, BitstreamError, EntropyDecodingError, ImageEr
 
 
 def encode(rgb, beta=None, model=None, num_y_substreams=None, backend="cpu", bpp=None, tolerance=0.01,
-           side="both", method="fast", nearest=False):
+           side="both", method="fast", nearest=False, qmap=None, qmap_block_log2=0, roi_q=(6, -3)):
     """Encode a uint8 (H, W, 3) RGB array; returns bytes.
 
     Either at rate parameter ``beta`` in [0, 1] (default 0.5), or at a target
     rate ``bpp`` (bit-rate matching: within ``tolerance``, ``side="below"``
     never above the target; ``nearest=True`` accepts the nearest reachable
     rate, with a warning, when the target is out of range).
+
+    ``qmap``: the spatial quality map -- None or "flat", "activity", an
+    integer array on the block grid, a ``.npy`` file, or a PNG mask (white =
+    region of interest, Q values ``roi_q = (foreground, background)``); one Q
+    per 2^qmap_block_log2 latent positions (16 pixels each).
     """
+    qkw = dict(qmap=qmap, qmap_block_log2=qmap_block_log2, roi_q=roi_q)
     if bpp is not None:
         if beta is not None:
             raise RefcodecError("give either beta or bpp, not both")
         from .ratecontrol import match
         return match(rgb, bpp, model=model, method=method, tolerance=tolerance, side=side, nearest=nearest,
-                     num_y_substreams=num_y_substreams, backend=backend).data
+                     num_y_substreams=num_y_substreams, backend=backend, **qkw).data
     from .encoder import encode as _encode
     return _encode(rgb, beta=0.5 if beta is None else beta, model=model, num_y_substreams=num_y_substreams,
-                   backend=backend)
+                   backend=backend, **qkw)
 
 
 def decode(data, backend="cpu", models=None):

@@ -78,6 +78,15 @@ def psnr_y(a, b):
     return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
+def _qmap_args(args):
+    from .errors import RefcodecError
+    try:
+        fg, bg = (int(v) for v in args.roi_q.split(","))
+    except ValueError:
+        raise RefcodecError(f"--roi-q takes two integers FG,BG, got {args.roi_q!r}") from None
+    return {"qmap": args.qmap, "qmap_block_log2": args.qmap_block, "roi_q": (fg, bg)}
+
+
 def cmd_encode(args):
     import json
     from .encoder import encode
@@ -91,11 +100,11 @@ def cmd_encode(args):
         from .ratecontrol import match
         warnings.simplefilter("ignore")          # reported below, once, as a refcodec warning
         res = match(rgb, args.bpp, model=_models(args), method=args.method, tolerance=args.tolerance,
-                    side=args.side, nearest=args.nearest, num_y_substreams=args.substreams)
+                    side=args.side, nearest=args.nearest, num_y_substreams=args.substreams, **_qmap_args(args))
         data, info = res.data, res.as_dict()
     else:
         beta = 0.5 if args.beta is None else args.beta
-        data = encode(rgb, beta=beta, model=_models(args), num_y_substreams=args.substreams)
+        data = encode(rgb, beta=beta, model=_models(args), num_y_substreams=args.substreams, **_qmap_args(args))
         info = {"beta": beta, "trials": 1, "seconds": time.perf_counter() - t0, "method": "fixed-beta",
                 "bytes": len(data), "target_bpp": None}
     try:
@@ -165,6 +174,11 @@ def main(argv=None):
                    help="when the target is out of reach, use the nearest reachable rate (with a warning)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--substreams", type=int, default=None, help="number of y substreams (1-64)")
+    e.add_argument("--qmap", default=None,
+                   help="spatial quality map: flat, activity, a .npy of Q values, or a PNG mask (white = ROI)")
+    e.add_argument("--qmap-block", type=int, default=0, choices=range(5),
+                   help="log2 of the map block in latent positions (0: one Q per 16x16 pixels)")
+    e.add_argument("--roi-q", default="6,-3", help="Q inside,outside the region of a PNG mask (default 6,-3)")
     d = sub.add_parser("decode", help="decode a stream to PNG")
     d.add_argument("input")
     d.add_argument("output")

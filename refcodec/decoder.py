@@ -5,6 +5,7 @@ convolutions) run on the chosen backend; the elementwise steps between them
 are integer numpy, which is exact everywhere.
 
     picture()                                   clause 5
+    Q       = decode_qmap(...)                  clause 6.7 (when enabled)
     z_hat   = decode_z(...)                     clause 6.2
     mu, s   = h_s(clamp(z_hat))                 clause 6.3
     q       = decode_y(...)                     clause 6.4
@@ -17,7 +18,7 @@ import numpy as np
 
 from kernels import rans
 
-from . import gain
+from . import gain, qmap
 from .errors import BitstreamError
 from .syntax import picture
 
@@ -45,16 +46,26 @@ def z_rows(hz, wz, z):
     return np.tile(np.arange(z, dtype=np.int32), hz * wz)
 
 
+def gain_maps(model, beta_code, Q_lat=None):
+    """Clause 6.4: the sigma-index shift and the inverse gain at every latent
+    position and channel, as arrays broadcastable to (Hy, Wy, M).  ``Q_lat``
+    is the quality map per latent position (clause 6.7), or None."""
+    lg = gain.log2_gain_fp(model.gain_log2_fp, beta_code)[None, None, :]
+    if Q_lat is not None:
+        lg = lg + (Q_lat.astype(np.int64)[:, :, None] << 14)        # Q / 4 octaves
+    return gain.sigma_shift(lg, model.prec["p_s"]), gain.inverse_gain(lg, model.exp2)
+
+
 def y_rows(s_q, shift, p_s, levels):
     """Table row of every y symbol (clause 6.4), raster order, channel fastest."""
-    r = (s_q.astype(np.int64) + shift[None, None, :] + (1 << (p_s - 1))) >> p_s
+    r = (s_q.astype(np.int64) + shift + (1 << (p_s - 1))) >> p_s
     return np.clip(r, 0, levels - 1).astype(np.int32).reshape(-1)
 
 
 def dequantize(mu_q, q, inv_gain, p_mu, p_y, ig_p):
     """y_hat at p_y fractional bits, int16:
     (mu * 2^(ig_p + p_y - p_mu) + q * inv_gain * 2^p_y + 2^(ig_p - 1)) >> ig_p, clamped."""
-    acc = (mu_q.astype(np.int64) << (ig_p + p_y - p_mu)) + (q.astype(np.int64) * inv_gain[None, None, :] << p_y)
+    acc = (mu_q.astype(np.int64) << (ig_p + p_y - p_mu)) + (q.astype(np.int64) * inv_gain << p_y)
     return np.clip((acc + (1 << (ig_p - 1))) >> ig_p, -32768, 32767).astype(np.int16)
 
 
@@ -88,12 +99,16 @@ def decode_latents(pic, model, backend):
     params = model.h_s(np.clip(z, -zr, zr - 1).astype(np.int16), backend=backend)
     mu_q, s_q = params[..., :M], params[..., M:]
     p = model.prec
-    lg = gain.log2_gain_fp(model.gain_log2_fp, h.beta_code)
-    rows = y_rows(s_q, gain.sigma_shift(lg, p["p_s"]), p["p_s"], a["sigma_levels"])
+    Q_lat = None
+    if h.quality_map_enabled:
+        hq, wq = qmap.grid(hy, wy, h.qmap_block_log2)
+        Q = qmap.decode_qmap(pic.q_data, hq, wq, h.qmap_sigma_row, model.y_tables, backend=backend)
+        Q_lat = qmap.expand(Q, h.qmap_block_log2, hy, wy)
+    shift, ig = gain_maps(model, h.beta_code, Q_lat)
+    rows = y_rows(s_q, shift, p["p_s"], a["sigma_levels"])
     starts = y_substream_starts(hy, wy, M, h.num_y_substreams)
     q = rans.decode(b"".join(pic.y_data), [len(d) for d in pic.y_data], starts, rows, *model.y_tables,
                     backend=backend).reshape(hy, wy, M)
-    ig = gain.inverse_gain(lg, model.exp2)
     y_hat_q = dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], model.ig_p)
     return y_hat_q, mu_q, q, rows
 

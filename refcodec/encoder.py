@@ -11,8 +11,8 @@ import numpy as np
 
 from kernels import rans
 
-from . import gain
-from .decoder import grid_sizes, y_rows, y_substream_starts, z_rows
+from . import qmap as qm
+from .decoder import gain_maps, grid_sizes, y_rows, y_substream_starts, z_rows
 from .errors import ImageError, RefcodecError
 from .export import to_ycbcr
 from .nn import run_float
@@ -62,26 +62,37 @@ class Analysis:
                                          np.array([0, nz], np.int64), *m.z_tables, backend=self.backend)[0]
         return self._z_stream
 
-    def quantize(self, beta_code):
-        """(q, table rows) of y at rate beta_code."""
+    def qmap_grid(self, block_log2):
+        return qm.grid(self.hy, self.wy, block_log2)
+
+    def quantize(self, beta_code, Q=None, block_log2=0):
+        """(q, table rows) of y at rate beta_code, with quality map Q (block grid) or none."""
         m = self.model
         p = m.prec
-        lg = gain.log2_gain_fp(m.gain_log2_fp, beta_code)
-        rows = y_rows(self.s_q, gain.sigma_shift(lg, p["p_s"]), p["p_s"], m.arch["sigma_levels"])
-        ig = gain.inverse_gain(lg, m.exp2).astype(np.float64)
+        Q_lat = None if Q is None else qm.expand(Q, block_log2, self.hy, self.wy)
+        shift, ig = gain_maps(m, beta_code, Q_lat)
+        rows = y_rows(self.s_q, shift, p["p_s"], m.arch["sigma_levels"])
         mu = self.mu_q.astype(np.float64) / (1 << p["p_mu"])
-        q = np.round((self.y - mu) * ((1 << m.ig_p) / ig)[None, None, :])
+        q = np.round((self.y - mu) * ((1 << m.ig_p) / ig.astype(np.float64)))
         return np.clip(q, -32768, 32767).astype(np.int32).reshape(-1), rows
 
-    def stream(self, beta_code, num_y_substreams=None):
+    def qmap_stream(self, Q, block_log2):
+        """(q_data, sigma row) for a quality map on the block grid."""
+        Q = qm.check_map(Q, *self.qmap_grid(block_log2))
+        row = qm.best_sigma_row(Q, self.model.y_tables)
+        return qm.encode_qmap(Q, row, self.model.y_tables, backend=self.backend), row
+
+    def stream(self, beta_code, num_y_substreams=None, Q=None, block_log2=0):
         m = self.model
-        q, rows = self.quantize(beta_code)
+        q, rows = self.quantize(beta_code, Q, block_log2)
         S = num_y_substreams or default_substreams(self.hy)
         starts = y_substream_starts(self.hy, self.wy, m.arch["M"], S)
         ys = rans.encode(q, rows, starts, *m.y_tables, backend=self.backend)
+        q_data, row = (None, 0) if Q is None else self.qmap_stream(Q, block_log2)
         header = PictureHeader(model_id=m.model_id, width=self.width, height=self.height, beta_code=beta_code,
-                               num_y_substreams=S)
-        return write_picture(header, self.z_stream(), ys)
+                               num_y_substreams=S, tool_flags=0 if Q is None else 1,
+                               qmap_block_log2=block_log2 if Q is not None else 0, qmap_sigma_row=row)
+        return write_picture(header, self.z_stream(), ys, q_data)
 
 
 def beta_to_code(beta):
@@ -91,8 +102,39 @@ def beta_to_code(beta):
     return int(round(b * 65535))
 
 
-def encode(rgb, beta=0.5, model=None, num_y_substreams=None, backend="cpu"):
+def quality_map(an, rgb, qmap, block_log2=0, roi_q=(6, -3)):
+    """The Q map (block grid) a strategy asks for: None (flat), "flat", "activity",
+    an array of Q values, or a path to a .npy map or a PNG mask (white = region of interest)."""
+    if qmap is None or (isinstance(qmap, str) and qmap == "flat"):
+        return None
+    hq, wq = an.qmap_grid(block_log2)
+    if isinstance(qmap, str) and qmap == "activity":
+        return qm.activity_map(rgb, an.hy, an.wy, block_log2)
+    if isinstance(qmap, str):
+        if qmap.lower().endswith(".npy"):
+            try:
+                arr = np.load(qmap, allow_pickle=False)
+            except (OSError, ValueError) as e:
+                raise qm.QualityMapError(f"cannot read quality map {qmap}: {e}") from None
+            return qm.check_map(arr, hq, wq)
+        try:
+            from PIL import Image
+            with Image.open(qmap) as im:
+                mask = np.asarray(im.convert("L"))
+        except OSError as e:
+            raise qm.QualityMapError(f"cannot read quality map {qmap}: {e}") from None
+        if mask.shape != rgb.shape[:2]:
+            raise qm.QualityMapError(f"mask {qmap} is {mask.shape[1]} x {mask.shape[0]}, the picture "
+                                     f"{rgb.shape[1]} x {rgb.shape[0]}")
+        return qm.mask_map(mask, an.hy, an.wy, block_log2, *roi_q)
+    return qm.check_map(qmap, hq, wq)
+
+
+def encode(rgb, beta=0.5, model=None, num_y_substreams=None, backend="cpu", qmap=None, qmap_block_log2=0,
+           roi_q=(6, -3)):
     """Encode a uint8 (H, W, 3) RGB array at rate parameter beta in [0, 1]."""
     from . import model as model_mod
     model = model or model_mod.load()
-    return Analysis(rgb, model, backend).stream(beta_to_code(beta), num_y_substreams)
+    an = Analysis(rgb, model, backend)
+    Q = quality_map(an, rgb, qmap, qmap_block_log2, roi_q)
+    return an.stream(beta_to_code(beta), num_y_substreams, Q, qmap_block_log2)

@@ -92,16 +92,19 @@ FLUSH_BYTES = 6
 CODER_EXCESS = 0.002
 
 
-def _fixed_bytes(an, substreams):
-    # header, substream sizes, the z substream (coded once), the coder flush of each y substream
-    return HEADER_BYTES + 4 * (1 + substreams) + len(an.z_stream()) + FLUSH_BYTES * substreams
+def _fixed_bytes(an, substreams, Q=None, block_log2=0):
+    # header, substream sizes, the quality map and z substreams (coded once), the flush of each y substream
+    qbytes = 0 if Q is None else 2 + 4 + len(an.qmap_stream(Q, block_log2)[0])
+    return HEADER_BYTES + 4 * (1 + substreams) + len(an.z_stream()) + FLUSH_BYTES * substreams + qbytes
 
 
-def estimate_bpp(an, counter, beta_code, substreams):
+def estimate_bpp(an, counter, beta_code, substreams, Q=None, block_log2=0, fixed=None):
     """Stream size in bpp at beta_code: the container's bytes plus the
     information content of the y symbols under the integer tables."""
-    q, rows = an.quantize(beta_code)
-    nbytes = _fixed_bytes(an, substreams) + (1 + CODER_EXCESS) * counter.bits(q, rows) / 8
+    q, rows = an.quantize(beta_code, Q, block_log2)
+    if fixed is None:
+        fixed = _fixed_bytes(an, substreams, Q, block_log2)
+    nbytes = fixed + (1 + CODER_EXCESS) * counter.bits(q, rows) / 8
     return 8 * nbytes / (an.width * an.height)
 
 
@@ -112,11 +115,14 @@ def _accept(r, target, tol, side):
 
 
 def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
-               backend="cpu", max_trials=12):
+               backend="cpu", max_trials=12, qmap=None, qmap_block_log2=0, roi_q=(6, -3)):
+    from ..encoder import quality_map
     t0 = time.perf_counter()
     an = Analysis(rgb, model, backend)
+    Q = quality_map(an, rgb, qmap, qmap_block_log2, roi_q)
     S = num_y_substreams or default_substreams(an.hy)
     counter = RateCounter(model)
+    fixed = _fixed_bytes(an, S, Q, qmap_block_log2)
     trials = 0
     cache = {}
 
@@ -124,7 +130,7 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
         nonlocal trials
         if code not in cache:
             trials += 1
-            cache[code] = estimate_bpp(an, counter, code, S)
+            cache[code] = estimate_bpp(an, counter, code, S, Q, qmap_block_log2, fixed)
         return cache[code]
 
     # aim inside the accepted band: its middle for the one-sided band
@@ -178,21 +184,21 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
             ok = [(abs(v - target_bpp), c) for c, v in cache.items() if side != "below" or v <= target_bpp]
             chosen = min(ok)[1] if ok else 0
             notes.append("tolerance not met within the trial budget; using the closest point")
-    data = an.stream(chosen, S)
+    data = an.stream(chosen, S, Q, qmap_block_log2)
     bpp = 8 * len(data) / (an.width * an.height)
     if side == "below" and bpp > target_bpp and chosen > 0:
         # the estimate is exact to a few bytes; step down until the written stream is under the target
         while bpp > target_bpp and chosen > 0:
             chosen = max(0, chosen - max(1, int(0.002 * BETA_CODE_MAX)))
             trials += 1
-            data = an.stream(chosen, S)
+            data = an.stream(chosen, S, Q, qmap_block_log2)
             bpp = 8 * len(data) / (an.width * an.height)
     return MatchResult(data=data, bpp=bpp, target_bpp=target_bpp, beta=chosen / BETA_CODE_MAX, beta_code=chosen,
                        trials=trials, seconds=time.perf_counter() - t0, method="fast", warnings=notes)
 
 
 def match_bisect(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
-                 backend="cpu", max_trials=20):
+                 backend="cpu", max_trials=20, qmap=None, qmap_block_log2=0, roi_q=(6, -3)):
     """Baseline: bisection over beta, a full encode and decode per trial."""
     from ..decoder import decode
     from ..encoder import encode
@@ -204,7 +210,7 @@ def match_bisect(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fa
     while trials < max_trials and hi >= lo:
         code = (lo + hi) // 2
         data = encode(rgb, beta=code / BETA_CODE_MAX, model=model, num_y_substreams=num_y_substreams,
-                      backend=backend)
+                      backend=backend, qmap=qmap, qmap_block_log2=qmap_block_log2, roi_q=roi_q)
         decode(data, backend=backend, models=[model])        # the loss evaluation of the VM's search
         trials += 1
         r = 8 * len(data) / npx

@@ -9,6 +9,10 @@
         beta_code                               u(16)   beta = beta_code / 65535
         tool_flags                              u(8)    bit 0: quality_map_enabled; bits 1-7 reserved (0)
         num_y_substreams                        u(8)    1 ... 64
+        if (quality_map_enabled) {
+            qmap_block_log2                     u(8)    0 ... 4: a Q value per 2^k x 2^k latent positions
+            qmap_sigma_row                      u(8)    y table row that codes the Q differences
+        }
     }
 
 Every field is range-checked here, before anything is allocated; a bad value
@@ -34,6 +38,7 @@ LEVEL = {
 }
 
 QUALITY_MAP_FLAG = 1
+QMAP_BLOCK_LOG2_MAX = 4
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class PictureHeader:
     tool_flags: int = 0
     num_y_substreams: int = 1
     version: int = VERSION
+    qmap_block_log2: int = 0
+    qmap_sigma_row: int = 0
 
     @property
     def beta(self):
@@ -81,13 +88,18 @@ def picture_header(r):
     tool_flags = r.u(8, "tool_flags", CLAUSE)
     if tool_flags & ~QUALITY_MAP_FLAG:
         _fail(f"reserved tool_flags bits set ({tool_flags:#04x})", "tool_flags")
-    if tool_flags & QUALITY_MAP_FLAG:
-        _fail("quality_map_enabled is not supported by version 1 decoders yet", "tool_flags")
     num_y_substreams = r.u(8, "num_y_substreams", CLAUSE)
     if not 1 <= num_y_substreams <= LEVEL["max_y_substreams"]:
         _fail(f"num_y_substreams {num_y_substreams} outside [1, {LEVEL['max_y_substreams']}]", "num_y_substreams")
+    qmap_block_log2 = qmap_sigma_row = 0
+    if tool_flags & QUALITY_MAP_FLAG:
+        qmap_block_log2 = r.u(8, "qmap_block_log2", CLAUSE)
+        if qmap_block_log2 > QMAP_BLOCK_LOG2_MAX:
+            _fail(f"qmap_block_log2 {qmap_block_log2} above {QMAP_BLOCK_LOG2_MAX}", "qmap_block_log2")
+        qmap_sigma_row = r.u(8, "qmap_sigma_row", CLAUSE)
     return PictureHeader(model_id=model_id, width=width, height=height, beta_code=beta_code,
-                         tool_flags=tool_flags, num_y_substreams=num_y_substreams, version=version)
+                         tool_flags=tool_flags, num_y_substreams=num_y_substreams, version=version,
+                         qmap_block_log2=qmap_block_log2, qmap_sigma_row=qmap_sigma_row)
 
 
 def write_picture_header(h):
@@ -101,8 +113,13 @@ def write_picture_header(h):
         raise ValueError("beta_code must fit 16 bits")
     if not 1 <= h.num_y_substreams <= LEVEL["max_y_substreams"]:
         raise ValueError("num_y_substreams outside [1, 64]")
-    return b"".join([
-        u_bytes(MAGIC, 32), u_bytes(h.version, 8), bytes(h.model_id),
-        u_bytes(h.width - 1, 16), u_bytes(h.height - 1, 16), u_bytes(h.beta_code, 16),
-        u_bytes(h.tool_flags, 8), u_bytes(h.num_y_substreams, 8),
-    ])
+    if h.tool_flags & ~QUALITY_MAP_FLAG:
+        raise ValueError("reserved tool_flags bits set")
+    out = [u_bytes(MAGIC, 32), u_bytes(h.version, 8), bytes(h.model_id),
+           u_bytes(h.width - 1, 16), u_bytes(h.height - 1, 16), u_bytes(h.beta_code, 16),
+           u_bytes(h.tool_flags, 8), u_bytes(h.num_y_substreams, 8)]
+    if h.quality_map_enabled:
+        if not 0 <= h.qmap_block_log2 <= QMAP_BLOCK_LOG2_MAX or not 0 <= h.qmap_sigma_row <= 255:
+            raise ValueError("qmap_block_log2 or qmap_sigma_row out of range")
+        out += [u_bytes(h.qmap_block_log2, 8), u_bytes(h.qmap_sigma_row, 8)]
+    return b"".join(out)

@@ -1,6 +1,8 @@
 """Clause 5.3: substream_sizes().
 
     substream_sizes() {                         bits
+        if (quality_map_enabled)
+            q_size                              u(32)
         z_size                                  u(32)
         for (i = 0; i < num_y_substreams; i++)
             y_size[i]                           u(32)
@@ -27,6 +29,7 @@ MIN_SUBSTREAM_BYTES = 8
 class SubstreamSizes:
     z_size: int
     y_size: Tuple[int, ...]
+    q_size: int = 0
 
 
 def _check(size, name, remaining):
@@ -40,9 +43,13 @@ def _check(size, name, remaining):
 
 def substream_sizes(r, header):
     """Parse substream_sizes() for a parsed picture header."""
+    q_size = r.u(32, "q_size", CLAUSE) if header.quality_map_enabled else 0
     z_size = r.u(32, "z_size", CLAUSE)
     y_size = tuple(r.u(32, f"y_size[{i}]", CLAUSE) for i in range(header.num_y_substreams))
     remaining = r.remaining()
+    if header.quality_map_enabled:
+        _check(q_size, "q_size", remaining)
+        remaining -= q_size
     _check(z_size, "z_size", remaining)
     remaining -= z_size
     for i, s in enumerate(y_size):
@@ -51,8 +58,9 @@ def substream_sizes(r, header):
     if remaining:
         raise BitstreamError(f"{remaining} bytes after the last substream", field=f"y_size[{len(y_size) - 1}]",
                              clause=CLAUSE)
-    return SubstreamSizes(z_size=z_size, y_size=y_size)
+    return SubstreamSizes(z_size=z_size, y_size=y_size, q_size=q_size)
 
 
-def write_substream_sizes(z_size, y_sizes):
-    return u_bytes(z_size, 32) + b"".join(u_bytes(s, 32) for s in y_sizes)
+def write_substream_sizes(z_size, y_sizes, q_size=None):
+    head = u_bytes(q_size, 32) if q_size is not None else b""
+    return head + u_bytes(z_size, 32) + b"".join(u_bytes(s, 32) for s in y_sizes)

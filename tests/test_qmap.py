@@ -1,0 +1,108 @@
+"""Spatial quality map: predictor, dQ coding, every block size, bad maps, end to end."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from refcodec import decoder, encoder, qmap
+from refcodec.errors import BitstreamError
+from refcodec.model import Model
+
+from .test_codec import DATA  # noqa: F401  (shared paths)
+from .test_codec import tiny  # noqa: F401  (the tiny model fixture)
+
+Y_TABLES = None
+
+
+@pytest.fixture(scope="module")
+def y_tables():
+    return Model.default().y_tables
+
+
+def maps(rng):
+    yield "zeros", np.zeros((3, 5), np.int32)
+    yield "extreme", np.array([[8, -8, 8], [-8, 8, -8]], np.int32)
+    yield "alternating", np.where(np.indices((6, 7)).sum(0) % 2, 8, -8).astype(np.int32)
+    yield "random", rng.integers(-8, 9, (9, 4)).astype(np.int32)
+    yield "single", np.array([[-5]], np.int32)
+
+
+def test_predictor_rule():
+    Q = np.array([[1, 2, 3], [4, 5, 6]])
+    assert qmap.predictor(Q, 0, 0) == 0
+    assert qmap.predictor(Q, 0, 2) == 2          # left
+    assert qmap.predictor(Q, 1, 0) == 1          # top
+    assert qmap.predictor(Q, 1, 1) == (4 + 2) >> 1
+    Q = np.array([[0, -3], [-4, 0]])
+    assert qmap.predictor(Q, 1, 1) == (-4 + -3) >> 1 == -4     # floor, not truncation
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+def test_dq_coding_roundtrip(rng, y_tables, backend):
+    for name, Q in maps(rng):
+        row = qmap.best_sigma_row(Q, y_tables)
+        data = qmap.encode_qmap(Q, row, y_tables, backend=backend)
+        out = qmap.decode_qmap(data, *Q.shape, row, y_tables, backend=backend)
+        assert np.array_equal(out, Q), name
+
+
+def test_decoded_values_out_of_range_are_rejected(y_tables):
+    dq = np.array([5, 5], np.int32)          # Q = 5, then 10: outside [-8, 8]
+    from kernels import rans
+    data = rans.encode(dq, np.zeros(2, np.int32), np.array([0, 2]), *y_tables)[0]
+    with pytest.raises(BitstreamError, match="outside"):
+        qmap.decode_qmap(data, 1, 2, 0, y_tables)
+    with pytest.raises(BitstreamError, match="qmap_sigma_row"):
+        qmap.decode_qmap(data, 1, 2, 200, y_tables)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((2, 2)), np.full((2, 3), 9), np.full((2, 3), -9), np.full((2, 3), 0.5)])
+def test_bad_maps_are_rejected(bad):
+    with pytest.raises(qmap.QualityMapError):
+        qmap.check_map(bad, 2, 3)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 4])
+def test_every_block_size_end_to_end(tiny, rng, k):   # noqa: F811
+    rgb = rng.integers(0, 256, (70, 150, 3)).astype(np.uint8)
+    an = encoder.Analysis(rgb, tiny)
+    hq, wq = an.qmap_grid(k)
+    Q = rng.integers(-8, 9, (hq, wq)).astype(np.int32)
+    data = an.stream(20000, None, Q, k)
+    pic = decoder.picture(data)
+    assert pic.header.quality_map_enabled and pic.header.qmap_block_log2 == k
+    a = decoder.decode(data, backend="cpu", models=[tiny])
+    b = decoder.decode(data, backend="numpy", models=[tiny])
+    assert np.array_equal(a, b)
+
+
+def test_quality_changes_where_the_map_says(rng):
+    """Higher Q on the left half: the left half is reconstructed better than without a map."""
+    rgb = np.asarray(Image.open(os.path.join(os.path.dirname(__file__), "data", "kodim23.png")).convert("RGB"))
+    rgb = np.ascontiguousarray(rgb[:128, :256])
+    an = encoder.Analysis(rgb, Model.default())
+    hq, wq = an.qmap_grid(0)
+    Q = np.zeros((hq, wq), np.int32)
+    Q[:, :wq // 2] = 6
+    Q[:, wq // 2:] = -6
+    flat = decoder.decode(an.stream(30000))
+    mapped = decoder.decode(an.stream(30000, None, Q, 0))
+
+    def err(x, sl):
+        return np.mean((x[:, sl].astype(float) - rgb[:, sl]) ** 2)
+    left, right = slice(0, 128), slice(128, 256)
+    assert err(mapped, left) < err(flat, left) and err(mapped, right) > err(flat, right)
+
+
+def test_activity_and_mask_strategies(rng):
+    rgb = rng.integers(0, 256, (64, 96, 3)).astype(np.uint8)
+    rgb[:, :48] = 128                                   # flat left half
+    Q = qmap.activity_map(rgb, 4, 6)
+    assert Q.shape == (4, 6) and Q.max() <= 0 and Q.min() >= -4
+    assert Q[:, :3].max() == 0 and Q[:, 3:].min() < 0  # busy blocks get coarser
+    mask = np.zeros((64, 96), np.uint8)
+    mask[:16, :16] = 255
+    M = qmap.mask_map(mask, 4, 6, 0, fg=6, bg=-3)
+    assert M[0, 0] == 6 and (M.sum() - 6) == -3 * 23
