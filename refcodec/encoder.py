@@ -76,6 +76,19 @@ class Analysis:
         q = np.round((self.y - mu) * ((1 << m.ig_p) / ig.astype(np.float64)))
         return np.clip(q, -32768, 32767).astype(np.int32).reshape(-1), rows
 
+    def reconstruct(self, beta_code, Q=None, block_log2=0):
+        """The decoder's picture for this analysis at beta_code (no stream):
+        dequantization, integer g_s and colour transform, as clause 6."""
+        from .decoder import colour_transform, dequantize
+        m = self.model
+        p = m.prec
+        q, _ = self.quantize(beta_code, Q, block_log2)
+        Q_lat = None if Q is None else qm.expand(Q, block_log2, self.hy, self.wy)
+        _, ig = gain_maps(m, beta_code, Q_lat)
+        y_hat_q = dequantize(self.mu_q, q.reshape(self.hy, self.wy, -1), ig, p["p_mu"], p["p_y"], m.ig_p)
+        rgb = colour_transform(m.g_s(y_hat_q, backend=self.backend), p["p_x"])
+        return rgb[:self.height, :self.width]
+
     def qmap_stream(self, Q, block_log2):
         """(q_data, sigma row) for a quality map on the block grid."""
         Q = qm.check_map(Q, *self.qmap_grid(block_log2))
@@ -102,6 +115,48 @@ def beta_to_code(beta):
     return int(round(b * 65535))
 
 
+RDO_CANDIDATES = (-4, -2, 0, 2, 4)
+
+
+def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES):
+    """Q per block minimizing D + lambda R.
+
+    For every candidate value, the whole picture is quantized and
+    reconstructed with that uniform Q; each block's rate (exact table bits of
+    its latent positions) and distortion (squared error of its pixels) are
+    recorded.  lambda is the picture's own RD slope between the candidates
+    around 0; each block then takes the candidate with the lowest
+    D_b + lambda R_b.  Bit-rate matching (or beta) sets the total rate
+    afterwards.
+    """
+    from .ratecontrol import RateCounter
+    counter = RateCounter(an.model)
+    hq, wq = an.qmap_grid(block_log2)
+    b = 16 << block_log2
+    H, W = hq * b, wq * b
+    ref = np.pad(rgb.astype(np.float64), ((0, H - rgb.shape[0]), (0, W - rgb.shape[1]), (0, 0)))
+    valid = np.pad(np.ones(rgb.shape[:2]), ((0, H - rgb.shape[0]), (0, W - rgb.shape[1])))[..., None]
+    R, D = [], []
+    for v in candidates:
+        Q = np.full((hq, wq), v, np.int32)
+        q, rows = an.quantize(beta_code, Q, block_log2)
+        bits = counter.symbol_bits(q, rows).reshape(an.hy, an.wy, -1).sum(axis=2)
+        lb = 1 << block_log2
+        bits = np.pad(bits, ((0, hq * lb - an.hy), (0, wq * lb - an.wy))).reshape(hq, lb, wq, lb).sum(axis=(1, 3))
+        out = np.pad(an.reconstruct(beta_code, Q, block_log2).astype(np.float64),
+                     ((0, H - rgb.shape[0]), (0, W - rgb.shape[1]), (0, 0)))
+        sse = (((out - ref) ** 2) * valid).reshape(hq, b, wq, b, 3).sum(axis=(1, 3, 4))
+        R.append(bits)
+        D.append(sse)
+    R, D = np.array(R), np.array(D)
+    i0 = list(candidates).index(0)
+    lo, hi = max(i0 - 1, 0), min(i0 + 1, len(candidates) - 1)
+    dR = R[hi].sum() - R[lo].sum()
+    lam = max(-(D[hi].sum() - D[lo].sum()) / dR, 0.0) if dR > 0 else 0.0
+    best = np.argmin(D + lam * R, axis=0)
+    return np.array(candidates, np.int32)[best]
+
+
 def quality_map(an, rgb, qmap, block_log2=0, roi_q=(6, -3)):
     """The Q map (block grid) a strategy asks for: None (flat), "flat", "activity",
     an array of Q values, or a path to a .npy map or a PNG mask (white = region of interest)."""
@@ -110,6 +165,8 @@ def quality_map(an, rgb, qmap, block_log2=0, roi_q=(6, -3)):
     hq, wq = an.qmap_grid(block_log2)
     if isinstance(qmap, str) and qmap == "activity":
         return qm.activity_map(rgb, an.hy, an.wy, block_log2)
+    if isinstance(qmap, str) and qmap == "rdo":
+        return rdo_map(an, rgb, block_log2)
     if isinstance(qmap, str):
         if qmap.lower().endswith(".npy"):
             try:

@@ -70,19 +70,22 @@ class RateCounter:
         with np.errstate(divide="ignore"):
             self.cost = np.where(freq > 0, 16.0 - np.log2(np.maximum(freq, 1)), 0.0)   # bits per symbol
 
-    def bits(self, q, rows):
+    def symbol_bits(self, q, rows):
+        """Information content of each symbol (escape bits included)."""
         n = self.cdf_len[rows]
         lo = self.offset[rows]
         hi = lo + n - 2
         inside = (q >= lo) & (q <= hi)
         sym = np.where(inside, q - lo, n - 1)
-        total = float(self.cost[rows, sym].sum())
+        bits = self.cost[rows, sym]
         if not inside.all():
             qe, loe, hie = q[~inside], lo[~inside], hi[~inside]
             u = np.where(qe < loe, 2 * (loe - qe) - 1, 2 * (qe - hie) - 2)
-            nb = np.floor(np.log2(u + 1)).astype(np.int64)
-            total += float((5 + nb).sum())
-        return total
+            bits[~inside] += 5 + np.floor(np.log2(u + 1))
+        return bits
+
+    def bits(self, q, rows):
+        return float(self.symbol_bits(q, rows).sum())
 
 
 #: Measured cost of the rANS coder over the information content: the final
