@@ -3,6 +3,7 @@
 * ``refcodec encode IN.png OUT --beta B``      encode an image
 * ``refcodec decode IN OUT.png [--backend]``   decode a stream (bit-exact on every backend)
 * ``refcodec roundtrip IN.png [--beta B]``     encode, decode, print bpp and PSNR
+* ``refcodec conform [DIR] [--backend]``      check conformance vectors
 * ``refcodec warmup``                          compile and cache the numba kernels
 * ``refcodec version``
 
@@ -154,6 +155,13 @@ def cmd_roundtrip(args):
     return 0
 
 
+def cmd_conform(args):
+    from .conformance import check
+    passed, failed = check(args.dir, backend=args.backend, subset=args.subset)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
 def main(argv=None):
     from . import __version__
     from .errors import RefcodecError
@@ -189,6 +197,10 @@ def main(argv=None):
         q.add_argument("--model", default=None, help="model file (default: the shipped W16A16 model)")
     for q in (d, r):
         q.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default="cpu")
+    c = sub.add_parser("conform", help="check conformance vectors (bit-exact output, invalid streams rejected)")
+    c.add_argument("dir", nargs="?", default="vectors")
+    c.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default="cpu")
+    c.add_argument("--subset", default=None, help="only vectors with this tag (e.g. cuda, invalid)")
     sub.add_parser("warmup", help="compile and cache the numba kernels")
     sub.add_parser("version", help="print the version")
     args = p.parse_args(argv)
@@ -201,6 +213,8 @@ def main(argv=None):
             return cmd_decode(args)
         if args.command == "roundtrip":
             return cmd_roundtrip(args)
+        if args.command == "conform":
+            return cmd_conform(args)
         print(f"refcodec {__version__}")
         return 0
     except RefcodecError as e:

@@ -25,6 +25,7 @@ import io
 import json
 import math
 import os
+import zipfile
 
 import numpy as np
 
@@ -251,6 +252,20 @@ def z_tables(arch, params, tail=1e-6, max_half_width=256):
     return cdf, cdf_len, offset
 
 
+def write_npz(arrays):
+    """An .npz (zip of .npy) with fixed timestamps and order, so that the same
+    arrays always give the same bytes -- and the same model_id."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(arrays):
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            npy = io.BytesIO()
+            np.lib.format.write_array(npy, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            zf.writestr(info, npy.getvalue())
+    return buf.getvalue()
+
+
 def exp2_table():
     return np.array([round(2.0 ** 30 * 2.0 ** (i / (1 << EXP2_BITS))) for i in range(1 << EXP2_BITS)], np.int64)
 
@@ -273,10 +288,8 @@ def export(float_path, out_path, calib_dir, weight_bits=16, n_images=12):
         "weight_bits": weight_bits, "ig_p": IG_P, "exp2_bits": EXP2_BITS, "z_bits": Z_BITS,
         "train_step": meta.get("step"), "calibration": {"images": len(images), "betas": list(CALIB_BETAS)},
     }
-    buf = io.BytesIO()
-    np.savez_compressed(buf, __header__=np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8),
-             **{k: arrays[k] for k in sorted(arrays)})
-    data = buf.getvalue()
+    arrays["__header__"] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)
+    data = write_npz(arrays)
     with open(out_path, "wb") as f:
         f.write(data)
     return out_path

@@ -1,0 +1,90 @@
+"""Conformance checking (SPEC.md clause 10): ``refcodec conform DIR [--backend B]``.
+
+A conformance directory holds ``manifest.json``; ``models/`` (the model files
+the vectors name); one folder per valid vector with ``bitstream.bin``,
+``expected.json`` (SHA-256 of each decoded plane R, G, B and of the RGB
+output, size) and ``description.txt``; and ``invalid/`` with streams that a
+decoder must reject, each with the error class it must raise.
+
+A vector passes when the decoder's output hashes equal the expected ones
+(bit-exact output); an invalid stream passes when decoding raises exactly
+the listed refcodec error class -- any other exception, or a picture, fails.
+"""
+
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+
+from . import decoder
+from .errors import RefcodecError
+from .model import Model
+
+
+def plane_hashes(rgb):
+    rgb = np.ascontiguousarray(rgb, np.uint8)
+    out = {name: hashlib.sha256(np.ascontiguousarray(rgb[..., i]).tobytes()).hexdigest()
+           for i, name in enumerate("RGB")}
+    out["rgb"] = hashlib.sha256(rgb.tobytes()).hexdigest()
+    return out
+
+
+def load_manifest(root):
+    path = os.path.join(root, "manifest.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise RefcodecError(f"cannot read conformance manifest {path}: {e}") from None
+
+
+def _models(root, manifest):
+    return {name: Model(os.path.join(root, "models", name)) for name in manifest["models"]}
+
+
+def check(root, backend="cpu", subset=None, log=print):
+    """Check every vector (or those with ``subset`` in their tags); returns (passed, failed)."""
+    manifest = load_manifest(root)
+    models = list(_models(root, manifest).values())
+    passed = failed = 0
+    for v in manifest["vectors"]:
+        if subset and subset not in v.get("tags", []):
+            continue
+        folder = os.path.join(root, v["id"])
+        t0 = time.perf_counter()
+        try:
+            with open(os.path.join(folder, "bitstream.bin"), "rb") as f:
+                data = f.read()
+            with open(os.path.join(folder, "expected.json")) as f:
+                expected = json.load(f)
+            rgb = decoder.decode(data, backend=backend, models=models)
+            got = plane_hashes(rgb)
+            bad = [k for k in ("R", "G", "B", "rgb") if got[k] != expected["sha256"][k]]
+            if rgb.shape[:2] != (expected["height"], expected["width"]):
+                bad.append("size")
+            ok, why = not bad, f"mismatch in {', '.join(bad)}" if bad else ""
+        except Exception as e:  # a conformance failure, whatever it is
+            ok, why = False, f"{type(e).__name__}: {e}"
+        dt = time.perf_counter() - t0
+        log(f"{'PASS' if ok else 'FAIL'} {v['id']} ({dt:.2f} s){'' if ok else ': ' + why}")
+        passed += ok
+        failed += not ok
+    for inv in manifest.get("invalid", []):
+        if subset and subset not in inv.get("tags", ["invalid"]):
+            continue
+        try:
+            with open(os.path.join(root, "invalid", inv["file"]), "rb") as f:
+                data = f.read()
+            decoder.decode(data, backend=backend, models=models)
+            ok, why = False, "decoded a picture; expected " + inv["error"]
+        except RefcodecError as e:
+            ok = type(e).__name__ == inv["error"]
+            why = "" if ok else f"raised {type(e).__name__} ({e}); expected {inv['error']}"
+        except Exception as e:
+            ok, why = False, f"crashed with {type(e).__name__}: {e}"
+        log(f"{'PASS' if ok else 'FAIL'} invalid/{inv['file']}{'' if ok else ': ' + why}")
+        passed += ok
+        failed += not ok
+    return passed, failed

@@ -1,0 +1,316 @@
+"""Conformance vector generator: ``python -m refcodec.vectors generate [--out vectors]``.
+
+Rebuilds every vector of ``vectors/`` from images the repository carries
+(procedural images and crops of tests/data/kodim23.png) and the frozen
+conformance models in ``vectors/models`` (a small network, exported W16A16
+and W8A16, so that every backend -- the numba CUDA simulator included -- can
+decode the whole suite).  The encoder is float: the streams are the same
+bytes on this machine kind; on another machine a regenerated stream may
+differ, while the *decoding* of the committed streams never does.
+
+``python -m refcodec.vectors check [--dir vectors] [--backend B]`` is the
+same as ``refcodec conform``.
+"""
+
+import argparse
+import json
+import os
+import shutil
+
+import numpy as np
+from PIL import Image
+
+from . import __version__, decoder, encoder, qmap as qm
+from .conformance import check, plane_hashes
+from .errors import BitstreamError, RefcodecError
+from .model import Model
+from .syntax import PictureHeader, write_picture
+from .syntax.picture_header import HEADER_BYTES
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+KODIM23 = os.path.join(ROOT, "tests", "data", "kodim23.png")
+
+
+# ------------------------------------------------------------------ images
+
+def img_solid(h, w, seed=0):
+    return np.full((h, w, 3), (200, 30, 90), np.uint8)
+
+
+def img_noise(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3)).astype(np.uint8)
+
+
+def img_gradient(h, w, seed=0):
+    y, x = np.mgrid[0:h, 0:w]
+    r = (255 * x / max(w - 1, 1)).astype(np.uint8)
+    g = (255 * y / max(h - 1, 1)).astype(np.uint8)
+    b = ((x + y) % 256).astype(np.uint8)
+    return np.stack([r, g, b], -1)
+
+
+def img_waves(h, w, seed=0):
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    r = 128 + 100 * np.sin(x / 37.0) * np.cos(y / 23.0)
+    g = 128 + 120 * np.sin((x + 2 * y) / 61.0)
+    b = 128 + 90 * np.cos(np.hypot(x - w / 2, y - h / 2) / 17.0)
+    return np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8)
+
+
+def img_checker(h, w, seed=0):
+    y, x = np.mgrid[0:h, 0:w]
+    v = (((x // 8) + (y // 8)) % 2 * 255).astype(np.uint8)
+    return np.stack([v, 255 - v, v // 2], -1)
+
+
+def img_kodak(h, w, seed=0):
+    im = np.asarray(Image.open(KODIM23).convert("RGB"))
+    y0, x0 = (im.shape[0] - h) // 2, (im.shape[1] - w) // 2
+    return np.ascontiguousarray(im[y0:y0 + h, x0:x0 + w])
+
+
+IMAGES = {"solid": img_solid, "noise": img_noise, "gradient": img_gradient, "waves": img_waves,
+          "checker": img_checker, "kodak": img_kodak}
+
+W16, W8 = "conf-w16.npz", "conf-w8.npz"
+
+# id, image, h, w, model, beta, substreams, qmap, block, tags
+VECTORS = [
+    ("size_1x1", "solid", 1, 1, W16, 0.5, 1, None, 0, ["cuda"]),
+    ("size_5x7_odd", "noise", 5, 7, W16, 0.25, 1, None, 0, []),
+    ("size_33x65_not_mult64", "gradient", 33, 65, W16, 0.75, 3, None, 0, []),
+    ("portrait_130x48", "kodak", 130, 48, W16, 1.0, 2, None, 0, []),
+    ("large_1024x2048_2mp", "waves", 1024, 2048, W16, 0.1, 8, None, 0, ["large"]),
+    ("beta_0", "kodak", 96, 128, W16, 0.0, 1, None, 0, []),
+    ("beta_0p5", "kodak", 96, 128, W16, 0.5, 2, None, 0, []),
+    ("beta_1", "kodak", 96, 128, W16, 1.0, 1, None, 0, []),
+    ("substreams_64_empty", "kodak", 192, 256, W16, 0.6, 64, None, 0, []),
+    ("substreams_5", "waves", 200, 100, W16, 0.4, 5, None, 0, []),
+    ("qmap_activity_b0", "kodak", 128, 192, W16, 0.5, 1, "activity", 0, []),
+    ("qmap_rdo_b1", "kodak", 128, 192, W16, 0.5, 2, "rdo", 1, []),
+    ("qmap_extreme_pos_b2", "waves", 128, 192, W16, 0.3, 1, "max", 2, []),
+    ("qmap_extreme_neg_b3", "waves", 128, 192, W16, 0.9, 1, "min", 3, []),
+    ("qmap_alternating_b0", "checker", 64, 128, W16, 0.5, 1, "alternating", 0, ["cuda"]),
+    ("qmap_random_b4", "kodak", 160, 256, W16, 0.5, 3, "random", 4, []),
+    ("w8_kodak", "kodak", 96, 128, W8, 0.5, 1, None, 0, []),
+    ("w8_qmap_activity", "kodak", 96, 128, W8, 0.7, 2, "activity", 0, []),
+    ("w8_size_3x2", "noise", 3, 2, W8, 0.5, 1, None, 0, ["cuda"]),
+    ("noise_beta1_qmax", "noise", 64, 64, W16, 1.0, 1, "max", 0, []),
+    ("escapes_largest_values", "kodak", 64, 64, W16, 0.5, 2, "escape", 0, ["cuda"]),
+]
+
+
+def craft_escapes(an, beta_code, S):
+    """A stream whose y values include the largest escaped ones (+-32767,
+    -32768) and mid-sized escapes, written with the normal syntax: the
+    encoder would never choose them, but a decoder must decode them."""
+    from kernels import rans
+    from .decoder import y_substream_starts
+    m = an.model
+    q, rows = an.quantize(beta_code)
+    special = [32767, -32768, 1000, -1000, 40, -40, 32766, -32767]
+    q[:len(special)] = special
+    q[-3:] = [-32768, 12345, 32767]
+    starts = y_substream_starts(an.hy, an.wy, m.arch["M"], S)
+    ys = rans.encode(q, rows, starts, *m.y_tables)
+    header = PictureHeader(model_id=m.model_id, width=an.width, height=an.height, beta_code=beta_code,
+                           num_y_substreams=S)
+    return write_picture(header, an.z_stream(), ys)
+
+
+def make_qmap(kind, an, rgb, block, seed=0):
+    hq, wq = an.qmap_grid(block)
+    if kind is None:
+        return None
+    if kind in ("activity", "rdo"):
+        return encoder.quality_map(an, rgb, kind, block)
+    if kind == "max":
+        return np.full((hq, wq), qm.Q_MAX, np.int32)
+    if kind == "min":
+        return np.full((hq, wq), qm.Q_MIN, np.int32)
+    if kind == "alternating":
+        return np.where(np.indices((hq, wq)).sum(0) % 2, qm.Q_MAX, qm.Q_MIN).astype(np.int32)
+    if kind == "random":
+        return np.random.default_rng(seed).integers(qm.Q_MIN, qm.Q_MAX + 1, (hq, wq)).astype(np.int32)
+    raise ValueError(kind)
+
+
+def count_escapes(data, model):
+    """How many y values of a stream lie outside their table row's support."""
+    pic = decoder.picture(data)
+    _, _, q, rows = decoder.decode_latents(pic, model, "cpu")
+    _, cdf_len, offset = model.y_tables
+    lo = offset[rows]
+    hi = lo + cdf_len[rows] - 2
+    qq = q.reshape(-1)
+    return int(((qq < lo) | (qq > hi)).sum()), int(np.abs(qq).max())
+
+
+def write_vector(out, vid, data, rgb_dec, desc):
+    folder = os.path.join(out, vid)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "bitstream.bin"), "wb") as f:
+        f.write(data)
+    expected = {"sha256": plane_hashes(rgb_dec), "width": int(rgb_dec.shape[1]), "height": int(rgb_dec.shape[0]),
+                "bit_depth": 8, "generated_by": f"refcodec {__version__}"}
+    with open(os.path.join(folder, "expected.json"), "w") as f:
+        json.dump(expected, f, indent=1, sort_keys=True)
+        f.write("\n")
+    with open(os.path.join(folder, "description.txt"), "w") as f:
+        f.write(desc + "\n")
+
+
+# ------------------------------------------------------------------ invalid streams
+
+def _set(data, pos, value, nbytes):
+    b = bytearray(data)
+    b[pos:pos + nbytes] = int(value).to_bytes(nbytes, "big")
+    return bytes(b)
+
+
+def invalid_streams(base, base_qmap, model):
+    """(name, bytes, description) of streams that must be rejected; base has no
+    quality map, base_qmap has one."""
+    H = HEADER_BYTES
+    pic = decoder.picture(base)
+    out = []
+    for cut in (0, 3, 4, 12, 13, 20, H, H + 3, H + 8, len(base) // 2, len(base) - 2):
+        out.append((f"truncated_at_{cut}", base[:cut], f"the stream truncated to {cut} bytes"))
+    out += [
+        ("bad_magic", _set(base, 0, 0x52434444, 4), "magic is not RCDC"),
+        ("version_2", _set(base, 4, 2, 1), "unknown version 2"),
+        ("unknown_model_id", _set(base, 5, 0x0123456789ABCDEF, 8), "model_id names no model"),
+        ("width_above_level", _set(base, 13, 65535, 2), "width 65536 above the level limit"),
+        ("area_above_level", _set(_set(base, 13, 16383, 2), 15, 16383, 2), "16384 x 16384 above the level's samples"),
+        ("reserved_tool_flag", _set(base, 19, 0x80, 1), "a reserved tool_flags bit set"),
+        ("zero_substreams", _set(base, 20, 0, 1), "num_y_substreams = 0"),
+        ("substreams_65", _set(base, 20, 65, 1), "num_y_substreams above 64"),
+        ("z_size_past_end", _set(base, H, 1 << 30, 4), "z_size runs past the end"),
+        ("z_size_odd", _set(base, H, pic.sizes.z_size + 1, 4), "z_size odd"),
+        ("z_size_tiny", _set(base, H, 4, 4), "z_size below 8"),
+        ("trailing_bytes", base + b"\x00\x00", "two bytes after the last substream"),
+    ]
+    # a corrupted y payload that the coder's end check catches
+    ystart = len(base) - sum(pic.sizes.y_size)
+    for i in range(ystart + 4, len(base)):
+        b = bytearray(base)
+        b[i] ^= 0x10
+        try:
+            decoder.decode(bytes(b), models=[model])
+        except BitstreamError:
+            out.append(("y_payload_bitflip", bytes(b), f"bit 4 of byte {i} (in y_data) flipped"))
+            break
+    # z payload
+    zstart = H + 4 * (1 + pic.header.num_y_substreams)
+    out.append(("z_state_zero", _set(base, zstart, 0, 4), "the first z coder state below 2^16"))
+    # quality-map fields
+    qpic = decoder.picture(base_qmap)
+    out.append(("qmap_block_log2_5", _set(base_qmap, H, 5, 1), "qmap_block_log2 above 4"))
+    out.append(("qmap_sigma_row_255", _set(base_qmap, H + 1, 255, 1), "qmap_sigma_row names no table row"))
+    # a map whose decoded Q leaves [-8, 8]
+    from kernels import rans
+    h = qpic.header
+    (hp, wp), (hy, wy), _ = decoder.grid_sizes(h.width, h.height)
+    hq, wq = qm.grid(hy, wy, h.qmap_block_log2)
+    dq = np.zeros(hq * wq, np.int32)
+    dq[0] = 9
+    qdata = rans.encode(dq, np.full(dq.size, h.qmap_sigma_row, np.int32), np.array([0, dq.size]),
+                        *model.y_tables)[0]
+    bad = write_picture(h, qpic.z_data, qpic.y_data, qdata)
+    out.append(("qmap_value_9", bad, "the quality map decodes to Q = 9"))
+    return out
+
+
+# ------------------------------------------------------------------ driver
+
+def generate(out):
+    models_src = os.path.join(ROOT, "vectors", "models")
+    models = {name: Model(os.path.join(models_src, name)) for name in (W16, W8)}
+    if os.path.abspath(out) != os.path.abspath(os.path.join(ROOT, "vectors")):
+        os.makedirs(os.path.join(out, "models"), exist_ok=True)
+        for name in models:
+            shutil.copy(os.path.join(models_src, name), os.path.join(out, "models", name))
+    manifest = {"format": "refcodec-conformance", "version": 1, "models": [W16, W8], "vectors": [], "invalid": []}
+    streams = {}
+    for vid, img, h, w, mname, beta, S, qkind, block, tags in VECTORS:
+        m = models[mname]
+        rgb = IMAGES[img](h, w)
+        an = encoder.Analysis(rgb, m)
+        if qkind == "escape":
+            Q, data = None, craft_escapes(an, encoder.beta_to_code(beta), S)
+        else:
+            Q = make_qmap(qkind, an, rgb, block)
+            data = an.stream(encoder.beta_to_code(beta), S, Q, block)
+        rgb_dec = decoder.decode(data, models=[m])
+        esc, qmax = count_escapes(data, m)
+        tools = [f"model {mname}", f"beta {beta}", f"{S} y substream(s)",
+                 f"quality map {qkind} (block 2^{block})" if qkind and qkind != "escape" else "no quality map",
+                 f"{esc} escaped values (largest |q| {qmax})"]
+        desc = (f"{vid}: {w}x{h} {img} image; " + "; ".join(tools) +
+                f". Generated by python -m refcodec.vectors generate (refcodec {__version__}).")
+        write_vector(out, vid, data, rgb_dec, desc)
+        manifest["vectors"].append({"id": vid, "model": mname, "width": w, "height": h, "beta": beta,
+                                    "substreams": S, "qmap": qkind, "qmap_block_log2": block,
+                                    "escapes": esc, "tags": tags})
+        streams[vid] = data
+        print(f"{vid}: {len(data)} bytes, {esc} escapes")
+    inv_dir = os.path.join(out, "invalid")
+    os.makedirs(inv_dir, exist_ok=True)
+    for name, data, desc in invalid_streams(streams["size_33x65_not_mult64"], streams["qmap_activity_b0"],
+                                            models[W16]):
+        try:
+            decoder.decode(data, models=list(models.values()))
+            raise RuntimeError(f"invalid vector {name} decodes")
+        except RefcodecError as e:
+            err = type(e).__name__
+        with open(os.path.join(inv_dir, f"{name}.bin"), "wb") as f:
+            f.write(data)
+        manifest["invalid"].append({"file": f"{name}.bin", "error": err, "description": desc,
+                                    "tags": ["invalid"]})
+        print(f"invalid/{name}: {err}")
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+    write_readme(out, manifest)
+
+
+def write_readme(out, manifest):
+    lines = ["# refcodec conformance vectors", "",
+             "Generated by `python -m refcodec.vectors generate`; checked by `refcodec conform vectors "
+             "[--backend numpy|cpu|cuda]`, which prints one line per vector and `N passed, M failed`.",
+             "A decoder conforms when its output matches `expected.json` (SHA-256 of each plane and of the RGB "
+             "output) for every vector, and it rejects every stream in `invalid/` with the listed error.",
+             "The vectors use the frozen conformance models in `models/` (a small network, W16A16 and W8A16).", "",
+             "| id | size | model | beta | y substreams | quality map | escapes | tags |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for v in manifest["vectors"]:
+        qmap = f"{v['qmap']} (block 2^{v['qmap_block_log2']})" if v["qmap"] and v["qmap"] != "escape" else "-"
+        lines.append(f"| {v['id']} | {v['width']}x{v['height']} | {v['model']} | {v['beta']} | {v['substreams']} | "
+                     f"{qmap} | {v['escapes']} | {', '.join(v['tags'])} |")
+    lines += ["", "## Streams that must be rejected (`invalid/`)", "", "| file | error | what is wrong |",
+              "| --- | --- | --- |"]
+    for inv in manifest["invalid"]:
+        lines.append(f"| {inv['file']} | {inv['error']} | {inv['description']} |")
+    with open(os.path.join(out, "README.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m refcodec.vectors", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("generate")
+    g.add_argument("--out", default=os.path.join(ROOT, "vectors"))
+    c = sub.add_parser("check")
+    c.add_argument("--dir", default=os.path.join(ROOT, "vectors"))
+    c.add_argument("--backend", default="cpu", choices=("numpy", "cpu", "cuda"))
+    args = p.parse_args(argv)
+    if args.cmd == "generate":
+        generate(args.out)
+        return 0
+    passed, failed = check(args.dir, args.backend)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

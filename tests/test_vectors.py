@@ -1,0 +1,67 @@
+"""Conformance vectors: every backend decodes them bit-exactly and rejects the
+invalid ones; the generator rebuilds them byte for byte."""
+
+import filecmp
+import json
+import os
+
+import pytest
+
+from refcodec.conformance import check
+from refcodec.vectors import generate
+
+from .conftest import CUDA
+
+VECTORS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "vectors")
+
+
+def manifest():
+    with open(os.path.join(VECTORS, "manifest.json")) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+def test_all_vectors_pass(backend):
+    lines = []
+    passed, failed = check(VECTORS, backend=backend, log=lines.append)
+    m = manifest()
+    assert failed == 0, "\n".join(line for line in lines if line.startswith("FAIL"))
+    assert passed == len(m["vectors"]) + len(m["invalid"])
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA GPU and NUMBA_ENABLE_CUDASIM is not set")
+def test_cuda_subset_passes():
+    lines = []
+    passed, failed = check(VECTORS, backend="cuda", subset="cuda", log=lines.append)
+    assert failed == 0 and passed >= 4, "\n".join(lines)
+
+
+def test_manifest_covers_the_tools():
+    vs = manifest()["vectors"]
+    sizes = {(v["width"], v["height"]) for v in vs}
+    assert (1, 1) in sizes
+    assert any(w % 2 and h % 2 for w, h in sizes)
+    assert any(w % 64 or h % 64 for w, h in sizes)
+    assert any(h > w for w, h in sizes)
+    assert any(w * h > 2_000_000 for w, h in sizes)
+    assert {0.0, 1.0} <= {v["beta"] for v in vs}
+    assert {1, 64} <= {v["substreams"] for v in vs} and len({v["substreams"] for v in vs}) >= 4
+    assert {"activity", "rdo", "max", "min", "alternating", "random"} <= {v["qmap"] for v in vs}
+    assert {0, 1, 2, 3, 4} <= {v["qmap_block_log2"] for v in vs if v["qmap"]}
+    assert {"conf-w16.npz", "conf-w8.npz"} == {v["model"] for v in vs}
+    assert any(v["escapes"] > 0 for v in vs)
+    errors = {i["error"] for i in manifest()["invalid"]}
+    assert {"TruncatedStreamError", "BitstreamError", "EntropyDecodingError"} <= errors
+
+
+def test_generator_rebuilds_every_vector_byte_for_byte(tmp_path):
+    generate(str(tmp_path))
+    ref = manifest()
+    for v in ref["vectors"]:
+        for f in ("bitstream.bin", "expected.json", "description.txt"):
+            assert filecmp.cmp(os.path.join(VECTORS, v["id"], f), tmp_path / v["id"] / f, shallow=False), (v["id"], f)
+    for inv in ref["invalid"]:
+        assert filecmp.cmp(os.path.join(VECTORS, "invalid", inv["file"]), tmp_path / "invalid" / inv["file"],
+                           shallow=False)
+    assert json.loads((tmp_path / "manifest.json").read_text()) == ref
+    assert filecmp.cmp(os.path.join(VECTORS, "README.md"), tmp_path / "README.md", shallow=False)
