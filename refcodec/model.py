@@ -32,28 +32,40 @@ DEFAULT_MODEL = os.path.join(MODELS_DIR, "refcodec-w16.npz")
 class IntNet:
     """An integer network (h_s or g_s): a list of ops of SPEC.md clause 7."""
 
-    def __init__(self, name, ops, arrays, in_range):
+    def __init__(self, name, ops, arrays, in_range, in_channels, out_channels):
         self.name = name
         self.ops = []
         lo, hi = in_range
+        ch = in_channels
+        if not isinstance(ops, list) or not ops:
+            raise ModelError(f"{name}: the model file lists no layers")
         for op in ops:
+            if not isinstance(op, dict):
+                raise ModelError(f"{name}: malformed layer description {op!r}")
             kind = op.get("op")
             if kind == "conv":
                 i = op["index"]
                 w, b, shift = (_array(arrays, f"{name}.{i}.{k}") for k in ("w", "b", "shift"))
                 _check_conv(f"{name}.{i}", w, b, shift, op, lo, hi)
+                if w.shape[3] != ch:
+                    raise ModelError(f"layer {name}.{i}: takes {w.shape[3]} channels, receives {ch}")
+                ch = w.shape[0]
                 self.ops.append(("conv", w, b, shift, int(op["lo"]), int(op["hi"]), interleave_weights(w)))
                 lo, hi = int(op["lo"]), int(op["hi"])
             elif kind == "d2s":
                 r = op.get("r")
                 if r not in (2, 4):
                     raise ModelError(f"{name}: depth_to_space factor {r!r} not supported")
+                if ch % (r * r):
+                    raise ModelError(f"{name}: depth_to_space by {r} of {ch} channels")
+                ch //= r * r
                 self.ops.append(("d2s", int(r)))
             elif kind == "igdn":
                 i = op["index"]
                 gamma, beta, r_n, t = (_array(arrays, f"{name}.{i}.{k}") for k in ("gamma", "beta", "r_n", "t"))
                 c = gamma.shape[0]
-                if gamma.shape != (c, 1, 1, c) or beta.shape != (c,) or r_n.shape != (c,) or t.shape != (c,):
+                if gamma.shape != (c, 1, 1, c) or beta.shape != (c,) or r_n.shape != (c,) or t.shape != (c,) \
+                        or c != ch:
                     raise ModelError(f"layer {name}.{i}: IGDN arrays have inconsistent shapes")
                 if gamma.min() < 0 or beta.min() < 0:
                     raise ModelError(f"layer {name}.{i}: IGDN needs gamma >= 0 and beta >= 0")
@@ -64,6 +76,13 @@ class IntNet:
                 lo, hi = -32768, 32767
             else:
                 raise ModelError(f"{name}: unknown op {kind!r}")
+        if ch != out_channels:
+            raise ModelError(f"{name}: outputs {ch} channels, {out_channels} expected")
+        # the scale factor of the network, for the decoder's grid check
+        self.upscale = 1
+        for op in self.ops:
+            if op[0] == "d2s":
+                self.upscale *= op[1]
 
     def __call__(self, x, backend="cpu"):
         """Run on an int16 (H, W, C) array; int16 out.  Bit-exact on every backend."""
@@ -142,8 +161,14 @@ class Model:
         self.ig_p = int(header["ig_p"])
         self.z_bits = int(header["z_bits"])
         zr = 1 << (self.z_bits - 1)
-        self.h_s = IntNet("h_s", header["nets"]["h_s"], arrays, (-zr, zr - 1))
-        self.g_s = IntNet("g_s", header["nets"]["g_s"], arrays, (-32768, 32767))
+        try:
+            nets = header["nets"]
+            self.h_s = IntNet("h_s", nets["h_s"], arrays, (-zr, zr - 1), self.arch["Z"], 2 * self.arch["M"])
+            self.g_s = IntNet("g_s", nets["g_s"], arrays, (-32768, 32767), self.arch["M"], 3)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"{path}: malformed network description ({type(e).__name__}: {e})") from None
+        if self.h_s.upscale != 4 or self.g_s.upscale != 16:
+            raise ModelError(f"{path}: h_s must upsample by 4 and g_s by 16")
         self.y_tables = tuple(_array(arrays, k) for k in ("y_cdf", "y_cdf_len", "y_offset"))
         self.z_tables = tuple(_array(arrays, k) for k in ("z_cdf", "z_cdf_len", "z_offset"))
         for name, tabs in (("y", self.y_tables), ("z", self.z_tables)):
