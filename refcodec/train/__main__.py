@@ -133,6 +133,8 @@ def main(argv=None):
     p.add_argument("--init", default=None, help="start from exported float weights (.npz)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--reset-best", action="store_true",
+                   help="forget the best Kodak score (after a change of the lambda range)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -158,7 +160,10 @@ def main(argv=None):
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, best = state["step"], state["best"]
-        say(f"resumed {ckpt} at step {step} (best {best:.4f})")
+        if args.reset_best:
+            best = float("inf")
+        say(f"resumed {ckpt} at step {step} (best {best:.4f}); lambdas {arch['lambdas'][0]:.5f} ... "
+            f"{arch['lambdas'][-1]:.4f}")
     elif args.init:
         meta = load_float(model, args.init)
         step = meta.get("step", 0)
@@ -186,10 +191,20 @@ def main(argv=None):
                     "arch": arch}, tmp)
         os.replace(tmp, ckpt)
 
+    stop = {"flag": False}
+
+    def on_signal(signum, frame):          # SIGTERM / SIGINT: finish the step, save, exit
+        stop["flag"] = True
+        say(f"signal {signum}: saving and stopping")
+
+    import signal
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
     start = time.time()
     acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
     t_last = time.time()
-    while step < args.iters and (time.time() - start) < args.hours * 3600:
+    while step < args.iters and (time.time() - start) < args.hours * 3600 and not stop["flag"]:
         x = random_batch(images, rng, args.batch, args.crop).to(device)
         if device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
