@@ -54,7 +54,9 @@ def write_image(path, rgb):
     from PIL import Image
     from .errors import ImageError
     try:
-        Image.fromarray(rgb).save(path)
+        # PNG is lossless at any level; level 1 writes several times faster than the default 6
+        opts = {"compress_level": 1} if str(path).lower().endswith(".png") else {}
+        Image.fromarray(rgb).save(path, **opts)
     except (OSError, ValueError, KeyError) as e:
         raise ImageError(f"cannot write image {path}: {e}") from None
 

@@ -113,6 +113,32 @@ def decode_latents(pic, model, backend):
     return y_hat_q, mu_q, q, rows
 
 
+#: Synthesis by bands of latent rows (clause 6.5 note): each band is computed
+#: with G_S_MARGIN extra latent rows above and below, which covers the
+#: receptive field of g_s (under 2 latent rows), so the cropped band equals
+#: the untiled result exactly; peak memory then follows the band, not the
+#: picture.
+G_S_BAND = 32
+G_S_MARGIN = 3
+
+
+def synthesize(model, y_hat_q, height, width, backend="cpu", band=G_S_BAND, margin=G_S_MARGIN):
+    """Clauses 6.5-6.6 by bands of latent rows: uint8 RGB (height, width, 3)."""
+    hy = y_hat_q.shape[0]
+    up = model.g_s.upscale
+    out = np.empty((height, width, 3), np.uint8)
+    for a in range(0, hy, band):
+        b = min(a + band, hy)
+        a0, b0 = max(0, a - margin), min(hy, b + margin)
+        x_q = model.g_s(np.ascontiguousarray(y_hat_q[a0:b0]), backend=backend)
+        rows = x_q[(a - a0) * up:(b - a0) * up]
+        p0, p1 = a * up, min(b * up, height)
+        if p0 >= height:
+            break
+        out[p0:p1] = colour_transform(rows[:p1 - p0, :width], model.prec["p_x"])
+    return out
+
+
 def decode(data, backend="cpu", models=None):
     """Decode a refcodec stream to a uint8 (height, width, 3) RGB array."""
     from . import model as model_mod
@@ -120,6 +146,4 @@ def decode(data, backend="cpu", models=None):
     models = models if models is not None else [model_mod.load()]
     model = find_model(pic.header.model_id, models)
     y_hat_q, *_ = decode_latents(pic, model, backend)
-    x_q = model.g_s(y_hat_q, backend=backend)
-    rgb = colour_transform(x_q, model.prec["p_x"])
-    return np.ascontiguousarray(rgb[:pic.header.height, :pic.header.width])
+    return synthesize(model, y_hat_q, pic.header.height, pic.header.width, backend)

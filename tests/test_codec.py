@@ -138,3 +138,20 @@ def test_cli_encode_decode_and_clean_errors(tmp_path, kodak_crop):
     assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = run_cli("encode", str(tmp_path / "junk.rcd"), str(tmp_path / "b.rcd"))
     assert r.returncode == 1 and "cannot read image" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("band,margin", [(1, 3), (3, 2), (5, 3), (100, 3)])
+def test_banded_synthesis_equals_the_whole_picture(tiny, rng, band, margin):
+    """g_s by bands of latent rows (with a margin over its receptive field)
+    gives exactly the untiled result."""
+    y_hat = rng.integers(-3000, 3000, (11, 5, tiny.arch["M"])).astype(np.int16)
+    whole = decoder.colour_transform(tiny.g_s(y_hat), tiny.prec["p_x"])[:170, :75]
+    banded = decoder.synthesize(tiny, y_hat, 170, 75, band=band, margin=margin)
+    assert np.array_equal(whole, banded)
+
+
+def test_banded_synthesis_with_the_shipped_model(rng):
+    m = Model.default()
+    y_hat = rng.integers(-2000, 2000, (7, 4, m.arch["M"])).astype(np.int16)
+    whole = decoder.colour_transform(m.g_s(y_hat), m.prec["p_x"])
+    assert np.array_equal(whole, decoder.synthesize(m, y_hat, 112, 64, band=2))
