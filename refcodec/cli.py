@@ -12,6 +12,7 @@ as one line on stderr and exit status 1, never a traceback.
 """
 
 import argparse
+import os
 import sys
 import time
 
@@ -157,6 +158,14 @@ def cmd_roundtrip(args):
     return 0
 
 
+def cmd_eval(args):
+    from .eval.run import run
+    targets = [float(t) for t in args.targets.split(",")]
+    codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
+    run(args.dir, targets, codecs, args.anchor, args.jobs, args.out, args.scheduler)
+    return 0
+
+
 def cmd_conform(args):
     from .conformance import check
     passed, failed = check(args.dir, backend=args.backend, subset=args.subset)
@@ -199,6 +208,15 @@ def main(argv=None):
         q.add_argument("--model", default=None, help="model file (default: the shipped W16A16 model)")
     for q in (d, r):
         q.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default="cpu")
+    ev = sub.add_parser("eval", help="RD curves and BD-rates of refcodec and classical codecs on a folder")
+    ev.add_argument("dir")
+    ev.add_argument("--targets", default="0.06,0.12,0.25,0.5,0.75,1.0")
+    ev.add_argument("--codecs", default="refcodec,jpeg,webp,avif,jxl,hevc,vvc")
+    ev.add_argument("--anchor", default="vvc", help="BD-rate anchor (a codec name; vvc/hevc fall back to "
+                                                    "../shared/anchors when not installed)")
+    ev.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ev.add_argument("--out", default="eval-out")
+    ev.add_argument("--scheduler", default=None, help="Dask scheduler address (the dask extra)")
     c = sub.add_parser("conform", help="check conformance vectors (bit-exact output, invalid streams rejected)")
     c.add_argument("dir", nargs="?", default="vectors")
     c.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default="cpu")
@@ -217,6 +235,8 @@ def main(argv=None):
             return cmd_roundtrip(args)
         if args.command == "conform":
             return cmd_conform(args)
+        if args.command == "eval":
+            return cmd_eval(args)
         print(f"refcodec {__version__}")
         return 0
     except RefcodecError as e:

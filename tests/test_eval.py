@@ -53,3 +53,14 @@ def test_ms_ssim_basic_properties(rng):
     small = np.clip(a + rng.normal(0, 3, a.shape), 0, 255)
     large = np.clip(a + rng.normal(0, 30, a.shape), 0, 255)
     assert 1.0 > ms_ssim(a, small) > ms_ssim(a, large) > 0
+
+
+@pytest.mark.parametrize("pair", [(VVENC, WEBP), (VVENC, JPEG), (WEBP, JPEG), (JPEG, VVENC)])
+@pytest.mark.parametrize("metric", [1, 2])
+def test_bd_rate_agrees_with_the_bjontegaard_package(pair, metric):
+    bj = pytest.importorskip("bjontegaard")
+    a, t = pair
+    ours = bd_rate(*cols(a, metric), *cols(t, metric))
+    theirs = bj.bd_rate(*cols(a, metric), *cols(t, metric), method="pchip", require_matching_points=False,
+                        min_overlap=0)
+    assert ours == pytest.approx(theirs, abs=0.01)

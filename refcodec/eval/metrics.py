@@ -3,7 +3,8 @@
 * PSNR-RGB: one MSE over all three channels (as CompressAI reports);
 * PSNR-Y, PSNR-Cb, PSNR-Cr: BT.709 YCbCr computed in float from 8-bit RGB,
   peak 255 (as JPEG AI reports);
-* MS-SSIM: on the luma... (see ms_ssim).
+* MS-SSIM: on RGB, per channel, averaged (see ms_ssim); NaN for pictures
+  under 161 pixels on a side.
 """
 
 import numpy as np
@@ -60,6 +61,8 @@ def ms_ssim(a, b, peak=255.0):
     the definition of pytorch-msssim / CompressAI."""
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
+    if min(a.shape[:2]) < 161:          # five scales of an 11-tap window need 161 pixels
+        return float("nan")
     vals = []
     for c in range(a.shape[2]):
         x, y = a[..., c], b[..., c]

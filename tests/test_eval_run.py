@@ -1,0 +1,57 @@
+"""refcodec eval: classical codecs reproduce ../shared/anchors; a Dask cluster gives the local result."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from refcodec.eval.run import code_jpeg, code_webp, measure, run
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
+KODAK = os.path.join(SHARED, "data", "kodak")
+PER_IMAGE = os.path.join(SHARED, "anchors", "kodak_rd_per_image.csv")
+
+
+@pytest.mark.skipif(not os.path.exists(PER_IMAGE), reason="../shared/anchors is not beside the repository")
+@pytest.mark.parametrize("codec,coder", [("jpeg", code_jpeg), ("webp", code_webp)])
+def test_classical_curves_reproduce_the_anchors(codec, coder):
+    rows = [r for r in csv.DictReader(open(PER_IMAGE)) if r["codec"] == codec and r["image"] in ("kodim01", "kodim07")]
+    assert len(rows) == 16
+    for r in rows:
+        rgb = np.asarray(Image.open(os.path.join(KODAK, r["image"] + ".png")).convert("RGB"))
+        nbytes, out = coder(rgb, int(r["setting"].split("=")[1]))
+        m = measure(rgb, out, nbytes)
+        assert abs(m["psnr_rgb"] - float(r["psnr_rgb"])) <= 0.05, (r["image"], r["setting"])
+        assert abs(m["bpp"] - float(r["bpp"])) <= 0.01 * float(r["bpp"]), (r["image"], r["setting"])
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    d = tmp_path_factory.mktemp("imgs")
+    src = np.asarray(Image.open(os.path.join(os.path.dirname(__file__), "data", "kodim23.png")).convert("RGB"))
+    Image.fromarray(src[:176, :192]).save(d / "a.png")
+    Image.fromarray(src[200:376, 300:492]).save(d / "b.png")
+    return str(d)
+
+
+def test_local_run_writes_every_output(images, tmp_path):
+    out = tmp_path / "out"
+    result, bd = run(images, [0.5], ["jpeg", "webp"], "jpeg", 1, str(out), log=lambda s: None)
+    for f in ("rd.json", "rd.csv", "bdrate.json"):
+        assert (out / f).exists()
+    assert set(result["per_image"]["jpeg"]) == {"a", "b"} and len(result["mean"]["jpeg"]) == 8
+    assert "webp" in bd and all(np.isfinite(v) for v in bd["webp"].values())
+
+
+def test_dask_cluster_gives_the_local_result(images, tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    local, _ = run(images, [0.5], ["jpeg", "webp"], "jpeg", 1, str(tmp_path / "local"), log=lambda s: None)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        remote, _ = run(images, [0.5], ["jpeg", "webp"], "jpeg", 1, str(tmp_path / "dask"),
+                        scheduler=c.scheduler_address, log=lambda s: None)
+    a = json.loads((tmp_path / "local" / "rd.json").read_text())
+    b = json.loads((tmp_path / "dask" / "rd.json").read_text())
+    assert a == b and local["mean"] == remote["mean"]
