@@ -133,6 +133,8 @@ def main(argv=None):
     p.add_argument("--init", default=None, help="start from exported float weights (.npz)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--export", default=None, metavar="OUT.npz",
+                   help="write the float weights of RUN/last.pt to OUT.npz and exit")
     p.add_argument("--reset-best", action="store_true",
                    help="forget the best Kodak score (after a change of the lambda range)")
     args = p.parse_args(argv)
@@ -170,6 +172,13 @@ def main(argv=None):
         say(f"initialised from {args.init} (step {step})")
     for g in opt.param_groups:
         g["lr"] = args.lr
+
+    if args.export:
+        if not os.path.exists(ckpt):
+            raise SystemExit(f"no checkpoint {ckpt}")
+        export_float(model, args.export, step, best)
+        say(f"exported {ckpt} (step {step}) to {args.export}")
+        return 0
 
     rng = np.random.default_rng(args.seed + step)
     torch.manual_seed(args.seed + step)
