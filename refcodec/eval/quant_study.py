@@ -5,9 +5,9 @@
 For every image and beta it measures four decoders of the same trained
 weights:
 
-* ``float``   -- float h_s and g_s, ideal rate (information content of the
-  quantized latents under the float entropy model: continuous sigma,
-  float means);
+* ``float``   -- float h_s and g_s; the rate counted with the same integer
+  tables (float sigma index rounded to the nearest row), container and
+  coder overhead as the codec's;
 * ``int-entropy`` -- the real stream of the W16A16 codec (integer h_s,
   integer tables, rANS) decoded by the *float* g_s: isolates the integer
   entropy network and the coder;
@@ -26,19 +26,21 @@ import time
 
 import numpy as np
 from PIL import Image
-from scipy.special import erfc
-
 from .. import arch as A
 from .. import decoder, encoder, model as model_mod
-from ..nn import factorized_logits_cdf, run_float, sigmoid
+from ..nn import run_float
+from ..ratecontrol import RateCounter, _fixed_bytes
 from .bdrate import bd_rate
 from .metrics import ms_ssim, psnr, psnr_ycbcr
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
 
 
-def float_decode(rgb, an, beta, params, arch):
-    """Float reference: float h_s / g_s on the analysis an, ideal rate in bits."""
+def float_decode(rgb, an, beta, params, arch, counter, fixed_bytes):
+    """Float reference: float h_s (means, sigma index) and float g_s.  Its rate
+    is counted like the codec's: the same integer tables (the float sigma
+    index rounded to the nearest row), the same container and coder overhead
+    -- so that the comparison isolates the integer networks."""
     M = arch["M"]
     zr = 1 << 7
     out = run_float(arch["h_s"], params, "h_s", np.clip(an.z_hat, -zr, zr - 1).astype(np.float32))
@@ -46,18 +48,13 @@ def float_decode(rgb, an, beta, params, arch):
     from ..export import gain_log2
     lg = gain_log2(arch, params, beta)
     g = 2.0 ** lg
-    s_eff = np.clip(s + A.SIGMA_PER_OCTAVE * lg, 0, arch["sigma_levels"] - 1)
-    sigma = A.SIGMA_MIN * 2.0 ** (s_eff / A.SIGMA_PER_OCTAVE)
+    rows = np.clip(np.round(s + A.SIGMA_PER_OCTAVE * lg), 0, arch["sigma_levels"] - 1).astype(np.int64)
     q = np.round((an.y - mu) * g)
-    aq = np.abs(q)
-    lik = 0.5 * erfc((aq - 0.5) / (sigma * np.sqrt(2))) - 0.5 * erfc((aq + 0.5) / (sigma * np.sqrt(2)))
-    bits_y = -np.log2(np.maximum(lik, 1e-12)).sum()
-    zf = an.z_hat.reshape(-1, an.z_hat.shape[-1]).T.astype(np.float64)
-    up, lo = factorized_logits_cdf(params, zf + 0.5), factorized_logits_cdf(params, zf - 0.5)
-    sign = -np.sign(up + lo)
-    bits_z = -np.log2(np.maximum(np.abs(sigmoid(sign * up) - sigmoid(sign * lo)), 1e-12)).sum()
+    bits = counter.bits(np.clip(q, -32768, 32767).astype(np.int64).reshape(-1), rows.reshape(-1))
+    from ..ratecontrol import CODER_EXCESS
+    nbytes = fixed_bytes + (1 + CODER_EXCESS) * bits / 8
     y_hat = mu + q / g
-    return gs_float_rgb(y_hat, params, arch, rgb.shape), (bits_y + bits_z) / (rgb.shape[0] * rgb.shape[1])
+    return gs_float_rgb(y_hat, params, arch, rgb.shape), 8 * nbytes / (rgb.shape[0] * rgb.shape[1])
 
 
 def gs_float_rgb(y_hat, params, arch, shape):
@@ -97,9 +94,12 @@ def main(argv=None):
         npx = rgb.shape[0] * rgb.shape[1]
         an16 = encoder.Analysis(rgb, m16)
         an8 = encoder.Analysis(rgb, m8)
+        counter = RateCounter(m16)
+        S = encoder.default_substreams(an16.hy)
+        fixed = _fixed_bytes(an16, S)
         for b in betas:
             code = encoder.beta_to_code(b)
-            out_f, bpp_f = float_decode(rgb, an16, b, params, arch)
+            out_f, bpp_f = float_decode(rgb, an16, b, params, arch, counter, fixed)
             pts["float"][b].append(metrics(rgb, out_f, bpp_f))
             data16 = an16.stream(code)
             pic = decoder.picture(data16)
