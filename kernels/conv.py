@@ -27,7 +27,7 @@ out int16 within [lo, hi] (``lo = 0`` fuses a ReLU).
 import numpy as np
 from numba import njit, prange
 
-from .config import INT16_MAX, INT16_MIN, NJIT, NJIT_PARALLEL, check_backend
+from .config import INT16_MAX, INT16_MIN, NJIT, NJIT_INLINE, NJIT_PARALLEL, check_backend
 from .simd import LANES, PIXELS, madd_4x16
 
 
@@ -127,6 +127,18 @@ def _im2col_row(x, y, k, P):
                 P[xo, j:j + cin] = x[yy, xo + kx - p, :]
 
 
+@njit(**NJIT_INLINE)
+def _requantize(acc, r, lo, hi):
+    """clamp((acc + 2^(r-1)) >> r, lo, hi) for r > 0; clamp(acc) for r = 0 (acc exact, int64)."""
+    if r > 0:
+        acc = (acc + (np.int64(1) << (r - 1))) >> r
+    if acc < lo:
+        acc = lo
+    elif acc > hi:
+        acc = hi
+    return acc
+
+
 @njit(**NJIT_PARALLEL)
 def _conv2d_cpu(x, Wi, b, shift, k, lo, hi, out):
     h, wd, cin = x.shape
@@ -142,14 +154,7 @@ def _conv2d_cpu(x, Wi, b, shift, k, lo, hi, out):
                 for p in range(min(PIXELS, wd - x0)):
                     for c in range(min(LANES, cout - cb * LANES)):
                         co = cb * LANES + c
-                        v = np.int64(acc[p, c]) + np.int64(b[co])
-                        r = shift[co]
-                        if r > 0:
-                            v = (v + (np.int64(1) << (r - 1))) >> r
-                        if v < lo:
-                            v = lo
-                        elif v > hi:
-                            v = hi
+                        v = _requantize(np.int64(acc[p, c]) + np.int64(b[co]), shift[co], lo, hi)
                         out[y, x0 + p, co] = np.int16(v)
 
 

@@ -17,7 +17,7 @@ The simplified inverse GDN of DESIGN.md, ``x * (beta + Gamma |x|)``, is
 import numpy as np
 from numba import njit, prange
 
-from .config import INT16_MAX, INT16_MIN, NJIT_PARALLEL, check_backend
+from .config import INT16_MAX, INT16_MIN, NJIT_INLINE, NJIT_PARALLEL, check_backend
 
 
 def _cuda():
@@ -47,63 +47,83 @@ def clamp_numpy(x, lo, hi):
     return np.clip(x, lo, hi).astype(np.int16)
 
 
+# ---------------------------------------------------------------- per-pixel bodies
+# One pixel (all channels) each; the CPU kernels call them in a prange loop,
+# kernels/cuda/ops.py compiles the same code as CUDA device functions.
+
+@njit(**NJIT_INLINE)
+def _depth_to_space_px(x, r, out, y, xx):
+    c = x.shape[2] // (r * r)
+    for ch in range(c):
+        for i in range(r):
+            for j in range(r):
+                out[y * r + i, xx * r + j, ch] = x[y, xx, ch * r * r + i * r + j]
+
+
+@njit(**NJIT_INLINE)
+def _abs_sat_px(x, out, y, xx):
+    for ch in range(x.shape[2]):
+        v = np.int32(x[y, xx, ch])
+        if v < 0:
+            v = -v
+        if v > 32767:
+            v = 32767
+        out[y, xx, ch] = np.int16(v)
+
+
+@njit(**NJIT_INLINE)
+def _mul_shift_px(x, n, t, lo, hi, out, y, xx):
+    for ch in range(x.shape[2]):
+        v = np.int32(x[y, xx, ch]) * np.int32(n[y, xx, ch])
+        s = t[ch]
+        if s > 0:
+            v = (v + (np.int32(1) << (s - 1))) >> s
+        if v < lo:
+            v = lo
+        elif v > hi:
+            v = hi
+        out[y, xx, ch] = np.int16(v)
+
+
+@njit(**NJIT_INLINE)
+def _clamp_px(x, lo, hi, out, y, xx):
+    for ch in range(x.shape[2]):
+        v = x[y, xx, ch]
+        if v < lo:
+            v = lo
+        elif v > hi:
+            v = hi
+        out[y, xx, ch] = v
+
+
 # ---------------------------------------------------------------- numba CPU
 
 @njit(**NJIT_PARALLEL)
 def _depth_to_space_cpu(x, r, out):
-    h, w, crr = x.shape
-    c = crr // (r * r)
-    for y in prange(h):
-        for xx in range(w):
-            for ch in range(c):
-                for i in range(r):
-                    for j in range(r):
-                        out[y * r + i, xx * r + j, ch] = x[y, xx, ch * r * r + i * r + j]
+    for y in prange(x.shape[0]):
+        for xx in range(x.shape[1]):
+            _depth_to_space_px(x, r, out, y, xx)
 
 
 @njit(**NJIT_PARALLEL)
 def _abs_sat_cpu(x, out):
-    h, w, c = x.shape
-    for y in prange(h):
-        for xx in range(w):
-            for ch in range(c):
-                v = np.int32(x[y, xx, ch])
-                if v < 0:
-                    v = -v
-                if v > 32767:
-                    v = 32767
-                out[y, xx, ch] = np.int16(v)
+    for y in prange(x.shape[0]):
+        for xx in range(x.shape[1]):
+            _abs_sat_px(x, out, y, xx)
 
 
 @njit(**NJIT_PARALLEL)
 def _mul_shift_cpu(x, n, t, lo, hi, out):
-    h, w, c = x.shape
-    for y in prange(h):
-        for xx in range(w):
-            for ch in range(c):
-                v = np.int32(x[y, xx, ch]) * np.int32(n[y, xx, ch])
-                s = t[ch]
-                if s > 0:
-                    v = (v + (np.int32(1) << (s - 1))) >> s
-                if v < lo:
-                    v = lo
-                elif v > hi:
-                    v = hi
-                out[y, xx, ch] = np.int16(v)
+    for y in prange(x.shape[0]):
+        for xx in range(x.shape[1]):
+            _mul_shift_px(x, n, t, lo, hi, out, y, xx)
 
 
 @njit(**NJIT_PARALLEL)
 def _clamp_cpu(x, lo, hi, out):
-    h, w, c = x.shape
-    for y in prange(h):
-        for xx in range(w):
-            for ch in range(c):
-                v = x[y, xx, ch]
-                if v < lo:
-                    v = lo
-                elif v > hi:
-                    v = hi
-                out[y, xx, ch] = v
+    for y in prange(x.shape[0]):
+        for xx in range(x.shape[1]):
+            _clamp_px(x, lo, hi, out, y, xx)
 
 
 # ---------------------------------------------------------------- dispatch

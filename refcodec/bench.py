@@ -15,27 +15,14 @@ Needs torch (the ``bench`` extra).
 
 import argparse
 import os
-import statistics
-import time
-
 import numpy as np
 from PIL import Image
+
+from kernels.bench import interleaved
 
 from . import decoder, encoder, model as model_mod
 
 HERE = os.path.dirname(__file__)
-
-
-def interleaved(fns, repeats):
-    times = {k: [] for k in fns}
-    for f in fns.values():
-        f()
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t = time.perf_counter()
-            f()
-            times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def line(name, ours, anchor):

@@ -32,7 +32,7 @@ import numpy as np
 from . import arch as A
 from .nn import factorized_logits_cdf, run_float, sigmoid
 from .quant import max_output_precision, precision_for, quantize_conv
-from .tables import gaussian_tables, quantize_pmf, cdf_from_freq
+from .tables import gaussian_tables, pack_tables
 
 FORMAT = "refcodec-model"
 FORMAT_VERSION = 1
@@ -236,20 +236,8 @@ def z_tables(arch, params, tail=1e-6, max_half_width=256):
     for c in range(Z):
         keep = np.flatnonzero(pmf[c] > tail)
         a, b = (keep[0], keep[-1]) if keep.size else (max_half_width, max_half_width)
-        p = pmf[c, a:b + 1]
-        esc = max(1.0 - p.sum(), 1e-9)
-        rows.append((int(v[a]), quantize_pmf(np.concatenate([p, [esc]]))))
-    width = max(f.size for _, f in rows) + 1
-    cdf = np.zeros((Z, width), np.int32)
-    cdf_len = np.zeros(Z, np.int32)
-    offset = np.zeros(Z, np.int32)
-    for c, (off, f) in enumerate(rows):
-        cc = cdf_from_freq(f)
-        cdf[c, :cc.size] = cc
-        cdf[c, cc.size:] = cc[-1]
-        cdf_len[c] = f.size
-        offset[c] = off
-    return cdf, cdf_len, offset
+        rows.append((int(v[a]), pmf[c, a:b + 1]))
+    return pack_tables(rows, escape_floor=1e-9)
 
 
 def write_npz(arrays):

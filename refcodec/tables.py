@@ -50,14 +50,21 @@ def gaussian_tables(sigmas, tail=4.0, max_half_width=1024):
         v = np.arange(-K, K + 1, dtype=np.float64)
         upper = np.array([0.5 * math.erfc(-(t + 0.5) / (sigma * math.sqrt(2))) for t in v])
         lower = np.array([0.5 * math.erfc(-(t - 0.5) / (sigma * math.sqrt(2))) for t in v])
-        pmf = upper - lower
-        esc = max(1.0 - pmf.sum(), 0.0)
-        rows.append((-K, quantize_pmf(np.concatenate([pmf, [esc]]))))
-    width = max(f.size for _, f in rows) + 1
-    cdf = np.zeros((len(rows), width), np.int32)
-    cdf_len = np.zeros(len(rows), np.int32)
-    offset = np.zeros(len(rows), np.int32)
-    for r, (off, f) in enumerate(rows):
+        rows.append((-K, upper - lower))
+    return pack_tables(rows, escape_floor=0.0)
+
+
+def pack_tables(rows, escape_floor=0.0):
+    """Coder tables from ``rows`` = [(offset, pmf over offset, offset + 1, ...)]:
+    each row gets an escape symbol holding the missing mass (at least
+    ``escape_floor``), is quantized to 2^16 and packed into
+    ``(cdf, cdf_len, offset)`` (unused entries repeat 2^16)."""
+    freqs = [(off, quantize_pmf(np.concatenate([p, [max(1.0 - p.sum(), escape_floor)]]))) for off, p in rows]
+    width = max(f.size for _, f in freqs) + 1
+    cdf = np.zeros((len(freqs), width), np.int32)
+    cdf_len = np.zeros(len(freqs), np.int32)
+    offset = np.zeros(len(freqs), np.int32)
+    for r, (off, f) in enumerate(freqs):
         c = cdf_from_freq(f)
         cdf[r, :c.size] = c
         cdf[r, c.size:] = c[-1]

@@ -4,8 +4,11 @@ output channels (SPEC.md clause 7.1; definitions in kernels/conv.py)."""
 import numpy as np
 from numba import cuda
 
+from .. import conv
 from ..config import CUDA_JIT
-from . import grid_2d, require_cuda
+from . import device, grid_2d, require_cuda
+
+_requantize = device(conv._requantize)
 
 
 @cuda.jit(**CUDA_JIT)
@@ -28,14 +31,7 @@ def _conv2d_kernel(x, w, b, shift, lo, hi, out):
                     continue
                 for ci in range(cin):
                     acc += np.int32(x[yy, xx, ci]) * np.int32(w[co, ky, kx, ci])
-        r = shift[co]
-        if r > 0:
-            acc = (acc + (np.int32(1) << (r - 1))) >> r
-        if acc < lo:
-            acc = lo
-        elif acc > hi:
-            acc = hi
-        out[y, xo, co] = acc
+        out[y, xo, co] = _requantize(np.int64(acc), shift[co], lo, hi)
 
 
 def conv2d_cuda(x, w, b, shift, lo, hi):

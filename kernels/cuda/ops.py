@@ -1,71 +1,46 @@
-"""CUDA twins of kernels/ops.py: one thread per (row, column), looping over channels."""
+"""CUDA drivers of kernels/ops.py: one thread per (row, column), running the
+CPU backend's per-pixel bodies compiled as device functions."""
 
 import numpy as np
 from numba import cuda
 
+from .. import ops
 from ..config import CUDA_JIT
-from . import grid_2d, require_cuda
+from . import device, grid_2d, require_cuda
+
+
+_d2s_px = device(ops._depth_to_space_px)
+_abs_sat_px = device(ops._abs_sat_px)
+_mul_shift_px = device(ops._mul_shift_px)
+_clamp_px = device(ops._clamp_px)
 
 
 @cuda.jit(**CUDA_JIT)
 def _d2s_kernel(x, r, out):
     y, xx = cuda.grid(2)
-    h, w, crr = x.shape
-    if y >= h or xx >= w:
-        return
-    c = crr // (r * r)
-    for ch in range(c):
-        for i in range(r):
-            for j in range(r):
-                out[y * r + i, xx * r + j, ch] = x[y, xx, ch * r * r + i * r + j]
+    if y < x.shape[0] and xx < x.shape[1]:
+        _d2s_px(x, r, out, y, xx)
 
 
 @cuda.jit(**CUDA_JIT)
 def _abs_sat_kernel(x, out):
     y, xx = cuda.grid(2)
-    h, w, c = x.shape
-    if y >= h or xx >= w:
-        return
-    for ch in range(c):
-        v = np.int32(x[y, xx, ch])
-        if v < 0:
-            v = -v
-        if v > 32767:
-            v = 32767
-        out[y, xx, ch] = v
+    if y < x.shape[0] and xx < x.shape[1]:
+        _abs_sat_px(x, out, y, xx)
 
 
 @cuda.jit(**CUDA_JIT)
 def _mul_shift_kernel(x, n, t, lo, hi, out):
     y, xx = cuda.grid(2)
-    h, w, c = x.shape
-    if y >= h or xx >= w:
-        return
-    for ch in range(c):
-        v = np.int32(x[y, xx, ch]) * np.int32(n[y, xx, ch])
-        s = t[ch]
-        if s > 0:
-            v = (v + (np.int32(1) << (s - 1))) >> s
-        if v < lo:
-            v = lo
-        elif v > hi:
-            v = hi
-        out[y, xx, ch] = v
+    if y < x.shape[0] and xx < x.shape[1]:
+        _mul_shift_px(x, n, t, lo, hi, out, y, xx)
 
 
 @cuda.jit(**CUDA_JIT)
 def _clamp_kernel(x, lo, hi, out):
     y, xx = cuda.grid(2)
-    h, w, c = x.shape
-    if y >= h or xx >= w:
-        return
-    for ch in range(c):
-        v = x[y, xx, ch]
-        if v < lo:
-            v = lo
-        elif v > hi:
-            v = hi
-        out[y, xx, ch] = v
+    if y < x.shape[0] and xx < x.shape[1]:
+        _clamp_px(x, lo, hi, out, y, xx)
 
 
 def depth_to_space_cuda(x, r):

@@ -7,24 +7,12 @@ objects are compiled as CUDA device functions, with their helper calls
 therefore cannot drift apart.
 """
 
-import types
-
 import numpy as np
 from numba import cuda
 
 from .. import rans
 from ..config import CUDA_JIT
-from . import require_cuda
-
-
-def _device(dispatcher, **helpers):
-    """Compile the Python body of an ``@njit`` function as a CUDA device
-    function, with the globals named in ``helpers`` replaced."""
-    py = dispatcher.py_func
-    g = dict(py.__globals__)
-    g.update(helpers)
-    fn = types.FunctionType(py.__code__, g, py.__name__, py.__defaults__, py.__closure__)
-    return cuda.jit(device=True, **CUDA_JIT)(fn)
+from . import device as _device, require_cuda
 
 
 _put = _device(rans._put)
