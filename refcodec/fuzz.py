@@ -66,9 +66,9 @@ def mutate(data, rng):
     return bytes(b)
 
 
-def run(n, seed=0, max_seconds=10.0, save=None, log=print, backend="cpu"):
+def run(n, seed=0, max_seconds=10.0, save=None, log=print, backend="cpu", max_bytes=4096):
     """Decode n mutated streams; returns (counts, failures)."""
-    base, models = seeds()
+    base, models = seeds(max_bytes=max_bytes)
     for data in base:           # compile / load every kernel first: the time limit is for decoding
         decoder.decode(data, backend=backend, models=models)
     rng = np.random.default_rng(seed)
@@ -111,9 +111,10 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-seconds", type=float, default=10.0)
     p.add_argument("--save", default="fuzz-failures")
+    p.add_argument("--max-bytes", type=int, default=4096, help="use seed streams up to this size")
     args = p.parse_args(argv)
     t0 = time.time()
-    counts, failures = run(args.n, args.seed, args.max_seconds, args.save)
+    counts, failures = run(args.n, args.seed, args.max_seconds, args.save, max_bytes=args.max_bytes)
     print(f"{args.n} inputs tried in {time.time() - t0:.0f} s: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"{len(failures)} failures")
     return 1 if failures else 0
