@@ -147,19 +147,30 @@ class Model:
             header = json.loads(bytes(arrays.pop("__header__")).decode())
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as e:
             raise ModelError(f"{path} is not a refcodec model file ({type(e).__name__}: {e})") from None
-        if header.get("format") != FORMAT:
-            raise ModelError(f"{path} is not a refcodec model file (format {header.get('format')!r})")
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            fmt = header.get("format") if isinstance(header, dict) else type(header).__name__
+            raise ModelError(f"{path} is not a refcodec model file (format {fmt!r})")
         if header.get("format_version") != FORMAT_VERSION:
             raise ModelError(f"{path}: model format version {header.get('format_version')} is not supported "
                              f"(this decoder reads version {FORMAT_VERSION})")
         self.header = header
-        self.arch = header["arch"]
-        for net in ("g_a", "h_a", "h_s", "g_s"):
-            self.arch[net] = [tuple(layer) for layer in self.arch[net]]
-        self.prec = header["precisions"]
-        self.weight_bits = header["weight_bits"]
-        self.ig_p = int(header["ig_p"])
-        self.z_bits = int(header["z_bits"])
+        try:
+            self.arch = header["arch"]
+            for net in ("g_a", "h_a", "h_s", "g_s"):
+                self.arch[net] = [tuple(layer) for layer in self.arch[net]]
+            for key in ("M", "Z", "K", "sigma_levels"):
+                if not isinstance(self.arch[key], int) or not 1 <= self.arch[key] <= 4096:
+                    raise ValueError(f"arch {key} = {self.arch[key]!r}")
+            self.prec = {k: int(header["precisions"][k]) for k in ("p_mu", "p_s", "p_y", "p_x")}
+            if not all(0 <= v <= 15 for v in self.prec.values()):
+                raise ValueError(f"precisions {self.prec} outside [0, 15]")
+            self.weight_bits = int(header["weight_bits"])
+            self.ig_p = int(header["ig_p"])
+            self.z_bits = int(header["z_bits"])
+            if not 1 <= self.z_bits <= 16 or int(header["exp2_bits"]) != 10:
+                raise ValueError("z_bits or exp2_bits out of range")
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"{path}: malformed model header ({type(e).__name__}: {e})") from None
         zr = 1 << (self.z_bits - 1)
         try:
             nets = header["nets"]

@@ -155,3 +155,24 @@ def test_banded_synthesis_with_the_shipped_model(rng):
     y_hat = rng.integers(-2000, 2000, (7, 4, m.arch["M"])).astype(np.int16)
     whole = decoder.colour_transform(m.g_s(y_hat), m.prec["p_x"])
     assert np.array_equal(whole, decoder.synthesize(m, y_hat, 112, 64, band=2))
+
+
+@pytest.mark.parametrize("mutate", ["header_list", "missing_arch", "bad_precision", "bad_version"])
+def test_malformed_model_headers_are_refused(tiny, tmp_path, mutate):
+    import json as _json
+    from refcodec.export import write_npz
+    npz = dict(np.load(tiny.path))
+    header = _json.loads(bytes(npz["__header__"]).decode())
+    if mutate == "header_list":
+        header = [1, 2]
+    elif mutate == "missing_arch":
+        del header["arch"]
+    elif mutate == "bad_precision":
+        header["precisions"]["p_y"] = 40
+    else:
+        header["format_version"] = 99
+    npz["__header__"] = np.frombuffer(_json.dumps(header).encode(), np.uint8)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(write_npz(npz))
+    with pytest.raises(ModelError):
+        Model(str(bad))
