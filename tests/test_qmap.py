@@ -10,10 +10,7 @@ from refcodec import decoder, encoder, qmap
 from refcodec.errors import BitstreamError
 from refcodec.model import Model
 
-from .test_codec import DATA  # noqa: F401  (shared paths)
 from .test_codec import tiny  # noqa: F401  (the tiny model fixture)
-
-Y_TABLES = None
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def test_flipped_bit_in_each_header_field(name, start, n):
         b = bytearray(data)
         b[start + bit // 8] ^= 0x80 >> (bit % 8)
         try:
-            p = picture(bytes(b))
+            parsed = picture(bytes(b))
         except BitstreamError as e:
             assert e.field is not None and e.clause is not None
             if name in ("magic", "version"):
@@ -66,6 +66,7 @@ def test_flipped_bit_in_each_header_field(name, start, n):
                 assert e.field == name or e.field == "z_size" or e.field.startswith("y_size")
         else:
             assert name in ("model_id", "beta_code", "width_minus1", "height_minus1")
+            assert parsed.z_data == data[-len(parsed.z_data) - sum(map(len, parsed.y_data)):][:len(parsed.z_data)]
 
 
 def test_absurd_sizes_are_rejected_before_allocation():
