@@ -4,6 +4,8 @@
 * ``refcodec decode IN OUT.png [--backend]``   decode a stream (bit-exact on every backend)
 * ``refcodec roundtrip IN.png [--beta B]``     encode, decode, print bpp and PSNR
 * ``refcodec conform [DIR] [--backend]``      check conformance vectors
+* ``refcodec info STREAM``                     print the syntax elements of a stream
+* ``refcodec eval DIR``                        RD curves and BD-rates against classical codecs
 * ``refcodec warmup``                          compile and cache the numba kernels
 * ``refcodec version``
 
@@ -166,6 +168,32 @@ def cmd_eval(args):
     return 0
 
 
+def cmd_info(args):
+    """Print the syntax elements of a stream, with SPEC.md's names."""
+    from .errors import RefcodecError
+    from .syntax import picture
+    try:
+        with open(args.input, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise RefcodecError(f"cannot read {args.input}: {e.strerror}") from None
+    pic = picture(data)
+    h, z = pic.header, pic.sizes
+    print(f"{args.input}: {len(data)} bytes, {8 * len(data) / (h.width * h.height):.4f} bpp")
+    print(f"  version            {h.version}")
+    print(f"  model_id           {h.model_id.hex()}")
+    print(f"  width x height     {h.width} x {h.height}")
+    print(f"  beta_code          {h.beta_code} (beta {h.beta:.4f})")
+    print(f"  tool_flags         {h.tool_flags:#04x} (quality map {'on' if h.quality_map_enabled else 'off'})")
+    if h.quality_map_enabled:
+        print(f"  qmap_block_log2    {h.qmap_block_log2}")
+        print(f"  qmap_sigma_row     {h.qmap_sigma_row}")
+        print(f"  q_size             {z.q_size}")
+    print(f"  z_size             {z.z_size}")
+    print(f"  num_y_substreams   {h.num_y_substreams}: y_size {list(z.y_size)}")
+    return 0
+
+
 def cmd_conform(args):
     from .conformance import check
     passed, failed = check(args.dir, backend=args.backend, subset=args.subset)
@@ -217,6 +245,8 @@ def main(argv=None):
     ev.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ev.add_argument("--out", default="eval-out")
     ev.add_argument("--scheduler", default=None, help="Dask scheduler address (the dask extra)")
+    inf = sub.add_parser("info", help="print the header and substream sizes of a stream")
+    inf.add_argument("input")
     c = sub.add_parser("conform", help="check conformance vectors (bit-exact output, invalid streams rejected)")
     c.add_argument("dir", nargs="?", default="vectors")
     c.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default="cpu")
@@ -237,6 +267,8 @@ def main(argv=None):
             return cmd_conform(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "info":
+            return cmd_info(args)
         print(f"refcodec {__version__}")
         return 0
     except RefcodecError as e:

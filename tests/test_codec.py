@@ -131,6 +131,8 @@ def test_cli_encode_decode_and_clean_errors(tmp_path, kodak_crop):
     assert r.returncode == 0, r.stderr
     r = run_cli("decode", str(tmp_path / "a.rcd"), str(tmp_path / "out.png"))
     assert r.returncode == 0, r.stderr
+    r = run_cli("info", str(tmp_path / "a.rcd"))
+    assert r.returncode == 0 and "131 x 97" in r.stdout and "num_y_substreams" in r.stdout
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")),
                           refcodec.decode((tmp_path / "a.rcd").read_bytes()))
     (tmp_path / "junk.rcd").write_bytes(b"RCDC\x01garbage")
