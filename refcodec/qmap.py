@@ -93,12 +93,22 @@ def decode_qmap(data, hq, wq, sigma_row, y_tables, backend="cpu"):
     return reconstruct(dq, hq, wq)
 
 
-def best_sigma_row(Q, y_tables, rows=range(0, 40)):
-    """The table row that codes the map's differences in the fewest bits."""
-    d = differences(Q)
+def best_sigma_row(Q, y_tables):
+    """The table row that codes the map's differences in the fewest bits
+    (information content, escapes included; ties to the lower row)."""
+    cdf, cdf_len, offset = (t.astype(np.int64) for t in y_tables)
+    d = differences(Q).astype(np.int64)
     best = None
-    for r in rows:
-        bits = rans.ideal_bits(d, np.full(d.size, r, np.int32), *y_tables)
+    for r in range(cdf.shape[0]):
+        n, lo = cdf_len[r], offset[r]
+        hi = lo + n - 2
+        inside = (d >= lo) & (d <= hi)
+        sym = np.where(inside, d - lo, n - 1)
+        bits = float(np.sum(16 - np.log2(cdf[r, sym + 1] - cdf[r, sym])))
+        if not inside.all():
+            de = d[~inside]
+            u = np.where(de < lo, 2 * (lo - de) - 1, 2 * (de - hi) - 2)
+            bits += float(np.sum(5 + np.floor(np.log2(u + 1))))
         if best is None or bits < best[0]:
             best = (bits, r)
     return best[1]
