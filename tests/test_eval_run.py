@@ -55,3 +55,30 @@ def test_dask_cluster_gives_the_local_result(images, tmp_path):
     a = json.loads((tmp_path / "local" / "rd.json").read_text())
     b = json.loads((tmp_path / "dask" / "rd.json").read_text())
     assert a == b and local["mean"] == remote["mean"]
+
+
+def test_psnr_and_ssim_agree_with_scikit_image(rng):
+    metrics = pytest.importorskip("skimage.metrics")
+    from refcodec.eval.metrics import _ssim_cs, psnr
+    a = rng.integers(0, 256, (200, 180, 3)).astype(np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-20, 21, a.shape), 0, 255).astype(np.uint8)
+    assert psnr(a, b) == pytest.approx(metrics.peak_signal_noise_ratio(a, b, data_range=255), abs=1e-9)
+    for c in range(3):
+        ssim, _ = _ssim_cs(a[..., c].astype(float), b[..., c].astype(float))
+        ref = metrics.structural_similarity(a[..., c], b[..., c], data_range=255, gaussian_weights=True, sigma=1.5,
+                                            use_sample_covariance=False)
+        assert ssim == pytest.approx(ref, abs=1e-6)
+
+
+@pytest.mark.skipif(not os.path.exists(PER_IMAGE), reason="../shared/anchors is not beside the repository")
+def test_ms_ssim_reproduces_the_published_anchor_values():
+    """MS-SSIM of JPEG-decoded Kodak images equals the anchors' values (checked
+    there against pytorch_msssim to 2e-6)."""
+    from refcodec.eval.metrics import ms_ssim
+    rows = [r for r in csv.DictReader(open(PER_IMAGE)) if r["codec"] == "jpeg" and r["image"] == "kodim01"
+            and r["setting"] in ("q=10", "q=50")]
+    assert len(rows) == 2
+    for r in rows:
+        rgb = np.asarray(Image.open(os.path.join(KODAK, "kodim01.png")).convert("RGB"))
+        _, out = code_jpeg(rgb, int(r["setting"].split("=")[1]))
+        assert ms_ssim(rgb, out) == pytest.approx(float(r["msssim"]), abs=1e-5)
