@@ -162,8 +162,8 @@ class Model:
                 if not isinstance(self.arch[key], int) or not 1 <= self.arch[key] <= 4096:
                     raise ValueError(f"arch {key} = {self.arch[key]!r}")
             self.prec = {k: int(header["precisions"][k]) for k in ("p_mu", "p_s", "p_y", "p_x")}
-            if not all(0 <= v <= 15 for v in self.prec.values()):
-                raise ValueError(f"precisions {self.prec} outside [0, 15]")
+            if not all(0 <= v <= 15 for v in self.prec.values()) or self.prec["p_s"] < 1:
+                raise ValueError(f"precisions {self.prec} outside [0, 15] (p_s >= 1)")
             self.weight_bits = int(header["weight_bits"])
             self.ig_p = int(header["ig_p"])
             self.z_bits = int(header["z_bits"])
