@@ -53,6 +53,15 @@ def read_image(path):
         raise ImageError(f"cannot read image {path}: {e}") from None
 
 
+def read_stream(path):
+    from .errors import RefcodecError
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise RefcodecError(f"cannot read {path}: {e.strerror}") from None
+
+
 def write_image(path, rgb):
     from PIL import Image
     from .errors import ImageError
@@ -131,13 +140,7 @@ def cmd_encode(args):
 
 def cmd_decode(args):
     from .decoder import decode
-    from .errors import RefcodecError
-    try:
-        with open(args.input, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise RefcodecError(f"cannot read {args.input}: {e.strerror}") from None
-    rgb = decode(data, backend=args.backend, models=[_models(args)])
+    rgb = decode(read_stream(args.input), backend=args.backend, models=[_models(args)])
     write_image(args.output, rgb)
     print(f"{args.output}: {rgb.shape[1]} x {rgb.shape[0]}")
     return 0
@@ -170,13 +173,8 @@ def cmd_eval(args):
 
 def cmd_info(args):
     """Print the syntax elements of a stream, with SPEC.md's names."""
-    from .errors import RefcodecError
     from .syntax import picture
-    try:
-        with open(args.input, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise RefcodecError(f"cannot read {args.input}: {e.strerror}") from None
+    data = read_stream(args.input)
     pic = picture(data)
     h, z = pic.header, pic.sizes
     print(f"{args.input}: {len(data)} bytes, {8 * len(data) / (h.width * h.height):.4f} bpp")

@@ -11,14 +11,16 @@ import numpy as np
 from scipy.interpolate import PchipInterpolator
 
 
-def _curve(rates, quality):
+def _curve(rates, quality, by_rate=False):
+    """(x, y) sorted by x: x = quality, y = log10 rate (or the reverse with by_rate)."""
     r = np.log10(np.asarray(rates, np.float64))
     q = np.asarray(quality, np.float64)
-    order = np.argsort(q)
-    q, r = q[order], r[order]
-    if np.any(np.diff(q) <= 0):
-        raise ValueError("quality values of a curve must be distinct")
-    return q, r
+    x, y = (r, q) if by_rate else (q, r)
+    order = np.argsort(x)
+    x, y = x[order], y[order]
+    if np.any(np.diff(x) <= 0):
+        raise ValueError("the points of a curve must be distinct")
+    return x, y
 
 
 def bd_rate(anchor_rates, anchor_quality, test_rates, test_quality):
@@ -34,17 +36,10 @@ def bd_rate(anchor_rates, anchor_quality, test_rates, test_quality):
 
 def bd_psnr(anchor_rates, anchor_quality, test_rates, test_quality):
     """Mean quality difference at equal rate (dB), PCHIP on log rate."""
-    ra, qa = _curve_by_rate(anchor_rates, anchor_quality)
-    rt, qt = _curve_by_rate(test_rates, test_quality)
+    ra, qa = _curve(anchor_rates, anchor_quality, by_rate=True)
+    rt, qt = _curve(test_rates, test_quality, by_rate=True)
     lo, hi = max(ra[0], rt[0]), min(ra[-1], rt[-1])
     if lo >= hi:
         return float("nan")
     return float((PchipInterpolator(rt, qt).integrate(lo, hi) - PchipInterpolator(ra, qa).integrate(lo, hi))
                  / (hi - lo))
-
-
-def _curve_by_rate(rates, quality):
-    r = np.log10(np.asarray(rates, np.float64))
-    q = np.asarray(quality, np.float64)
-    order = np.argsort(r)
-    return r[order], q[order]
