@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 from .config import INT16_MAX, INT16_MIN, NJIT_INLINE, NJIT_PARALLEL, check_backend
+from .conv import _requantize
 
 
 def _cuda():
@@ -74,15 +75,8 @@ def _abs_sat_px(x, out, y, xx):
 @njit(**NJIT_INLINE)
 def _mul_shift_px(x, n, t, lo, hi, out, y, xx):
     for ch in range(x.shape[2]):
-        v = np.int32(x[y, xx, ch]) * np.int32(n[y, xx, ch])
-        s = t[ch]
-        if s > 0:
-            v = (v + (np.int32(1) << (s - 1))) >> s
-        if v < lo:
-            v = lo
-        elif v > hi:
-            v = hi
-        out[y, xx, ch] = np.int16(v)
+        v = np.int64(x[y, xx, ch]) * np.int64(n[y, xx, ch])
+        out[y, xx, ch] = np.int16(_requantize(v, t[ch], lo, hi))
 
 
 @njit(**NJIT_INLINE)

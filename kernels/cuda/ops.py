@@ -4,14 +4,14 @@ CPU backend's per-pixel bodies compiled as device functions."""
 import numpy as np
 from numba import cuda
 
-from .. import ops
+from .. import conv, ops
 from ..config import CUDA_JIT
 from . import device, grid_2d, require_cuda
 
 
 _d2s_px = device(ops._depth_to_space_px)
 _abs_sat_px = device(ops._abs_sat_px)
-_mul_shift_px = device(ops._mul_shift_px)
+_mul_shift_px = device(ops._mul_shift_px, _requantize=device(conv._requantize))
 _clamp_px = device(ops._clamp_px)
 
 
