@@ -93,7 +93,7 @@ SIGMA_PER_OCTAVE = 8
 SIGMA_LEVELS = 80
 #: Distortion weights (MSE on RGB in [0, 255] scaled as in CompressAI, i.e.
 #: loss = R + lambda * 255**2 * MSE(x in [0, 1])) at beta = 0 and beta = 1.
-LAMBDA_MIN = 0.00025
+LAMBDA_MIN = 0.00002
 LAMBDA_MAX = 0.13
 
 #: BT.709 RGB -> YCbCr (full range, float).  Rows Y, Cb, Cr.

@@ -73,6 +73,20 @@ def test_roundtrip_identical_on_every_backend(backend, rng, case):
     assert np.array_equal(out, values)
 
 
+def test_many_substreams_of_every_parity_with_escapes(backend, rng):
+    """Odd, even, empty and escape-heavy substreams, an odd count: the numpy
+    twin's bytes on every backend."""
+    tables = random_tables(rng)
+    rows = rng.integers(0, 6, 701).astype(np.int32)
+    values = (tables[2][rows] + rng.integers(0, tables[1][rows] - 1)).astype(np.int32)
+    values[::5] = rng.integers(-32768, 32768, values[::5].size)
+    starts = np.array([0, 0, 1, 2, 101, 300, 300, 551, 552, 701], np.int64)
+    ref_streams, _ = roundtrip(values, rows, starts, tables, "numpy")
+    streams, out = roundtrip(values, rows, starts, tables, backend)
+    assert streams == ref_streams
+    assert np.array_equal(out, values)
+
+
 def test_empty_substream_is_eight_bytes():
     streams = rans.encode(np.zeros(0, np.int32), np.zeros(0, np.int32), np.array([0, 0], np.int64), *GAUSS,
                           backend="numpy")

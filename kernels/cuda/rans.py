@@ -18,7 +18,9 @@ from . import device as _device, require_cuda
 _put = _device(rans._put)
 _encode_escape = _device(rans._encode_escape, _put=_put)
 _encode_symbol = _device(rans._encode_symbol, _put=_put, _encode_escape=_encode_escape)
-_encode_one = _device(rans._encode_one, _encode_symbol=_encode_symbol)
+_encode_run = _device(rans._encode_run, _encode_symbol=_encode_symbol)
+_encode_flush = _device(rans._encode_flush)
+_encode_one = _device(rans._encode_one, _encode_run=_encode_run, _encode_flush=_encode_flush)
 _advance = _device(rans._advance)
 _get_bits = _device(rans._get_bits, _advance=_advance)
 _decode_escape = _device(rans._decode_escape, _get_bits=_get_bits)
@@ -27,10 +29,10 @@ _decode_one = _device(rans._decode_one, _decode_symbol=_decode_symbol)
 
 
 @cuda.jit(**CUDA_JIT)
-def _encode_kernel(values, rows, starts, cdf, cdf_len, offset, buf, region, first):
+def _encode_kernel(values, rows, starts, base, lo, top, tab, buf, region, first):
     s = cuda.grid(1)
     if s < starts.size - 1:
-        _encode_one(s, values, rows, starts, cdf, cdf_len, offset, buf, region, first)
+        _encode_one(s, values, rows, starts, base, lo, top, tab, buf, region, first)
 
 
 @cuda.jit(**CUDA_JIT)
@@ -51,9 +53,9 @@ def encode_cuda(values, rows, starts, cdf, cdf_len, offset, region):
     buf = cuda.device_array(max(1, int(region[-1])), np.uint16)
     first = cuda.device_array(S, np.int64)
     grid, block = _launch(S)
+    table = [cuda.to_device(a) for a in rans.encoder_table(cdf, cdf_len, offset)]
     _encode_kernel[grid, block](cuda.to_device(values), cuda.to_device(rows), cuda.to_device(starts),
-                                cuda.to_device(cdf), cuda.to_device(cdf_len), cuda.to_device(offset),
-                                buf, cuda.to_device(region), first)
+                                *table, buf, cuda.to_device(region), first)
     host = buf.copy_to_host()
     first = first.copy_to_host()
     return [host[first[s]:region[s + 1]].astype("<u2").tobytes() for s in range(S)]
