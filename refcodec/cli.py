@@ -199,6 +199,27 @@ def cmd_conform(args):
     return 1 if failed else 0
 
 
+def _start_numba():
+    """Initialize numba's CPU target without its SciPy probe (saves ~0.15 s per command).
+
+    numba's first compile or cache load in a process imports
+    ``numba.np.arraymath``, which imports ``scipy.linalg`` only to learn
+    whether ``np.dot`` inside jitted code can call BLAS.  refcodec's kernels
+    use no BLAS, so the command line hides ``scipy.linalg`` while numba
+    initializes (numba then sees no BLAS in this process) and SciPy imports
+    normally afterwards.  The library itself never does this.
+    """
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    import numpy as np
+    from kernels import ops
+    sys.modules["scipy.linalg"] = None
+    try:
+        ops.clamp(np.zeros((1, 1, 1), np.int16), 0, 0, backend="cpu")
+    finally:
+        del sys.modules["scipy.linalg"]
+
+
 def main(argv=None):
     from . import __version__
     from .errors import RefcodecError
@@ -255,6 +276,8 @@ def main(argv=None):
     try:
         if args.command == "warmup":
             return cmd_warmup(args)
+        if args.command in ("encode", "decode"):
+            _start_numba()
         if args.command == "encode":
             return cmd_encode(args)
         if args.command == "decode":

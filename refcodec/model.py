@@ -143,7 +143,8 @@ class Model:
         self.model_id = hashlib.sha256(raw).digest()[:8]
         try:
             npz = np.load(io.BytesIO(raw), allow_pickle=False)
-            arrays = {k: npz[k] for k in npz.files}
+            # the encoder's float weights are read on first use (a decoder never needs them)
+            arrays = {k: npz[k] for k in npz.files if not k.startswith("enc.")}
             header = json.loads(bytes(arrays.pop("__header__")).decode())
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as e:
             raise ModelError(f"{path} is not a refcodec model file ({type(e).__name__}: {e})") from None
@@ -200,9 +201,20 @@ class Model:
         if self.exp2.dtype != np.int64 or self.exp2.shape != (1 << int(header["exp2_bits"]),) \
                 or self.exp2[0] != 1 << 30 or np.any(np.diff(self.exp2) < 0) or self.exp2[-1] >= 1 << 31:
             raise ModelError("exp2_table must be a rising int64 table from 2^30 to below 2^31")
-        self.enc = {k[4:]: v for k, v in arrays.items() if k.startswith("enc.")}
+        self._npz = npz
+        self._enc = None
         if self.ig_p != 16 or self.ig_p + self.prec["p_y"] < self.prec["p_mu"]:
             raise ModelError("ig_p must be 16 and ig_p + p_y >= p_mu")
+
+    @property
+    def enc(self):
+        """The float analysis weights (``enc.*`` arrays), read on first use."""
+        if self._enc is None:
+            try:
+                self._enc = {k[4:]: self._npz[k] for k in self._npz.files if k.startswith("enc.")}
+            except (OSError, ValueError, zipfile.BadZipFile) as e:
+                raise ModelError(f"{self.path}: unreadable encoder weights ({type(e).__name__}: {e})") from None
+        return self._enc
 
     @classmethod
     def default(cls):

@@ -178,3 +178,18 @@ def test_malformed_model_headers_are_refused(tiny, tmp_path, mutate):
     bad.write_bytes(write_npz(npz))
     with pytest.raises(ModelError):
         Model(str(bad))
+
+
+def test_cli_numba_start_leaves_scipy_importable():
+    """The command line initializes numba with scipy.linalg hidden (see
+    cli._start_numba); SciPy must import and work normally afterwards."""
+    script = ("import sys, numpy as np\n"
+              "from refcodec import cli\n"
+              "cli._start_numba()\n"
+              "assert 'scipy.linalg' not in sys.modules\n"
+              "import scipy.linalg\n"
+              "from refcodec.eval.bdrate import bd_rate\n"
+              "assert np.allclose(scipy.linalg.inv(np.eye(2) * 2), np.eye(2) / 2)\n"
+              "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

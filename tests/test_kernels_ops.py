@@ -17,7 +17,8 @@ def _x(rng, h, w, c):
     return x
 
 
-@pytest.mark.parametrize("h,w,c,r", [(1, 1, 4, 2), (3, 5, 12, 2), (2, 3, 9, 3), (4, 1, 7, 1), (1, 7, 520, 2)])
+@pytest.mark.parametrize("h,w,c,r", [(1, 1, 4, 2), (3, 5, 12, 2), (2, 3, 9, 3), (4, 1, 7, 1), (1, 7, 520, 2),
+                                     (2, 3, 72, 3), (3, 2, 28, 2)])
 def test_depth_to_space(backend, rng, h, w, c, r):
     x = _x(rng, h, w, c)
     out = depth_to_space(x, r, backend=backend)
