@@ -8,7 +8,18 @@ interleaved repeats in this one run, same thread count for both:
   against PyTorch float32 running the same h_s and g_s networks;
 * the integer g_s alone against PyTorch float32 g_s;
 * full encode at a fixed beta (numpy float analysis, integer h_s, rANS)
-  against PyTorch float32 running g_a, h_a and h_s.
+  against PyTorch float32 running g_a, h_a and h_s;
+* bit-rate matching to ``--bpp`` (fast method) against the bisection
+  baseline (a full encode and decode per trial) and against one encode at a
+  fixed beta;
+* on a CUDA GPU (numba.cuda and torch.cuda both available, not the
+  simulator): full decode on numba CUDA against PyTorch CUDA float32, at
+  768x512 and at 3840x2160;
+* unless ``--no-4k``: a 3840x2160 decode in a fresh process, its time and
+  peak resident memory (``#`` line);
+* unless ``--no-cli``: the command line ``refcodec decode`` as a user runs
+  it, in a fresh process: the first run with an empty numba cache (compile
+  time included) and warm runs (median), printed as ``#`` lines.
 
 Needs torch (the ``bench`` extra).
 """
@@ -35,12 +46,16 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--beta", type=float, default=0.5)
+    p.add_argument("--bpp", type=float, default=0.25, help="bit-rate matching target")
+    p.add_argument("--no-cli", action="store_true", help="skip the command-line timings")
+    p.add_argument("--no-4k", action="store_true", help="skip the 3840x2160 decode")
     args = p.parse_args(argv)
 
     import numba
     import torch
     from .export import load_float
     from .train.nets import HyperpriorTorch
+    from .ratecontrol import match
     numba.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
 
@@ -70,10 +85,103 @@ def main(argv=None):
             "gs_t": lambda: net.g_s(y_t),
             "enc": lambda: encoder.encode(rgb, beta=args.beta, model=m),
             "enc_t": lambda: net.h_s(torch.round(net.h_a(net.g_a(x_t)))),
+            "brm": lambda: match(rgb, args.bpp, model=m, method="fast"),
+            "brm_b": lambda: match(rgb, args.bpp, model=m, method="bisect"),
         }, args.repeats)
     line(f"decode {w}x{h} numba-cpu vs torch-f32 h_s+g_s", med["dec"], med["dec_t"])
     line(f"g_s {w}x{h} int16 numba-cpu vs torch-f32", med["gs"], med["gs_t"])
     line(f"encode {w}x{h} at fixed beta vs torch-f32 g_a+h_a+h_s", med["enc"], med["enc_t"])
+    line(f"bit-rate matching to {args.bpp} bpp, fast vs bisect", med["brm"], med["brm_b"])
+    line(f"bit-rate matching to {args.bpp} bpp, fast vs one encode at fixed beta", med["brm"], med["enc"])
+    big = None
+    if not args.no_4k or _gpu(torch):
+        big_rgb = np.pad(rgb, ((0, 2160 - h % 2160 if h < 2160 else 0), (0, 3840 - w if w < 3840 else 0), (0, 0)),
+                         mode="reflect")[:2160, :3840]
+        big = encoder.encode(big_rgb, beta=args.beta, model=m)
+    if _gpu(torch):
+        for name, stream, (bh, bw) in (("768x512", data, (h, w)), ("3840x2160", big, (2160, 3840))):
+            (_, (bhy, bwy), (bhz, bwz)) = decoder.grid_sizes(bw, bh)
+            zc = torch.randn(1, arch["Z"], bhz, bwz, device="cuda").round()
+            yc = torch.randn(1, arch["M"], bhy, bwy, device="cuda")
+            netc = net.to("cuda")
+
+            def torch_cuda():
+                out = netc.g_s(netc.h_s(zc)[:, :0].sum() + yc)
+                torch.cuda.synchronize()
+                return out
+
+            with torch.no_grad():
+                medc = interleaved({"ours": lambda: decoder.decode(stream, backend="cuda", models=[m]),
+                                    "torch": torch_cuda}, args.repeats)
+            line(f"decode {name} numba-cuda vs torch-cuda-f32 h_s+g_s", medc["ours"], medc["torch"])
+    if not args.no_4k:
+        big_decode(big)
+    if not args.no_cli:
+        cli_times(data, args.repeats)
+
+
+def _gpu(torch):
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or not torch.cuda.is_available():
+        return False
+    from numba import cuda
+    return cuda.is_available()
+
+
+BIG_SCRIPT = """
+import resource, sys, time
+from refcodec.decoder import decode
+data = open(sys.argv[1], "rb").read()
+decode(data)   # the first call loads the kernels
+t = time.perf_counter()
+rgb = decode(data)
+secs = time.perf_counter() - t
+try:   # this process's own peak (ru_maxrss would include the parent's from before exec)
+    kb = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+except OSError:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(secs, kb, rgb.shape)
+"""
+
+
+def big_decode(stream):
+    """Decode a 3840x2160 stream in a fresh process: time of the second
+    decode and the process's peak resident memory (both decodes)."""
+    import subprocess
+    import sys
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "big.rcd")
+        with open(src, "wb") as f:
+            f.write(stream)
+        out = subprocess.run([sys.executable, "-c", BIG_SCRIPT, src], check=True, capture_output=True, text=True)
+    secs, rss_kb, shape = out.stdout.split(maxsplit=2)
+    print(f"# decode 3840x2160 ({len(stream)} bytes) on numba CPU, fresh process: {float(secs):.2f} s, "
+          f"peak resident memory {int(rss_kb) / 2**20:.2f} GB", flush=True)
+
+
+def cli_times(data, repeats):
+    """``refcodec decode`` in fresh processes: once with an empty numba
+    cache, then warm (the cache the first run filled)."""
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "in.rcd")
+        with open(src, "wb") as f:
+            f.write(data)
+        env = dict(os.environ, NUMBA_CACHE_DIR=os.path.join(tmp, "numba-cache"))
+        cmd = [sys.executable, "-m", "refcodec", "decode", src, os.path.join(tmp, "out.png")]
+
+        def run():
+            t = time.perf_counter()
+            subprocess.run(cmd, env=env, check=True, capture_output=True)
+            return time.perf_counter() - t
+
+        first = run()
+        warm = float(np.median([run() for _ in range(repeats)]))
+    print(f"# cli decode (refcodec decode, fresh process): first run {first:.2f} s with an empty numba "
+          f"cache, warm {warm:.2f} s (median of {repeats})", flush=True)
 
 
 if __name__ == "__main__":
