@@ -118,15 +118,18 @@ def beta_to_code(beta):
 RDO_CANDIDATES = (-4, -2, 0, 2, 4)
 
 
-def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES):
-    """Q per block minimizing D + lambda R.
+def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, sweeps=3):
+    """Q per block minimizing D + lambda (R + R_map) at ``beta_code``.
 
     For every candidate value, the whole picture is quantized and
     reconstructed with that uniform Q; each block's rate (exact table bits of
     its latent positions) and distortion (squared error of its pixels) are
     recorded.  lambda is the picture's own RD slope between the candidates
-    around 0; each block then takes the candidate with the lowest
-    D_b + lambda R_b.  Bit-rate matching (or beta) sets the total rate
+    around 0.  The map's own bits (its dQ under one table row, as the stream
+    codes them) enter the cost too: starting from each block's best
+    candidate, ``sweeps`` raster passes re-choose every block given its
+    neighbours (iterated conditional modes), which smooths the map where a
+    change is not worth its bits.  Bit-rate matching sets the total rate
     afterwards.
     """
     from .ratecontrol import RateCounter
@@ -153,11 +156,62 @@ def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES):
     lo, hi = max(i0 - 1, 0), min(i0 + 1, len(candidates) - 1)
     dR = R[hi].sum() - R[lo].sum()
     lam = max(-(D[hi].sum() - D[lo].sum()) / dR, 0.0) if dR > 0 else 0.0
-    best = np.argmin(D + lam * R, axis=0)
-    return np.array(candidates, np.int32)[best]
+    J = D + lam * R
+    cand = np.array(candidates, np.int32)
+    Q = cand[np.argmin(J, axis=0)]
+    if lam > 0 and Q.size > 1 and sweeps > 0:
+        Q = _smooth_map(Q, J, cand, lam * _dq_bits(Q, an.model.y_tables), sweeps)
+    return Q
 
 
-def quality_map(an, rgb, qmap, block_log2=0, roi_q=(6, -3)):
+def _dq_bits(Q, y_tables, span=2 * (qm.Q_MAX - qm.Q_MIN)):
+    """bits[d + span] of a map difference d under the table row that codes
+    this map best (escapes included)."""
+    cdf, cdf_len, offset = y_tables
+    r = qm.best_sigma_row(Q, y_tables)
+    n, lo = int(cdf_len[r]), int(offset[r])
+    bits = np.empty(2 * span + 1)
+    for d in range(-span, span + 1):
+        s = d - lo if lo <= d <= lo + n - 2 else n - 1
+        bits[d + span] = 16 - np.log2(int(cdf[r, s + 1]) - int(cdf[r, s]))
+        if s == n - 1:
+            bits[d + span] += qm.escape_bits(d, lo, lo + n - 2)
+    return bits
+
+
+def _smooth_map(Q, J, cand, cost, sweeps):
+    """Iterated conditional modes on J[c, i, j] + cost of the dQ values the
+    block's choice touches (its own, its right and its lower neighbour's)."""
+    span = (cost.size - 1) // 2
+    Q = Q.astype(np.int64).copy()
+    hq, wq = Q.shape
+
+    def dq_cost(i, j):
+        return cost[Q[i, j] - qm.predictor(Q, i, j) + span]
+
+    for _ in range(sweeps):
+        changed = 0
+        for i in range(hq):
+            for j in range(wq):
+                old = Q[i, j]
+                best, best_v = None, old
+                for c, v in enumerate(cand):
+                    Q[i, j] = v
+                    t = J[c, i, j] + dq_cost(i, j)
+                    if j + 1 < wq:
+                        t += dq_cost(i, j + 1)
+                    if i + 1 < hq:
+                        t += dq_cost(i + 1, j)
+                    if best is None or t < best:
+                        best, best_v = t, v
+                Q[i, j] = best_v
+                changed += best_v != old
+        if not changed:
+            break
+    return Q.astype(np.int32)
+
+
+def quality_map(an, rgb, qmap, block_log2=0, roi_q=(6, -3), beta_code=32768):
     """The Q map (block grid) a strategy asks for: None (flat), "flat", "activity",
     an array of Q values, or a path to a .npy map or a PNG mask (white = region of interest)."""
     if qmap is None or (isinstance(qmap, str) and qmap == "flat"):
@@ -166,7 +220,7 @@ def quality_map(an, rgb, qmap, block_log2=0, roi_q=(6, -3)):
     if isinstance(qmap, str) and qmap == "activity":
         return qm.activity_map(rgb, an.hy, an.wy, block_log2)
     if isinstance(qmap, str) and qmap == "rdo":
-        return rdo_map(an, rgb, block_log2)
+        return rdo_map(an, rgb, block_log2, beta_code)
     if isinstance(qmap, str):
         if qmap.lower().endswith(".npy"):
             try:
@@ -193,5 +247,5 @@ def encode(rgb, beta=0.5, model=None, num_y_substreams=None, backend="cpu", qmap
     from . import model as model_mod
     model = model or model_mod.load()
     an = Analysis(rgb, model, backend)
-    Q = quality_map(an, rgb, qmap, qmap_block_log2, roi_q)
+    Q = quality_map(an, rgb, qmap, qmap_block_log2, roi_q, beta_to_code(beta))
     return an.stream(beta_to_code(beta), num_y_substreams, Q, qmap_block_log2)

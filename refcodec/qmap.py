@@ -106,12 +106,15 @@ def best_sigma_row(Q, y_tables):
         sym = np.where(inside, d - lo, n - 1)
         bits = float(np.sum(16 - np.log2(cdf[r, sym + 1] - cdf[r, sym])))
         if not inside.all():
-            de = d[~inside]
-            u = np.where(de < lo, 2 * (lo - de) - 1, 2 * (de - hi) - 2)
-            bits += float(np.sum(5 + np.floor(np.log2(u + 1))))
+            bits += float(sum(escape_bits(int(v), int(lo), int(hi)) for v in d[~inside]))
         if best is None or bits < best[0]:
             best = (bits, r)
     return best[1]
+
+
+def escape_bits(d, lo, hi):
+    """Bits after the escape symbol for a value d outside [lo, hi] (clause 6.1)."""
+    return rans.NB_BITS + rans.escape_code(d, lo, hi)[2]
 
 
 def expand(Q, block_log2, hy, wy):

@@ -119,13 +119,39 @@ def _accept(r, target, tol, side):
 
 def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
                backend="cpu", max_trials=12, qmap=None, qmap_block_log2=0, roi_q=(6, -3)):
-    from ..encoder import quality_map
+    from ..encoder import quality_map, rdo_map
     t0 = time.perf_counter()
     an = Analysis(rgb, model, backend)
-    Q = quality_map(an, rgb, qmap, qmap_block_log2, roi_q)
     S = num_y_substreams or default_substreams(an.hy)
     counter = RateCounter(model)
-    fixed = _fixed_bytes(an, S, Q, qmap_block_log2)
+    trials0 = 0
+    if isinstance(qmap, str) and qmap == "rdo":
+        # the map trades distortion for rate at the picture's own RD slope where
+        # it will be coded: find that operating point on the flat map first
+        code0, trials0, _ = _search(an, counter, None, 0, S, target_bpp, tolerance, side, max_trials, model,
+                                    nearest=True, quiet=True)
+        Q = rdo_map(an, rgb, qmap_block_log2, beta_code=code0)
+    else:
+        Q = quality_map(an, rgb, qmap, qmap_block_log2, roi_q)
+    chosen, trials, notes = _search(an, counter, Q, qmap_block_log2, S, target_bpp, tolerance, side, max_trials,
+                                    model, nearest)
+    trials += trials0
+    data = an.stream(chosen, S, Q, qmap_block_log2)
+    bpp = 8 * len(data) / (an.width * an.height)
+    if side == "below" and bpp > target_bpp and chosen > 0:
+        # the estimate is exact to a few bytes; step down until the written stream is under the target
+        while bpp > target_bpp and chosen > 0:
+            chosen = max(0, chosen - max(1, int(0.002 * BETA_CODE_MAX)))
+            trials += 1
+            data = an.stream(chosen, S, Q, qmap_block_log2)
+            bpp = 8 * len(data) / (an.width * an.height)
+    return MatchResult(data=data, bpp=bpp, target_bpp=target_bpp, beta=chosen / BETA_CODE_MAX, beta_code=chosen,
+                       trials=trials, seconds=time.perf_counter() - t0, method="fast", warnings=notes)
+
+
+def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_trials, model, nearest, quiet=False):
+    """The rate-only search over beta_code: (chosen code, trials, notes)."""
+    fixed = _fixed_bytes(an, S, Q, block_log2)
     trials = 0
     cache = {}
 
@@ -133,7 +159,7 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
         nonlocal trials
         if code not in cache:
             trials += 1
-            cache[code] = estimate_bpp(an, counter, code, S, Q, qmap_block_log2, fixed)
+            cache[code] = estimate_bpp(an, counter, code, S, Q, block_log2, fixed)
         return cache[code]
 
     # aim inside the accepted band: its middle for the one-sided band
@@ -181,23 +207,14 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
                 raise RateError(f"target {target_bpp} bpp is outside the reachable range {reach} for this image")
             chosen = 0 if target_bpp < r_min else BETA_CODE_MAX
             notes.append(f"target {target_bpp} bpp outside the reachable range {reach}; using the nearest point")
-            warnings.warn(notes[-1])
+            if not quiet:
+                warnings.warn(notes[-1])
         else:
             # best point seen on the right side
             ok = [(abs(v - target_bpp), c) for c, v in cache.items() if side != "below" or v <= target_bpp]
             chosen = min(ok)[1] if ok else 0
             notes.append("tolerance not met within the trial budget; using the closest point")
-    data = an.stream(chosen, S, Q, qmap_block_log2)
-    bpp = 8 * len(data) / (an.width * an.height)
-    if side == "below" and bpp > target_bpp and chosen > 0:
-        # the estimate is exact to a few bytes; step down until the written stream is under the target
-        while bpp > target_bpp and chosen > 0:
-            chosen = max(0, chosen - max(1, int(0.002 * BETA_CODE_MAX)))
-            trials += 1
-            data = an.stream(chosen, S, Q, qmap_block_log2)
-            bpp = 8 * len(data) / (an.width * an.height)
-    return MatchResult(data=data, bpp=bpp, target_bpp=target_bpp, beta=chosen / BETA_CODE_MAX, beta_code=chosen,
-                       trials=trials, seconds=time.perf_counter() - t0, method="fast", warnings=notes)
+    return chosen, trials, notes
 
 
 def match_bisect(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
