@@ -167,7 +167,8 @@ def cmd_eval(args):
     from .eval.run import run
     targets = [float(t) for t in args.targets.split(",")]
     codecs = [c.strip() for c in args.codecs.split(",") if c.strip()]
-    run(args.dir, targets, codecs, args.anchor, args.jobs, args.out, args.scheduler)
+    cache = None if args.cache == "none" else (args.cache or os.path.join(args.out, "cache"))
+    run(args.dir, targets, codecs, args.anchor, args.jobs, args.out, args.scheduler, cache=cache)
     return 0
 
 
@@ -263,6 +264,8 @@ def main(argv=None):
                                                     "../shared/anchors when not installed)")
     ev.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ev.add_argument("--out", default="eval-out")
+    ev.add_argument("--cache", default=None,
+                    help="folder of per-(image, codec) results to reuse (default OUT/cache; 'none' disables)")
     ev.add_argument("--scheduler", default=None, help="Dask scheduler address (the dask extra)")
     inf = sub.add_parser("info", help="print the header and substream sizes of a stream")
     inf.add_argument("input")

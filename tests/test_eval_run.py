@@ -46,6 +46,24 @@ def test_local_run_writes_every_output(images, tmp_path):
     assert "webp" in bd and all(np.isfinite(v) for v in bd["webp"].values())
 
 
+def test_cached_results_give_the_same_output_and_skip_the_work(images, tmp_path):
+    cache = tmp_path / "cache"
+    logs = []
+    first, _ = run(images, [0.5], ["jpeg", "webp"], "jpeg", 1, str(tmp_path / "a"), log=logs.append, cache=str(cache))
+    assert len(list(cache.iterdir())) == 4 and not any("from the cache" in m for m in logs)
+    # a cache entry is used as is: alter one to prove the second run reads it instead of coding again
+    entry = next(cache.glob("jpeg-a-*.json"))
+    pts = json.loads(entry.read_text())
+    pts[0]["psnr_y"] += 100.0
+    entry.write_text(json.dumps(pts))
+    logs.clear()
+    second, _ = run(images, [0.5], ["jpeg", "webp"], "jpeg", 1, str(tmp_path / "b"), log=logs.append,
+                    cache=str(cache))
+    assert any("4 of 4" in m for m in logs)
+    assert second["per_image"]["webp"] == first["per_image"]["webp"]
+    assert second["per_image"]["jpeg"]["a"][0]["psnr_y"] == first["per_image"]["jpeg"]["a"][0]["psnr_y"] + 100.0
+
+
 def test_dask_cluster_gives_the_local_result(images, tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     local, _ = run(images, [0.5], ["jpeg", "webp"], "jpeg", 1, str(tmp_path / "local"), log=lambda s: None)

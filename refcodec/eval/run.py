@@ -207,7 +207,32 @@ def progress(done, total, t0):
     sys.stderr.flush()
 
 
-def run(image_dir, targets, codecs, anchor, jobs, out, scheduler=None, log=print):
+def codec_version(codec):
+    """What a cached result depends on besides the image and the settings."""
+    if codec == "refcodec":
+        from .. import model as model_mod
+        return "model " + model_mod.load().model_id.hex()
+    if codec in ("jpeg", "webp", "avif"):
+        import PIL
+        return "Pillow " + PIL.__version__
+    if codec == "jxl":
+        import imagecodecs
+        return "imagecodecs " + imagecodecs.__version__
+    if codec == "hevc":
+        return subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.split("\n")[0]
+    return codec
+
+
+def cache_path(cache, path, codec, targets, version):
+    """One file per (image content, codec, settings, codec version)."""
+    import hashlib
+    with open(path, "rb") as f:
+        h = hashlib.sha256(f.read())
+    h.update(json.dumps([codec, SETTINGS.get(codec) if codec != "refcodec" else targets, version]).encode())
+    return os.path.join(cache, f"{codec}-{os.path.splitext(os.path.basename(path))[0]}-{h.hexdigest()[:16]}.json")
+
+
+def run(image_dir, targets, codecs, anchor, jobs, out, scheduler=None, log=print, cache=None):
     files = sorted(f for f in os.listdir(image_dir) if f.lower().endswith((".png", ".ppm", ".bmp", ".tif")))
     files = [os.path.join(image_dir, f) for f in files]
     if not files:
@@ -219,8 +244,21 @@ def run(image_dir, targets, codecs, anchor, jobs, out, scheduler=None, log=print
             todo.append(c)
         else:
             log(f"skipping {c}: {why}")
-    tasks = [(f, c) for c in todo for f in files]
     per = {c: {} for c in todo}
+    tasks = [(f, c) for c in todo for f in files]
+    cached = {}
+    if cache:
+        os.makedirs(cache, exist_ok=True)
+        versions = {c: codec_version(c) for c in todo}
+        keys = {(f, c): cache_path(cache, f, c, targets, versions[c]) for f, c in tasks}
+        for (f, c), k in keys.items():
+            if os.path.exists(k):
+                with open(k) as fh:
+                    per[c][os.path.splitext(os.path.basename(f))[0]] = json.load(fh)
+                cached[(f, c)] = True
+        if cached:
+            log(f"{len(cached)} of {len(tasks)} (image, codec) results from the cache {cache}")
+        tasks = [t for t in tasks if t not in cached]
     t0 = time.time()
     if scheduler:
         from dask.distributed import Client
@@ -234,9 +272,13 @@ def run(image_dir, targets, codecs, anchor, jobs, out, scheduler=None, log=print
         futs = [pool.submit(image_job, f, c, targets) for f, c in tasks]
         iterator = as_completed(futs)
         get = lambda fut: fut.result()  # noqa: E731
+    by_name = {(os.path.splitext(os.path.basename(f))[0], c): f for f, c in tasks}
     for k, fut in enumerate(iterator, 1):
         codec, name, points = get(fut)
         per[codec][name] = points
+        if cache:
+            with open(keys[(by_name[(name, codec)], codec)], "w") as fh:
+                json.dump(points, fh)
         progress(k, len(tasks), t0)
     sys.stderr.write("\n")
     if scheduler:
