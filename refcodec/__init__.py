@@ -13,7 +13,7 @@ from .errors import (BackendError, BitstreamError, EntropyDecodingError, ImageEr
 
 
 def encode(rgb, beta=None, model=None, num_y_substreams=None, backend="cpu", bpp=None, tolerance=0.01,
-           side="both", method="fast", nearest=False, qmap=None, qmap_block_log2=0, roi_q=(6, -3)):
+           side="both", method="fast", nearest=False, qmap=None, qmap_block_log2=None, roi_q=(6, -3)):
     """Encode a uint8 (H, W, 3) RGB array; returns bytes.
 
     Either at rate parameter ``beta`` in [0, 1] (default 0.5), or at a target
@@ -21,10 +21,12 @@ def encode(rgb, beta=None, model=None, num_y_substreams=None, backend="cpu", bpp
     never above the target; ``nearest=True`` accepts the nearest reachable
     rate, with a warning, when the target is out of range).
 
-    ``qmap``: the spatial quality map -- None or "flat", "activity", an
-    integer array on the block grid, a ``.npy`` file, or a PNG mask (white =
+    ``qmap``: the spatial quality map -- None or "flat", "activity", "rdo",
+    an integer array on the block grid, a ``.npy`` file, or a PNG mask (white =
     region of interest, Q values ``roi_q = (foreground, background)``); one Q
-    per 2^qmap_block_log2 latent positions (16 pixels each).
+    per 2^qmap_block_log2 latent positions (16 pixels each).  With
+    ``qmap_block_log2=None``, "rdo" takes the finest block whose map costs at
+    most 1 % of the stream, the others one Q per latent position.
     """
     qkw = dict(qmap=qmap, qmap_block_log2=qmap_block_log2, roi_q=roi_q)
     if bpp is not None:

@@ -17,7 +17,7 @@ from .errors import ImageError, RefcodecError
 from .export import to_ycbcr
 from .nn import run_float
 from .syntax import PictureHeader, write_picture
-from .syntax.picture_header import LEVEL
+from .syntax.picture_header import LEVEL, QMAP_BLOCK_LOG2_MAX
 
 
 def check_image(rgb):
@@ -118,50 +118,78 @@ def beta_to_code(beta):
 RDO_CANDIDATES = (-4, -2, 0, 2, 4)
 
 
-def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, sweeps=3):
-    """Q per block minimizing D + lambda (R + R_map) at ``beta_code``.
+#: With an automatic block size, the rdo strategy takes the finest block whose
+#: map fits in this share of the picture's bits.
+RDO_MAP_BUDGET = 0.01
 
-    For every candidate value, the whole picture is quantized and
-    reconstructed with that uniform Q; each block's rate (exact table bits of
-    its latent positions) and distortion (squared error of its pixels) are
-    recorded.  lambda is the picture's own RD slope between the candidates
-    around 0.  The map's own bits (its dQ under one table row, as the stream
-    codes them) enter the cost too: starting from each block's best
-    candidate, ``sweeps`` raster passes re-choose every block given its
-    neighbours (iterated conditional modes), which smooths the map where a
-    change is not worth its bits.  Bit-rate matching sets the total rate
-    afterwards.
-    """
+
+def _rdo_measure(an, rgb, beta_code, candidates):
+    """Per latent position and candidate: exact y bits R and pixel squared
+    error D of the picture quantized with that uniform Q; and lambda, the
+    picture's RD slope between the candidates around 0."""
     from .ratecontrol import RateCounter
     counter = RateCounter(an.model)
-    hq, wq = an.qmap_grid(block_log2)
-    b = 16 << block_log2
-    H, W = hq * b, wq * b
+    H, W = an.hy * 16, an.wy * 16
     ref = np.pad(rgb.astype(np.float64), ((0, H - rgb.shape[0]), (0, W - rgb.shape[1]), (0, 0)))
     valid = np.pad(np.ones(rgb.shape[:2]), ((0, H - rgb.shape[0]), (0, W - rgb.shape[1])))[..., None]
     R, D = [], []
     for v in candidates:
-        Q = np.full((hq, wq), v, np.int32)
-        q, rows = an.quantize(beta_code, Q, block_log2)
-        bits = counter.symbol_bits(q, rows).reshape(an.hy, an.wy, -1).sum(axis=2)
-        lb = 1 << block_log2
-        bits = np.pad(bits, ((0, hq * lb - an.hy), (0, wq * lb - an.wy))).reshape(hq, lb, wq, lb).sum(axis=(1, 3))
-        out = np.pad(an.reconstruct(beta_code, Q, block_log2).astype(np.float64),
-                     ((0, H - rgb.shape[0]), (0, W - rgb.shape[1]), (0, 0)))
-        sse = (((out - ref) ** 2) * valid).reshape(hq, b, wq, b, 3).sum(axis=(1, 3, 4))
-        R.append(bits)
-        D.append(sse)
+        Q = np.full((an.hy, an.wy), v, np.int32)
+        q, rows = an.quantize(beta_code, Q, 0)
+        R.append(counter.symbol_bits(q, rows).reshape(an.hy, an.wy, -1).sum(axis=2))
+        out = an.reconstruct(beta_code, Q, 0).astype(np.float64)
+        out = np.pad(out, ((0, H - rgb.shape[0]), (0, W - rgb.shape[1]), (0, 0)))
+        D.append((((out - ref) ** 2) * valid).reshape(an.hy, 16, an.wy, 16, 3).sum(axis=(1, 3, 4)))
     R, D = np.array(R), np.array(D)
     i0 = list(candidates).index(0)
     lo, hi = max(i0 - 1, 0), min(i0 + 1, len(candidates) - 1)
     dR = R[hi].sum() - R[lo].sum()
     lam = max(-(D[hi].sum() - D[lo].sum()) / dR, 0.0) if dR > 0 else 0.0
-    J = D + lam * R
+    return R, D, lam
+
+
+def _blocks(X, block_log2):
+    """Sum (C, hy, wy) per-position values over the blocks of 2^k x 2^k positions."""
+    b = 1 << block_log2
+    c, hy, wy = X.shape
+    hq, wq = -(-hy // b), -(-wy // b)
+    X = np.pad(X, ((0, 0), (0, hq * b - hy), (0, wq * b - wy)))
+    return X.reshape(c, hq, b, wq, b).sum(axis=(2, 4))
+
+
+def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, sweeps=3, budget=RDO_MAP_BUDGET):
+    """Q per block minimizing D + lambda (R + R_map) at ``beta_code``;
+    returns ``(Q, block_log2)``.
+
+    For every candidate value, the whole picture is quantized and
+    reconstructed with that uniform Q; each block's rate (exact table bits of
+    its latent positions) and distortion (squared error of its pixels) are
+    recorded.  lambda is the picture's own RD slope between the candidates
+    around 0.  The map's own bits (its dQ under the table row that codes it,
+    as the stream does) enter the cost too: starting from each block's best
+    candidate, ``sweeps`` raster passes re-choose every block given its
+    neighbours (iterated conditional modes).  ``block_log2=None`` takes the
+    finest block size (16, 32, ... 256 pixels) whose map costs at most
+    ``budget`` of the picture's bits.  Bit-rate matching sets the total rate
+    afterwards.
+    """
+    R0, D0, lam = _rdo_measure(an, rgb, beta_code, candidates)
     cand = np.array(candidates, np.int32)
-    Q = cand[np.argmin(J, axis=0)]
-    if lam > 0 and Q.size > 1 and sweeps > 0:
-        Q = _smooth_map(Q, J, cand, lam * _dq_bits(Q, an.model.y_tables), sweeps)
-    return Q
+    fixed_bits = 8 * (len(an.z_stream()) + 64)
+    for k in ([block_log2] if block_log2 is not None else range(QMAP_BLOCK_LOG2_MAX + 1)):
+        R, D = _blocks(R0, k), _blocks(D0, k)
+        J = D + lam * R
+        Q = cand[np.argmin(J, axis=0)]
+        if lam > 0 and Q.size > 1 and sweeps > 0:
+            bits = lam * _dq_bits(Q, an.model.y_tables)
+            Q = _smooth_map(Q, J, cand, bits, sweeps)
+        if block_log2 is not None:
+            break
+        map_bits = _dq_bits(Q, an.model.y_tables)[qm.differences(Q) + 2 * (qm.Q_MAX - qm.Q_MIN)].sum()
+        y_bits = np.take_along_axis(R, np.searchsorted(cand, Q)[None], axis=0).sum()
+        if map_bits <= budget * (y_bits + map_bits + fixed_bits):
+            break
+    return Q.astype(np.int32), k
 
 
 def _dq_bits(Q, y_tables, span=2 * (qm.Q_MAX - qm.Q_MIN)):
@@ -211,6 +239,15 @@ def _smooth_map(Q, J, cand, cost, sweeps):
     return Q.astype(np.int32)
 
 
+def resolve_qmap(an, rgb, qmap, block_log2=None, roi_q=(6, -3), beta_code=32768):
+    """(Q, block_log2) for a strategy: the rdo strategy picks its block size
+    when ``block_log2`` is None; the others then use 0 (16 x 16 pixels)."""
+    if isinstance(qmap, str) and qmap == "rdo":
+        return rdo_map(an, rgb, block_log2, beta_code)[0]
+    k = 0 if block_log2 is None else block_log2
+    return quality_map(an, rgb, qmap, k, roi_q, beta_code), k
+
+
 def quality_map(an, rgb, qmap, block_log2=0, roi_q=(6, -3), beta_code=32768):
     """The Q map (block grid) a strategy asks for: None (flat), "flat", "activity",
     an array of Q values, or a path to a .npy map or a PNG mask (white = region of interest)."""
@@ -220,7 +257,7 @@ def quality_map(an, rgb, qmap, block_log2=0, roi_q=(6, -3), beta_code=32768):
     if isinstance(qmap, str) and qmap == "activity":
         return qm.activity_map(rgb, an.hy, an.wy, block_log2)
     if isinstance(qmap, str) and qmap == "rdo":
-        return rdo_map(an, rgb, block_log2, beta_code)
+        return rdo_map(an, rgb, block_log2, beta_code)[0]
     if isinstance(qmap, str):
         if qmap.lower().endswith(".npy"):
             try:
@@ -241,11 +278,11 @@ def quality_map(an, rgb, qmap, block_log2=0, roi_q=(6, -3), beta_code=32768):
     return qm.check_map(qmap, hq, wq)
 
 
-def encode(rgb, beta=0.5, model=None, num_y_substreams=None, backend="cpu", qmap=None, qmap_block_log2=0,
+def encode(rgb, beta=0.5, model=None, num_y_substreams=None, backend="cpu", qmap=None, qmap_block_log2=None,
            roi_q=(6, -3)):
     """Encode a uint8 (H, W, 3) RGB array at rate parameter beta in [0, 1]."""
     from . import model as model_mod
     model = model or model_mod.load()
     an = Analysis(rgb, model, backend)
-    Q = quality_map(an, rgb, qmap, qmap_block_log2, roi_q, beta_to_code(beta))
-    return an.stream(beta_to_code(beta), num_y_substreams, Q, qmap_block_log2)
+    Q, k = resolve_qmap(an, rgb, qmap, qmap_block_log2, roi_q, beta_to_code(beta))
+    return an.stream(beta_to_code(beta), num_y_substreams, Q, k)

@@ -103,3 +103,34 @@ def test_activity_and_mask_strategies(rng):
     mask[:16, :16] = 255
     M = qmap.mask_map(mask, 4, 6, 0, fg=6, bg=-3)
     assert M[0, 0] == 6 and (M.sum() - 6) == -3 * 23
+
+
+@pytest.fixture(scope="module")
+def crop_analysis():
+    rgb = np.asarray(Image.open(os.path.join(os.path.dirname(__file__), "data", "kodim23.png")).convert("RGB"))
+    rgb = np.ascontiguousarray(rgb[96:288, 160:480])
+    return rgb, encoder.Analysis(rgb, Model.default())
+
+
+def test_rdo_map_lowers_its_own_cost_and_fits_the_budget(crop_analysis):
+    """rdo: each block's choice lowers D + lambda R against the flat map on the
+    measured candidates; with an automatic block size the map costs at most
+    1 % of the picture's bits (or the block is the coarsest)."""
+    rgb, an = crop_analysis
+    R0, D0, lam = encoder._rdo_measure(an, rgb, 30000, encoder.RDO_CANDIDATES)
+    assert lam > 0 and R0.shape == D0.shape == (len(encoder.RDO_CANDIDATES), an.hy, an.wy)
+    for k in (0, 1):
+        Q, kk = encoder.rdo_map(an, rgb, k, 30000)
+        assert kk == k and Q.shape == an.qmap_grid(k) and set(np.unique(Q)) <= set(encoder.RDO_CANDIDATES)
+        R, D = encoder._blocks(R0, k), encoder._blocks(D0, k)
+        idx = np.searchsorted(encoder.RDO_CANDIDATES, Q)[None]
+        J_map = (np.take_along_axis(D, idx, 0) + lam * np.take_along_axis(R, idx, 0)).sum()
+        i0 = encoder.RDO_CANDIDATES.index(0)
+        assert J_map < (D[i0] + lam * R[i0]).sum()
+    Q, k = encoder.rdo_map(an, rgb, None, 30000)
+    data = an.stream(30000, None, Q, k)
+    from refcodec.syntax import picture
+    pic = picture(data)
+    assert pic.header.qmap_block_log2 == k
+    assert k == 4 or pic.sizes.q_size <= 0.01 * len(data) * 1.5   # the budget is set on estimated bits
+    assert np.array_equal(decoder.decode(data), decoder.decode(data, backend="numpy"))

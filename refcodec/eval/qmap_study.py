@@ -32,7 +32,8 @@ def main(argv=None):
     p.add_argument("--kodak", default=os.path.join(SHARED, "data", "kodak"))
     p.add_argument("--images", type=int, default=24)
     p.add_argument("--targets", default="0.12,0.25,0.5,0.75")
-    p.add_argument("--block", type=int, default=0, help="qmap_block_log2")
+    p.add_argument("--block", type=int, default=None,
+                   help="qmap_block_log2 (default: rdo picks its own, the others 0)")
     args = p.parse_args(argv)
     warnings.simplefilter("ignore")
     m = model_mod.load()
@@ -41,6 +42,7 @@ def main(argv=None):
     strategies = ("flat", "activity", "rdo")
     res = {s: {} for s in strategies}
     shares = {s: [] for s in strategies[1:]}
+    blocks = {s: [] for s in strategies[1:]}
     for f in files:
         rgb = np.asarray(Image.open(f).convert("RGB"))
         for t in targets:
@@ -52,14 +54,16 @@ def main(argv=None):
                 out = decoder.decode(r.data, models=[m])
                 res[s][(f, t)] = (r.bpp, psnr_ycbcr(rgb, out)[0], ms_ssim(rgb, out))
                 if s != "flat":
-                    shares[s].append(picture(r.data).sizes.q_size / len(r.data))
+                    pic = picture(r.data)
+                    shares[s].append(pic.sizes.q_size / len(r.data))
+                    blocks[s].append(16 << pic.header.qmap_block_log2)
         print(f"# {os.path.basename(f)} done", flush=True)
     keys = sorted(set.intersection(*(set(res[s]) for s in strategies)))
     if not keys:
         print("no (image, target) pair was reachable by every strategy")
         return
-    print(f"\n{len(keys)} (image, target) pairs reachable by every strategy; block {1 << args.block} latent "
-          f"position(s)")
+    blk = "rdo's own choice, 1 for the others" if args.block is None else 1 << args.block
+    print(f"\n{len(keys)} (image, target) pairs reachable by every strategy; block {blk} latent position(s)")
     for s in strategies[1:]:
         curves = {}
         for name in ("flat", s):
@@ -76,7 +80,8 @@ def main(argv=None):
         g, (f, t) = max(gains)
         print(f"{s:9s} vs flat: BD-rate PSNR-Y {bd_y:+.2f} %, MS-SSIM(dB) {bd_ms:+.2f} %; best PSNR-Y gain "
               f"{g:+.3f} dB ({os.path.basename(f)} @ {t} bpp); map share of the stream: mean "
-              f"{100 * np.mean(shares[s]):.2f} %, max {100 * np.max(shares[s]):.2f} %")
+              f"{100 * np.mean(shares[s]):.2f} %, max {100 * np.max(shares[s]):.2f} %; blocks (pixels: count) "
+              f"{dict(zip(*np.unique(blocks[s], return_counts=True)))}")
 
     # region of interest
     f = files[0]

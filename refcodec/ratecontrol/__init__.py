@@ -118,8 +118,8 @@ def _accept(r, target, tol, side):
 
 
 def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
-               backend="cpu", max_trials=12, qmap=None, qmap_block_log2=0, roi_q=(6, -3)):
-    from ..encoder import quality_map, rdo_map
+               backend="cpu", max_trials=12, qmap=None, qmap_block_log2=None, roi_q=(6, -3)):
+    from ..encoder import rdo_map, resolve_qmap
     t0 = time.perf_counter()
     an = Analysis(rgb, model, backend)
     S = num_y_substreams or default_substreams(an.hy)
@@ -130,9 +130,9 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
         # it will be coded: find that operating point on the flat map first
         code0, trials0, _ = _search(an, counter, None, 0, S, target_bpp, tolerance, side, max_trials, model,
                                     nearest=True, quiet=True)
-        Q = rdo_map(an, rgb, qmap_block_log2, beta_code=code0)
+        Q, qmap_block_log2 = rdo_map(an, rgb, qmap_block_log2, beta_code=code0)
     else:
-        Q = quality_map(an, rgb, qmap, qmap_block_log2, roi_q)
+        Q, qmap_block_log2 = resolve_qmap(an, rgb, qmap, qmap_block_log2, roi_q)
     chosen, trials, notes = _search(an, counter, Q, qmap_block_log2, S, target_bpp, tolerance, side, max_trials,
                                     model, nearest)
     trials += trials0
@@ -218,7 +218,7 @@ def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_tria
 
 
 def match_bisect(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
-                 backend="cpu", max_trials=20, qmap=None, qmap_block_log2=0, roi_q=(6, -3)):
+                 backend="cpu", max_trials=20, qmap=None, qmap_block_log2=None, roi_q=(6, -3)):
     """Baseline: bisection over beta, a full encode and decode per trial."""
     from ..decoder import decode
     from ..encoder import encode
