@@ -62,8 +62,8 @@ def main(argv=None):
     if not keys:
         print("no (image, target) pair was reachable by every strategy")
         return
-    blk = "rdo's own choice, 1 for the others" if args.block is None else 1 << args.block
-    print(f"\n{len(keys)} (image, target) pairs reachable by every strategy; block {blk} latent position(s)")
+    blk = "rdo's own choice, 16 px for the others" if args.block is None else f"{16 << args.block} px"
+    print(f"\n{len(keys)} (image, target) pairs reachable by every strategy; blocks: {blk}")
     for s in strategies[1:]:
         curves = {}
         for name in ("flat", s):
@@ -81,7 +81,7 @@ def main(argv=None):
         print(f"{s:9s} vs flat: BD-rate PSNR-Y {bd_y:+.2f} %, MS-SSIM(dB) {bd_ms:+.2f} %; best PSNR-Y gain "
               f"{g:+.3f} dB ({os.path.basename(f)} @ {t} bpp); map share of the stream: mean "
               f"{100 * np.mean(shares[s]):.2f} %, max {100 * np.max(shares[s]):.2f} %; blocks (pixels: count) "
-              f"{dict(zip(*np.unique(blocks[s], return_counts=True)))}")
+              f"{ {int(b): int(n) for b, n in zip(*np.unique(blocks[s], return_counts=True))} }")
 
     # region of interest
     f = files[0]
