@@ -14,18 +14,32 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 
+#: Largest im2col block (bytes) and GDN block (rows) the float layers build at
+#: once: a 4K encode then peaks near 1.5 GB instead of 5 GB.
+IM2COL_BYTES = 64 << 20
+GDN_ROWS = 1 << 18
+
+
 def conv2d_float(x, w, b, stride=1):
-    """x (H, W, Cin) float32; w (Cout, Cin, k, k) as PyTorch stores it; zero padding k//2."""
+    """x (H, W, Cin) float32; w (Cout, Cin, k, k) as PyTorch stores it; zero padding k//2.
+
+    im2col + one matrix product per block of output rows (at most
+    IM2COL_BYTES of columns at a time)."""
     cout, cin, k, _ = w.shape
     p = k // 2
     xp = np.pad(x, ((p, p), (p, p), (0, 0)))
     win = sliding_window_view(xp, (k, k), axis=(0, 1))[::stride, ::stride]   # (Ho, Wo, Cin, k, k)
     ho, wo = win.shape[:2]
-    cols = win.reshape(ho * wo, cin * k * k)
-    out = cols @ w.reshape(cout, cin * k * k).T.astype(np.float32)
-    if b is not None:
-        out += b.astype(np.float32)
-    return out.reshape(ho, wo, cout)
+    wt = w.reshape(cout, cin * k * k).T.astype(np.float32)
+    out = np.empty((ho, wo, cout), np.float32)
+    rows = max(1, IM2COL_BYTES // max(1, wo * cin * k * k * 4))
+    for r in range(0, ho, rows):
+        blk = win[r:r + rows]
+        o = blk.reshape(-1, cin * k * k) @ wt
+        if b is not None:
+            o += b.astype(np.float32)
+        out[r:r + rows] = o.reshape(blk.shape[0], wo, cout)
+    return out
 
 
 def depth_to_space_float(x, r):
@@ -48,14 +62,17 @@ def run_float(layers, params, prefix, x, start=0):
         name = f"{prefix}.{start + i}"
         if op == "conv":
             x = conv2d_float(x, params[f"{name}.weight"], params[f"{name}.bias"], stride=layer[4])
-        elif op == "gdn":
+        elif op in ("gdn", "igdn"):
             beta, gamma = gdn_params(params, name)
-            flat = x.reshape(-1, x.shape[-1])           # one 2-D GEMM, not one per row
-            x = (flat / np.sqrt((flat * flat) @ gamma.T + beta)).reshape(x.shape)
-        elif op == "igdn":
-            beta, gamma = gdn_params(params, name)
-            flat = x.reshape(-1, x.shape[-1])
-            x = (flat * (np.abs(flat) @ gamma.T + beta)).reshape(x.shape)
+            flat = x.reshape(-1, x.shape[-1])           # 2-D GEMMs over blocks of GDN_ROWS pixels
+            out = np.empty_like(flat)
+            for r in range(0, flat.shape[0], GDN_ROWS):
+                f = flat[r:r + GDN_ROWS]
+                if op == "gdn":
+                    out[r:r + GDN_ROWS] = f / np.sqrt((f * f) @ gamma.T + beta)
+                else:
+                    out[r:r + GDN_ROWS] = f * (np.abs(f) @ gamma.T + beta)
+            x = out.reshape(x.shape)
         elif op == "d2s":
             x = depth_to_space_float(x, layer[1])
         elif op == "relu":
