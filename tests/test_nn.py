@@ -44,3 +44,26 @@ def test_factorized_cdf_matches_torch(model):
         ref = model.entropy_z.logits_cdf(torch.from_numpy(v).float()[:, None, :])[:, 0, :].numpy()
     out = nn.factorized_logits_cdf(params_of(model), v)
     assert np.allclose(out, ref, atol=1e-4)
+
+
+def test_blocked_float_layers_match_the_whole_computation(monkeypatch):
+    """conv2d_float and GDN by blocks of rows (bounded memory) give the
+    one-block result up to float rounding, for odd sizes and both strides."""
+    from refcodec import nn
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(37, 29, 6)).astype(np.float32)
+    w = rng.normal(size=(5, 6, 5, 5)).astype(np.float32)
+    b = rng.normal(size=5).astype(np.float32)
+    params = {"t.0.beta_p": rng.random(6) + 0.5, "t.0.gamma_p": rng.random((6, 6)) * 0.1}
+    for stride in (1, 2):
+        whole = nn.conv2d_float(x, w, b, stride)
+        monkeypatch.setattr(nn, "IM2COL_BYTES", 3 * 29 * 150 * 4)     # 3 output rows or fewer per block
+        blocked = nn.conv2d_float(x, w, b, stride)
+        monkeypatch.undo()
+        assert blocked.shape == whole.shape and np.allclose(blocked, whole, rtol=1e-5, atol=1e-4)
+    for op in ("gdn", "igdn"):
+        whole = nn.run_float([(op, 6)], params, "t", x)
+        monkeypatch.setattr(nn, "GDN_ROWS", 7)
+        blocked = nn.run_float([(op, 6)], params, "t", x)
+        monkeypatch.undo()
+        assert np.allclose(blocked, whole, rtol=1e-5, atol=1e-6)
