@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from refcodec import encoder, model as model_mod
+from refcodec import decoder, encoder, model as model_mod
 from refcodec.ratecontrol import BETA_CODE_MAX, RateCounter, RateError, estimate_bpp, match
 
 KODIM23 = os.path.join(os.path.dirname(__file__), "data", "kodim23.png")
@@ -60,9 +60,10 @@ def test_tolerance_is_met(crop, m, reach, side, where):
 
 def test_out_of_range_targets(crop, m, reach):
     lo, hi = reach
-    with pytest.raises(RateError, match="outside the reachable range"):
-        match(crop, lo / 3, m)
-    with pytest.raises(RateError, match="outside the reachable range"):
+    # beyond even the uniform quality map's reach (Q = -8 at beta 0, +8 at beta 1)
+    with pytest.raises(RateError, match="outside the reachable range .* with the quality map"):
+        match(crop, lo / 5, m)
+    with pytest.raises(RateError, match="outside the reachable range .* with the quality map"):
         match(crop, hi * 3, m)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
@@ -77,3 +78,23 @@ def test_bisect_baseline_meets_the_tolerance(crop, m, reach):
     target = (lo * hi) ** 0.5
     res = match(crop, target, m, method="bisect")
     assert abs(res.bpp - target) <= 0.01 * target and res.method == "bisect"
+
+
+@pytest.mark.parametrize("factor", [1 / 1.3, 1 / 2, 1.3])
+def test_a_uniform_quality_map_extends_the_range(crop, m, reach, factor):
+    """Beyond the gain unit's range the fast method goes on with a uniform
+    quality map (Q < 0 below beta = 0, Q > 0 above beta = 1) and still meets
+    the tolerance; extend=False keeps the old out-of-range error."""
+    from refcodec.syntax import picture
+    lo, hi = reach
+    target = (lo if factor < 1 else hi) * factor
+    res = match(crop, target, m)
+    assert abs(res.bpp - target) <= 0.01 * target and res.trials <= 10
+    pic = picture(res.data)
+    assert pic.header.qmap_block_log2 == 4 and pic.sizes.q_size > 0
+    assert "uniform quality map Q = " + ("-" if factor < 1 else "") in res.warnings[0]
+    with pytest.raises(RateError, match="outside the reachable range"):
+        match(crop, target, m, extend=False)
+    assert decoder.decode(res.data).shape == crop.shape
+
+

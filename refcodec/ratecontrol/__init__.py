@@ -16,6 +16,13 @@ in JPEG-AI Verification Model", 2024):
    bracketed, always kept inside the bracket;
 4. the stream is written once, at the chosen beta.
 
+Beyond the gain unit's range (a target below the rate at beta = 0 or above
+the rate at beta = 1), the flat-map search goes on with a uniform quality
+map (clause 6.7, one Q for every 256 x 256 block): Q < 0 quantizes up to 4x
+coarser, Q > 0 up to 4x finer.  Q is predicted from the log-linear relation
+of the rate with Q (one probe at Q = -4 or +4), then beta is matched at that Q
+as above.  The map costs a few bytes.  ``extend=False`` turns this off.
+
 ``side="below"`` accepts only rates in [T (1 - tol), T]; ``side="both"``
 accepts |R - T| <= tol T.  The baseline the papers improved on is kept as
 ``method="bisect"``: bisection over beta with a full encode and a full decode
@@ -118,7 +125,7 @@ def _accept(r, target, tol, side):
 
 
 def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
-               backend="cpu", max_trials=12, qmap=None, qmap_block_log2=None, roi_q=(6, -3)):
+               backend="cpu", max_trials=12, qmap=None, qmap_block_log2=None, roi_q=(6, -3), extend=True):
     from ..encoder import rdo_map, resolve_qmap
     t0 = time.perf_counter()
     an = Analysis(rgb, model, backend)
@@ -128,13 +135,19 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
     if isinstance(qmap, str) and qmap == "rdo":
         # the map trades distortion for rate at the picture's own RD slope where
         # it will be coded: find that operating point on the flat map first
-        code0, trials0, _ = _search(an, counter, None, 0, S, target_bpp, tolerance, side, max_trials, model,
-                                    nearest=True, quiet=True)
+        code0, trials0, _, _ = _search(an, counter, None, 0, S, target_bpp, tolerance, side, max_trials, model)
         Q, qmap_block_log2 = rdo_map(an, rgb, qmap_block_log2, beta_code=code0)
     else:
         Q, qmap_block_log2 = resolve_qmap(an, rgb, qmap, qmap_block_log2, roi_q)
-    chosen, trials, notes = _search(an, counter, Q, qmap_block_log2, S, target_bpp, tolerance, side, max_trials,
-                                    model, nearest)
+    chosen, trials, notes, outside = _search(an, counter, Q, qmap_block_log2, S, target_bpp, tolerance, side,
+                                             max_trials, model)
+    if outside and Q is None and extend:
+        # beyond the gain unit: a uniform quality map (RateError, or the nearest point, if even that fails)
+        chosen, extra, notes, Q, qmap_block_log2 = _extend(an, counter, S, target_bpp, tolerance, side, max_trials,
+                                                           model, nearest, outside)
+        trials += extra
+    elif outside:
+        _out_of_range(target_bpp, outside, nearest, notes)
     trials += trials0
     data = an.stream(chosen, S, Q, qmap_block_log2)
     bpp = 8 * len(data) / (an.width * an.height)
@@ -149,11 +162,74 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
                        trials=trials, seconds=time.perf_counter() - t0, method="fast", warnings=notes)
 
 
-def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_trials, model, nearest, quiet=False):
-    """The rate-only search over beta_code: (chosen code, trials, notes)."""
+#: The uniform map of the range extension: one Q per 256 x 256 pixels.
+EXTEND_BLOCK_LOG2 = 4
+
+
+def _extend(an, counter, S, target_bpp, tolerance, side, max_trials, model, nearest, outside):
+    """Match with a uniform quality map Q != 0 when the target lies beyond the
+    gain unit's range: (chosen code, trials, notes, Q map, block_log2)."""
+    from ..qmap import Q_MAX, Q_MIN
+    k = EXTEND_BLOCK_LOG2
+    grid = an.qmap_grid(k)
+    trials = 0
+    rates = {(0, 0): outside[0], (0, BETA_CODE_MAX): outside[1]}    # measured by the flat search
+
+    def rate(v, code):
+        nonlocal trials
+        if (v, code) not in rates:
+            trials += 1
+            Qm = None if v == 0 else np.full(grid, v, np.int32)
+            rates[(v, code)] = estimate_bpp(an, counter, code, S, Qm, k)
+        return rates[(v, code)]
+
+    r_lo, r_hi = outside
+    low = target_bpp < r_lo
+    end = 0 if low else BETA_CODE_MAX        # the end of the beta range next to the target
+    sign = -1 if low else 1
+    # log-linear in Q: one probe at |Q| = 4, then the smallest |Q| whose end point passes the target
+    a = (math.log(rate(4 * sign, end)) - math.log(r_lo if low else r_hi)) / 4.0
+    need = math.log(target_bpp) - math.log(r_lo if low else r_hi)
+    v = int(min(Q_MAX, max(1, math.ceil(need / a)))) * sign if a * sign > 0 else 8 * sign
+    v = max(Q_MIN, min(Q_MAX, v))
+
+    def passes(v):
+        r = rate(v, end)
+        return r <= target_bpp if low else r >= target_bpp * (1 - tolerance)
+
+    while not passes(v) and abs(v) < Q_MAX:
+        v += sign
+    while abs(v) > 1 and passes(v - sign):
+        v -= sign
+    if not passes(v):
+        notes = []
+        _out_of_range(target_bpp, (rate(Q_MIN, 0), rate(Q_MAX, BETA_CODE_MAX)), nearest, notes,
+                      " with the quality map")
+        return end, trials, notes, np.full(grid, v, np.int32), k
+    Q = np.full(grid, v, np.int32)
+    known = {code: r for (vv, code), r in rates.items() if vv == v}
+    chosen, more, notes, _ = _search(an, counter, Q, k, S, target_bpp, tolerance, side, max_trials, model,
+                                     known=known)
+    notes = [f"beyond the gain unit's range: uniform quality map Q = {v}"] + notes
+    return chosen, trials + more, notes, Q, k
+
+
+def _out_of_range(target_bpp, reach, nearest, notes, how=""):
+    text = f"{reach[0]:.4f} ... {reach[1]:.4f} bpp"
+    if not nearest:
+        raise RateError(f"target {target_bpp} bpp is outside the reachable range {text} for this image{how}")
+    notes.insert(0, f"target {target_bpp} bpp outside the reachable range {text}{how}; using the nearest point")
+    warnings.warn(notes[0])
+
+
+def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_trials, model, known=None):
+    """The rate-only search over beta_code: (chosen code, trials, notes,
+    outside), ``outside = (rate at beta 0, rate at beta 1)`` when the target
+    lies beyond them (chosen is then the nearest end), else None.
+    ``known``: rates already measured at some codes (no trial spent on them)."""
     fixed = _fixed_bytes(an, S, Q, block_log2)
     trials = 0
-    cache = {}
+    cache = dict(known or {})
 
     def rate(code):
         nonlocal trials
@@ -166,8 +242,8 @@ def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_tria
     log_t = math.log(target_bpp * (1 - tolerance / 2) if side == "below" else target_bpp)
     lo_code, hi_code = 0, BETA_CODE_MAX
     lo_r = hi_r = None
-    # first guess: the middle of the range, then a secant step in (beta, log bpp)
-    code = BETA_CODE_MAX // 2
+    # first guess: the middle of the range (or a known point), then a secant step in (beta, log bpp)
+    code = BETA_CODE_MAX // 2 if not cache else min(cache)
     pts = []
     chosen = None
     notes = []
@@ -199,22 +275,18 @@ def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_tria
             if nxt in cache:
                 break
         code = nxt
+    outside = None
     if chosen is None:
         r_min, r_max = rate(0), rate(BETA_CODE_MAX)
         if target_bpp < r_min * (1 - (0 if side == "below" else tolerance)) or target_bpp > r_max * (1 + tolerance):
-            reach = f"{r_min:.4f} ... {r_max:.4f} bpp"
-            if not nearest:
-                raise RateError(f"target {target_bpp} bpp is outside the reachable range {reach} for this image")
+            outside = (r_min, r_max)
             chosen = 0 if target_bpp < r_min else BETA_CODE_MAX
-            notes.append(f"target {target_bpp} bpp outside the reachable range {reach}; using the nearest point")
-            if not quiet:
-                warnings.warn(notes[-1])
         else:
             # best point seen on the right side
             ok = [(abs(v - target_bpp), c) for c, v in cache.items() if side != "below" or v <= target_bpp]
             chosen = min(ok)[1] if ok else 0
             notes.append("tolerance not met within the trial budget; using the closest point")
-    return chosen, trials, notes
+    return chosen, trials, notes, outside
 
 
 def match_bisect(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
