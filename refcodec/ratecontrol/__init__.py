@@ -19,9 +19,9 @@ in JPEG-AI Verification Model", 2024):
 Beyond the gain unit's range (a target below the rate at beta = 0 or above
 the rate at beta = 1), the flat-map search goes on with a uniform quality
 map (clause 6.7, one Q for every 256 x 256 block): Q < 0 quantizes up to 4x
-coarser, Q > 0 up to 4x finer.  Q is predicted from the log-linear relation
-of the rate with Q (one probe at Q = -4 or +4), then beta is matched at that Q
-as above.  The map costs a few bytes.  ``extend=False`` turns this off.
+coarser, Q > 0 up to 4x finer.  Q is predicted from the flat search's slope
+of log(bpp) against the mean log2 gain (Q adds Q / 4 to every channel's log2
+gain), then beta is matched at that Q as above.  The map costs a few bytes.  ``extend=False`` turns this off.
 
 ``side="below"`` accepts only rates in [T (1 - tol), T]; ``side="both"``
 accepts |R - T| <= tol T.  The baseline the papers improved on is kept as
@@ -162,6 +162,11 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
                        trials=trials, seconds=time.perf_counter() - t0, method="fast", warnings=notes)
 
 
+def _mean_log2_gain(model, code):
+    from ..gain import log2_gain_fp
+    return float(np.mean(log2_gain_fp(model.gain_log2_fp, code))) / 65536
+
+
 #: The uniform map of the range extension: one Q per 256 x 256 pixels.
 EXTEND_BLOCK_LOG2 = 4
 
@@ -173,7 +178,7 @@ def _extend(an, counter, S, target_bpp, tolerance, side, max_trials, model, near
     k = EXTEND_BLOCK_LOG2
     grid = an.qmap_grid(k)
     trials = 0
-    rates = {(0, 0): outside[0], (0, BETA_CODE_MAX): outside[1]}    # measured by the flat search
+    rates = {(0, code): r for code, r in outside[2].items()}     # measured by the flat search
 
     def rate(v, code):
         nonlocal trials
@@ -183,15 +188,25 @@ def _extend(an, counter, S, target_bpp, tolerance, side, max_trials, model, near
             rates[(v, code)] = estimate_bpp(an, counter, code, S, Qm, k)
         return rates[(v, code)]
 
-    r_lo, r_hi = outside
+    r_lo, r_hi, flat = outside
     low = target_bpp < r_lo
     end = 0 if low else BETA_CODE_MAX        # the end of the beta range next to the target
     sign = -1 if low else 1
-    # log-linear in Q: one probe at |Q| = 4, then the smallest |Q| whose end point passes the target
-    a = (math.log(rate(4 * sign, end)) - math.log(r_lo if low else r_hi)) / 4.0
-    need = math.log(target_bpp) - math.log(r_lo if low else r_hi)
-    v = int(min(Q_MAX, max(1, math.ceil(need / a)))) * sign if a * sign > 0 else 8 * sign
-    v = max(Q_MIN, min(Q_MAX, v))
+    r_end = r_lo if low else r_hi
+    need = math.log(target_bpp) - math.log(r_end)           # in ln(bpp)
+    # Q moves every channel's log2 gain by Q / 4: predict Q from the flat
+    # search's slope of ln(bpp) against the mean log2 gain (no extra trial)
+    other = [c for c in flat if c != end]
+    slope = None
+    if other:
+        c = min(other, key=lambda c: abs(c - end))
+        dg = _mean_log2_gain(model, c) - _mean_log2_gain(model, end)
+        if dg != 0:
+            slope = (math.log(flat[c]) - math.log(r_end)) / dg
+    if slope is None or slope <= 0:
+        # or from one probe at |Q| = 4
+        slope = (math.log(rate(4 * sign, end)) - math.log(r_end)) / sign
+    v = int(min(Q_MAX, max(1, math.ceil(abs(4 * need / slope) - 1e-9)))) * sign
 
     def passes(v):
         r = rate(v, end)
@@ -199,8 +214,6 @@ def _extend(an, counter, S, target_bpp, tolerance, side, max_trials, model, near
 
     while not passes(v) and abs(v) < Q_MAX:
         v += sign
-    while abs(v) > 1 and passes(v - sign):
-        v -= sign
     if not passes(v):
         notes = []
         _out_of_range(target_bpp, (rate(Q_MIN, 0), rate(Q_MAX, BETA_CODE_MAX)), nearest, notes,
@@ -279,7 +292,7 @@ def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_tria
     if chosen is None:
         r_min, r_max = rate(0), rate(BETA_CODE_MAX)
         if target_bpp < r_min * (1 - (0 if side == "below" else tolerance)) or target_bpp > r_max * (1 + tolerance):
-            outside = (r_min, r_max)
+            outside = (r_min, r_max, dict(cache))
             chosen = 0 if target_bpp < r_min else BETA_CODE_MAX
         else:
             # best point seen on the right side
