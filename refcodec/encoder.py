@@ -123,21 +123,29 @@ RDO_CANDIDATES = (-4, -2, 0, 2, 4)
 RDO_MAP_BUDGET = 0.01
 
 
+#: Weights of the Y, Cb and Cr squared errors in the rdo distortion (JPEG AI's
+#: PSNR-YUV weighting, 6:1:1).
+RDO_YUV_WEIGHTS = (6.0, 1.0, 1.0)
+
+
 def _rdo_measure(an, rgb, beta_code, candidates):
-    """Per latent position and candidate: exact y bits R and pixel squared
-    error D of the picture quantized with that uniform Q; and lambda, the
-    picture's RD slope between the candidates around 0."""
+    """Per latent position and candidate: exact y bits R and the squared error
+    D (BT.709 YCbCr, weighted RDO_YUV_WEIGHTS) of the picture quantized with
+    that uniform Q; and lambda, the picture's RD slope between the candidates
+    around 0."""
+    from .eval.metrics import ycbcr
     from .ratecontrol import RateCounter
     counter = RateCounter(an.model)
     H, W = an.hy * 16, an.wy * 16
-    ref = np.pad(rgb.astype(np.float64), ((0, H - rgb.shape[0]), (0, W - rgb.shape[1]), (0, 0)))
+    wts = np.sqrt(np.array(RDO_YUV_WEIGHTS))
+    ref = np.pad(ycbcr(rgb) * wts, ((0, H - rgb.shape[0]), (0, W - rgb.shape[1]), (0, 0)))
     valid = np.pad(np.ones(rgb.shape[:2]), ((0, H - rgb.shape[0]), (0, W - rgb.shape[1])))[..., None]
     R, D = [], []
     for v in candidates:
         Q = np.full((an.hy, an.wy), v, np.int32)
         q, rows = an.quantize(beta_code, Q, 0)
         R.append(counter.symbol_bits(q, rows).reshape(an.hy, an.wy, -1).sum(axis=2))
-        out = an.reconstruct(beta_code, Q, 0).astype(np.float64)
+        out = ycbcr(an.reconstruct(beta_code, Q, 0)) * wts
         out = np.pad(out, ((0, H - rgb.shape[0]), (0, W - rgb.shape[1]), (0, 0)))
         D.append((((out - ref) ** 2) * valid).reshape(an.hy, 16, an.wy, 16, 3).sum(axis=(1, 3, 4)))
     R, D = np.array(R), np.array(D)
