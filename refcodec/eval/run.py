@@ -79,7 +79,7 @@ def code_hevc(rgb, qp):
         src, bits, out = (os.path.join(d, n) for n in ("in.png", "out.hevc", "out.png"))
         Image.fromarray(rgb).save(src)
         subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", src, "-pix_fmt", "yuv444p10le", "-c:v", "libx265",
-                        "-x265-params", f"qp={qp}:keyint=1:info=0", "-preset", "veryslow", "-tune", "psnr", bits],
+                        "-x265-params", f"qp={qp}:keyint=1:info=0:log-level=error", "-preset", "veryslow", "-tune", "psnr", bits],
                        check=True)
         subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", bits, "-pix_fmt", "rgb24", out], check=True)
         return os.path.getsize(bits), np.asarray(Image.open(out).convert("RGB"))[:h, :w]
