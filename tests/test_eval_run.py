@@ -40,7 +40,7 @@ def images(tmp_path_factory):
 def test_local_run_writes_every_output(images, tmp_path):
     out = tmp_path / "out"
     result, bd = run(images, [0.5], ["jpeg", "webp"], "jpeg", 1, str(out), log=lambda s: None)
-    for f in ("rd.json", "rd.csv", "bdrate.json"):
+    for f in ("rd.json", "rd.csv", "bdrate.json", "table.md"):
         assert (out / f).exists()
     assert set(result["per_image"]["jpeg"]) == {"a", "b"} and len(result["mean"]["jpeg"]) == 8
     assert "webp" in bd and all(np.isfinite(v) for v in bd["webp"].values())

@@ -8,7 +8,8 @@ refcodec is coded at every target by bit-rate matching; the other codecs by a
 sweep of their quality setting (the settings of ../shared/anchors).  Every
 decoded picture is measured (bpp from the file size; PSNR-Y, PSNR-Cb, PSNR-Cr
 on BT.709 YCbCr from 8-bit RGB; PSNR-RGB; MS-SSIM on RGB).  Written to
-OUTDIR: ``rd.json`` and ``rd.csv`` (per image and mean points), ``bdrate.json``
+OUTDIR: ``rd.json`` and ``rd.csv`` (per image and mean points), ``table.md``
+(the BD-rate table and mean points in Markdown), ``bdrate.json``
 (pchip BD-rate of every codec against the anchor on PSNR-RGB, PSNR-Y and
 MS-SSIM in dB; also printed) and ``rd.png`` (needs matplotlib, the ``eval``
 extra).  Images run in parallel (``--jobs``), or on a Dask cluster
@@ -317,11 +318,26 @@ def run(image_dir, targets, codecs, anchor, jobs, out, scheduler=None, log=print
     log(f"{'codec':28s} {'PSNR-RGB':>10s} {'PSNR-Y':>10s} {'MS-SSIM':>10s}")
     for name, row in bd.items():
         log(f"{name:28s} {row['psnr_rgb']:+9.1f}% {row['psnr_y']:+9.1f}% {row['msssim']:+9.1f}%")
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(markdown_table(all_curves, anchor_name, bd, len(files)))
     try:
         plot(all_curves, os.path.join(out, "rd.png"))
     except ImportError:
         log("rd.png not written: matplotlib is not installed (pip install -e '.[eval]')")
     return result, bd
+
+
+def markdown_table(curves, anchor, bd, n_images):
+    """The BD-rate table and the mean RD points of every curve, in Markdown."""
+    lines = [f"BD-rate against {anchor} ({n_images} images; pchip; negative = fewer bits for the same quality):",
+             "", "| codec | PSNR-RGB | PSNR-Y | MS-SSIM (dB) |", "| --- | --- | --- | --- |"]
+    for name, row in bd.items():
+        lines.append(f"| {name} | {row['psnr_rgb']:+.1f} % | {row['psnr_y']:+.1f} % | {row['msssim']:+.1f} % |")
+    lines += ["", "Mean RD points (bpp / PSNR-RGB dB / PSNR-Y dB / MS-SSIM):", ""]
+    for name, c in curves.items():
+        pts = ", ".join(f"{p['bpp']:.3f} / {p['psnr_rgb']:.2f} / {p['psnr_y']:.2f} / {p['msssim']:.4f}" for p in c)
+        lines.append(f"- {name}: {pts}")
+    return "\n".join(lines) + "\n"
 
 
 def plot(curves, path):
