@@ -133,7 +133,8 @@ def cmd_encode(args):
     else:
         for w in info.get("warnings", []):
             print(f"refcodec: warning: {w}", file=sys.stderr)
-        print(f"{args.output}: {len(data)} bytes, {info['bpp']:.4f} bpp (beta {info['beta']:.4f}, "
+        ext = f", uniform quality map Q = {info['extension_q']}" if info.get("extension_q") else ""
+        print(f"{args.output}: {len(data)} bytes, {info['bpp']:.4f} bpp (beta {info['beta']:.4f}{ext}, "
               f"{info['trials']} trial{'s' if info['trials'] != 1 else ''}, {info['seconds']:.2f} s)")
     return 0
 

@@ -58,11 +58,13 @@ class MatchResult:
     seconds: float
     method: str
     warnings: list = field(default_factory=list)
+    #: 0, or the uniform quality map Q that took the rate beyond the gain unit's range
+    extension_q: int = 0
 
     def as_dict(self):
         return {"bpp": self.bpp, "target_bpp": self.target_bpp, "beta": self.beta, "beta_code": self.beta_code,
                 "trials": self.trials, "seconds": self.seconds, "method": self.method, "bytes": len(self.data),
-                "warnings": self.warnings}
+                "extension_q": self.extension_q, "warnings": self.warnings}
 
 
 class RateCounter:
@@ -141,7 +143,8 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
         Q, qmap_block_log2 = resolve_qmap(an, rgb, qmap, qmap_block_log2, roi_q)
     chosen, trials, notes, outside = _search(an, counter, Q, qmap_block_log2, S, target_bpp, tolerance, side,
                                              max_trials, model)
-    if outside and Q is None and extend:
+    extended = bool(outside and Q is None and extend)
+    if extended:
         # beyond the gain unit: a uniform quality map (RateError, or the nearest point, if even that fails)
         chosen, extra, notes, Q, qmap_block_log2 = _extend(an, counter, S, target_bpp, tolerance, side, max_trials,
                                                            model, nearest, outside)
@@ -158,8 +161,10 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
             trials += 1
             data = an.stream(chosen, S, Q, qmap_block_log2)
             bpp = 8 * len(data) / (an.width * an.height)
+    ext = int(Q.flat[0]) if extended else 0
     return MatchResult(data=data, bpp=bpp, target_bpp=target_bpp, beta=chosen / BETA_CODE_MAX, beta_code=chosen,
-                       trials=trials, seconds=time.perf_counter() - t0, method="fast", warnings=notes)
+                       trials=trials, seconds=time.perf_counter() - t0, method="fast", warnings=notes,
+                       extension_q=ext)
 
 
 def _mean_log2_gain(model, code):
@@ -223,7 +228,6 @@ def _extend(an, counter, S, target_bpp, tolerance, side, max_trials, model, near
     known = {code: r for (vv, code), r in rates.items() if vv == v}
     chosen, more, notes, _ = _search(an, counter, Q, k, S, target_bpp, tolerance, side, max_trials, model,
                                      known=known)
-    notes = [f"beyond the gain unit's range: uniform quality map Q = {v}"] + notes
     return chosen, trials + more, notes, Q, k
 
 
