@@ -154,6 +154,19 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
     trials += trials0
     data = an.stream(chosen, S, Q, qmap_block_log2)
     bpp = 8 * len(data) / (an.width * an.height)
+    if side == "both" and not _accept(bpp, target_bpp, tolerance, side) and not outside_final(notes):
+        # the estimate missed by more than the tolerance (a few bytes matter on a
+        # small stream): search again with the measured excess, and write once more
+        est = estimate_bpp(an, counter, chosen, S, Q, qmap_block_log2)
+        bias = (bpp - est) * an.width * an.height / 8
+        chosen2, more, _, out2 = _search(an, counter, Q, qmap_block_log2, S, target_bpp, tolerance, side,
+                                         max_trials, model, known={chosen: bpp}, bias_bytes=bias)
+        trials += more
+        if not out2:
+            data2 = an.stream(chosen2, S, Q, qmap_block_log2)
+            bpp2 = 8 * len(data2) / (an.width * an.height)
+            if abs(bpp2 - target_bpp) < abs(bpp - target_bpp):
+                chosen, data, bpp = chosen2, data2, bpp2
     if side == "below" and bpp > target_bpp and chosen > 0:
         # the estimate is exact to a few bytes; step down until the written stream is under the target
         while bpp > target_bpp and chosen > 0:
@@ -165,6 +178,10 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
     return MatchResult(data=data, bpp=bpp, target_bpp=target_bpp, beta=chosen / BETA_CODE_MAX, beta_code=chosen,
                        trials=trials, seconds=time.perf_counter() - t0, method="fast", warnings=notes,
                        extension_q=ext)
+
+
+def outside_final(notes):
+    return any("outside the reachable range" in n for n in notes)
 
 
 def _mean_log2_gain(model, code):
@@ -239,12 +256,15 @@ def _out_of_range(target_bpp, reach, nearest, notes, how=""):
     warnings.warn(notes[0])
 
 
-def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_trials, model, known=None):
+def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_trials, model, known=None,
+            bias_bytes=0):
     """The rate-only search over beta_code: (chosen code, trials, notes,
     outside), ``outside = (rate at beta 0, rate at beta 1)`` when the target
     lies beyond them (chosen is then the nearest end), else None.
+    ``bias_bytes``: a correction added to every estimate (measured on a
+    written stream).
     ``known``: rates already measured at some codes (no trial spent on them)."""
-    fixed = _fixed_bytes(an, S, Q, block_log2)
+    fixed = _fixed_bytes(an, S, Q, block_log2) + bias_bytes
     trials = 0
     cache = dict(known or {})
 
