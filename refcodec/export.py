@@ -277,10 +277,34 @@ def export(float_path, out_path, calib_dir, weight_bits=16, n_images=12):
         "train_step": meta.get("step"), "calibration": {"images": len(images), "betas": list(CALIB_BETAS)},
     }
     arrays["__header__"] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)
-    data = write_npz(arrays)
     with open(out_path, "wb") as f:
-        f.write(data)
+        f.write(write_npz(arrays))
+    # the encoder's prior for bit-rate matching: mean ln(bpp) against beta on
+    # the calibration images, measured with the integer model just written
+    header["rate_curve"] = rate_curve(out_path, images)
+    arrays["__header__"] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)
+    with open(out_path, "wb") as f:
+        f.write(write_npz(arrays))
     return out_path
+
+
+RATE_CURVE_BETAS = tuple(k / 8 for k in range(9))
+
+
+def rate_curve(model_path, images):
+    """[[beta, mean ln(bpp)], ...] over ``images`` (rate-only estimates)."""
+    from .encoder import Analysis, default_substreams
+    from .model import Model
+    from .ratecontrol import BETA_CODE_MAX, RateCounter, estimate_bpp
+    m = Model(model_path)
+    counter = RateCounter(m)
+    logs = np.zeros(len(RATE_CURVE_BETAS))
+    for rgb in images:
+        an = Analysis(rgb, m)
+        S = default_substreams(an.hy)
+        logs += [np.log(estimate_bpp(an, counter, int(round(b * BETA_CODE_MAX)), S)) for b in RATE_CURVE_BETAS]
+    logs /= len(images)
+    return [[b, round(float(v), 4)] for b, v in zip(RATE_CURVE_BETAS, logs)]
 
 
 def main(argv=None):

@@ -180,6 +180,35 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
                        extension_q=ext)
 
 
+def _curve_code(curve, log_rate):
+    """The code where the mean rate curve [[beta, ln bpp], ...] reaches log_rate."""
+    b = float(np.interp(log_rate, [v for _, v in curve], [b for b, _ in curve]))
+    return int(round(b * BETA_CODE_MAX))
+
+
+_AXES = {}
+
+
+def _gain_axis(model):
+    """(U, C, span): code -> mean log2 gain, its inverse (on a 257-point grid,
+    linear between), and U(max) - U(0).  Falls back to beta itself when the
+    mean gain is not increasing."""
+    key = id(model)
+    if key not in _AXES:
+        codes = np.linspace(0, BETA_CODE_MAX, 257).round()
+        u = np.array([_mean_log2_gain(model, int(c)) for c in codes])
+        if np.all(np.diff(u) > 0):
+            def U(code):
+                return _mean_log2_gain(model, int(code))
+
+            def C(v):
+                return int(round(float(np.interp(v, u, codes))))
+            _AXES[key] = (U, C, float(u[-1] - u[0]), model)
+        else:
+            _AXES[key] = (lambda code: code / BETA_CODE_MAX, lambda v: int(round(v * BETA_CODE_MAX)), 1.0, model)
+    return _AXES[key][:3]
+
+
 def outside_final(notes):
     return any("outside the reachable range" in n for n in notes)
 
@@ -275,12 +304,23 @@ def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_tria
             cache[code] = estimate_bpp(an, counter, code, S, Q, block_log2, fixed)
         return cache[code]
 
+    # The secant works on u = the mean log2 gain at a code (beta interpolates
+    # the log gains between trained rate points, piecewise; log(bpp) is close
+    # to linear in u), converted back to a code for each trial.
+    U, C, span = _gain_axis(model)
     # aim inside the accepted band: its middle for the one-sided band
     log_t = math.log(target_bpp * (1 - tolerance / 2) if side == "below" else target_bpp)
     lo_code, hi_code = 0, BETA_CODE_MAX
     lo_r = hi_r = None
-    # first guess: the middle of the range (or a known point), then a secant step in (beta, log bpp)
-    code = BETA_CODE_MAX // 2 if not cache else min(cache)
+    curve = model.header.get("rate_curve")
+    # first guess: a known point, or where the model's mean rate curve (measured
+    # at export) meets the target, or the middle of the range; then secant steps
+    if cache:
+        code = min(cache)
+    elif curve and Q is None and bias_bytes == 0:
+        code = _curve_code(curve, log_t)
+    else:
+        code = BETA_CODE_MAX // 2
     pts = []
     chosen = None
     notes = []
@@ -296,16 +336,22 @@ def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_tria
             hi_code, hi_r = code, r
         if hi_code - lo_code <= 1:
             break
-        if len(pts) == 1:
-            # slope prior d ln(bpp) / d beta: the model's, measured at export, or a typical value
-            step = (log_t - pts[0][1]) / float(model.header.get("rate_slope", 1.6)) * BETA_CODE_MAX
-            nxt = int(round(code + step))
+        if len(pts) == 1 and curve and Q is None:
+            # this picture's offset from the mean curve, applied to the curve
+            c0 = code / BETA_CODE_MAX
+            mean_at = float(np.interp(c0, [b for b, _ in curve], [v for _, v in curve]))
+            nxt = _curve_code(curve, log_t - (pts[0][1] - mean_at))
+        elif len(pts) == 1:
+            # slope prior d ln(bpp) / d beta: a typical value
+            prior = 1.6 / span
+            nxt = C(U(code) + (log_t - pts[0][1]) / prior)
         else:
             (c1, l1), (c2, l2) = pts[-2], pts[-1]
             if lo_r is not None and hi_r is not None:   # regula falsi on the bracket
                 c1, l1, c2, l2 = lo_code, math.log(lo_r), hi_code, math.log(hi_r)
-            slope = (l2 - l1) / (c2 - c1) if c2 != c1 and l2 != l1 else None
-            nxt = int(round(c2 + (log_t - l2) / slope)) if slope and slope > 0 else (lo_code + hi_code) // 2
+            du = U(c2) - U(c1)
+            slope = (l2 - l1) / du if du != 0 and l2 != l1 else None
+            nxt = C(U(c2) + (log_t - l2) / slope) if slope and slope > 0 else (lo_code + hi_code) // 2
         nxt = min(max(nxt, lo_code + 1 if lo_r is not None else 0), hi_code - 1 if hi_r is not None else BETA_CODE_MAX)
         if nxt in cache:
             nxt = (lo_code + hi_code) // 2
