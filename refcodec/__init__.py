@@ -26,7 +26,7 @@ def encode(rgb, beta=None, model=None, num_y_substreams=None, backend="cpu", bpp
     region of interest, Q values ``roi_q = (foreground, background)``); one Q
     per 2^qmap_block_log2 latent positions (16 pixels each).  With
     ``qmap_block_log2=None``, "rdo" takes the finest block whose map costs at
-    most 1 % of the stream, the others one Q per latent position.
+    most 2 % of the stream, the others one Q per latent position.
     """
     qkw = dict(qmap=qmap, qmap_block_log2=qmap_block_log2, roi_q=roi_q)
     if bpp is not None:

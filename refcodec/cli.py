@@ -246,7 +246,7 @@ def main(argv=None):
                    help="spatial quality map: flat, activity, a .npy of Q values, or a PNG mask (white = ROI)")
     e.add_argument("--qmap-block", type=int, default=None, choices=range(5),
                    help="log2 of the map block in latent positions (0: one Q per 16x16 pixels); default: "
-                        "rdo picks the finest block whose map costs at most 1 %% of the stream, the others 0")
+                        "rdo picks the finest block whose map costs at most 2 %% of the stream, the others 0")
     e.add_argument("--roi-q", default="6,-3", help="Q inside,outside the region of a PNG mask (default 6,-3)")
     d = sub.add_parser("decode", help="decode a stream to PNG")
     d.add_argument("input")

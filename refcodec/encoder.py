@@ -119,8 +119,9 @@ RDO_CANDIDATES = (-4, -2, 0, 2, 4)
 
 
 #: With an automatic block size, the rdo strategy takes the finest block whose
-#: map fits in this share of the picture's bits.
-RDO_MAP_BUDGET = 0.01
+#: map fits in this share of the picture's bits (2 %: about 1 % on average
+#: over Kodak, since most pictures stop below it).
+RDO_MAP_BUDGET = 0.02
 
 
 #: Weights of the Y, Cb and Cr squared errors in the rdo distortion (JPEG AI's

@@ -115,7 +115,7 @@ def crop_analysis():
 def test_rdo_map_lowers_its_own_cost_and_fits_the_budget(crop_analysis):
     """rdo: each block's choice lowers D + lambda R against the flat map on the
     measured candidates; with an automatic block size the map costs at most
-    1 % of the picture's bits (or the block is the coarsest)."""
+    RDO_MAP_BUDGET of the picture's bits (or the block is the coarsest)."""
     rgb, an = crop_analysis
     R0, D0, lam = encoder._rdo_measure(an, rgb, 30000, encoder.RDO_CANDIDATES)
     assert lam > 0 and R0.shape == D0.shape == (len(encoder.RDO_CANDIDATES), an.hy, an.wy)
@@ -132,5 +132,5 @@ def test_rdo_map_lowers_its_own_cost_and_fits_the_budget(crop_analysis):
     from refcodec.syntax import picture
     pic = picture(data)
     assert pic.header.qmap_block_log2 == k
-    assert k == 4 or pic.sizes.q_size <= 0.01 * len(data) * 1.5   # the budget is set on estimated bits
+    assert k == 4 or pic.sizes.q_size <= encoder.RDO_MAP_BUDGET * len(data) * 1.5   # the budget is set on estimated bits
     assert np.array_equal(decoder.decode(data), decoder.decode(data, backend="numpy"))
