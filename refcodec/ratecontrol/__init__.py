@@ -146,15 +146,17 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
     extended = bool(outside and Q is None and extend)
     if extended:
         # beyond the gain unit: a uniform quality map (RateError, or the nearest point, if even that fails)
-        chosen, extra, notes, Q, qmap_block_log2 = _extend(an, counter, S, target_bpp, tolerance, side, max_trials,
-                                                           model, nearest, outside)
+        chosen, extra, notes, Q, qmap_block_log2, limited = _extend(an, counter, S, target_bpp, tolerance, side,
+                                                                    max_trials, model, nearest, outside)
         trials += extra
-    elif outside:
-        _out_of_range(target_bpp, outside, nearest, notes)
+    else:
+        limited = bool(outside)
+        if limited:
+            _out_of_range(target_bpp, outside, nearest, notes)
     trials += trials0
     data = an.stream(chosen, S, Q, qmap_block_log2)
     bpp = 8 * len(data) / (an.width * an.height)
-    if side == "both" and not _accept(bpp, target_bpp, tolerance, side) and not outside_final(notes):
+    if side == "both" and not _accept(bpp, target_bpp, tolerance, side) and not limited:
         # the estimate missed by more than the tolerance (a few bytes matter on a
         # small stream): search again with the measured excess, and write once more
         est = estimate_bpp(an, counter, chosen, S, Q, qmap_block_log2)
@@ -209,10 +211,6 @@ def _gain_axis(model):
     return _AXES[key][:3]
 
 
-def outside_final(notes):
-    return any("outside the reachable range" in n for n in notes)
-
-
 def _mean_log2_gain(model, code):
     from ..gain import log2_gain_fp
     return float(np.mean(log2_gain_fp(model.gain_log2_fp, code))) / 65536
@@ -224,7 +222,7 @@ EXTEND_BLOCK_LOG2 = 4
 
 def _extend(an, counter, S, target_bpp, tolerance, side, max_trials, model, nearest, outside):
     """Match with a uniform quality map Q != 0 when the target lies beyond the
-    gain unit's range: (chosen code, trials, notes, Q map, block_log2)."""
+    gain unit's range: (chosen code, trials, notes, Q map, block_log2, limited)."""
     from ..qmap import Q_MAX, Q_MIN
     k = EXTEND_BLOCK_LOG2
     grid = an.qmap_grid(k)
@@ -269,12 +267,12 @@ def _extend(an, counter, S, target_bpp, tolerance, side, max_trials, model, near
         notes = []
         _out_of_range(target_bpp, (rate(Q_MIN, 0), rate(Q_MAX, BETA_CODE_MAX)), nearest, notes,
                       " with the quality map")
-        return end, trials, notes, np.full(grid, v, np.int32), k
+        return end, trials, notes, np.full(grid, v, np.int32), k, True
     Q = np.full(grid, v, np.int32)
     known = {code: r for (vv, code), r in rates.items() if vv == v}
     chosen, more, notes, _ = _search(an, counter, Q, k, S, target_bpp, tolerance, side, max_trials, model,
                                      known=known)
-    return chosen, trials + more, notes, Q, k
+    return chosen, trials + more, notes, Q, k, False
 
 
 def _out_of_range(target_bpp, reach, nearest, notes, how=""):
