@@ -106,13 +106,23 @@ LUT_SHIFT = PRECISION - LUT_BITS
 
 
 def build_lut(cdf, cdf_len):
-    """lut[r, b] = the symbol whose interval holds slot b << LUT_SHIFT (uint16)."""
-    starts = np.arange(1 << LUT_BITS, dtype=np.int64) << LUT_SHIFT
+    """lut[r, b] = the symbol whose interval holds slot b << LUT_SHIFT (uint16):
+    the largest a < cdf_len[r] with cdf[r, a] <= slot (one sweep per row)."""
     lut = np.zeros((cdf.shape[0], 1 << LUT_BITS), np.uint16)
-    for r in range(cdf.shape[0]):
-        n = int(cdf_len[r])
-        lut[r] = np.searchsorted(cdf[r, :n + 1], starts, side="right") - 1
+    _fill_lut(np.ascontiguousarray(cdf, np.int32), np.ascontiguousarray(cdf_len, np.int64), lut)
     return lut
+
+
+@njit(**NJIT)
+def _fill_lut(cdf, cdf_len, lut):
+    for r in range(cdf.shape[0]):
+        a = np.int64(0)
+        n = cdf_len[r]
+        for b in range(lut.shape[1]):
+            slot = np.int64(b) << LUT_SHIFT
+            while a + 1 < n and cdf[r, a + 1] <= slot:
+                a += 1
+            lut[r, b] = np.uint16(a)
 
 
 # ===========================================================================
@@ -255,17 +265,20 @@ def decode_numpy(data, lengths, starts, rows, cdf, cdf_len, offset):
 def encoder_table(cdf, cdf_len, offset):
     """The encoder's view of the CDF tables (derived; not part of the format).
 
-    Returns ``(base, lo, top, tab)``: ``tab[base[r] + s] = start << 17 | freq``
-    of symbol ``s`` of row ``r`` (the escape is ``s = top[r] + 1``), ``lo[r] =
-    offset[r]`` and ``top[r] = cdf_len[r] - 2``.  One load then gives a
-    symbol's interval.  Bit widths: start < 2^16, freq <= 2^16 (17 bits).
+    Returns ``(base, lo, top, tab, rcp)``: ``tab[base[r] + s] = start << 17 |
+    freq`` of symbol ``s`` of row ``r`` (the escape is ``s = top[r] + 1``),
+    ``rcp[base[r] + s] = fl(1 / freq)`` (float64, for the division of
+    :func:`_put`), ``lo[r] = offset[r]`` and ``top[r] = cdf_len[r] - 2``.
+    One load then gives a symbol's interval.  Bit widths: start < 2^16,
+    freq <= 2^16 (17 bits).
     """
     n = cdf_len.astype(np.int64)
     base = np.zeros(n.size, np.int64)
     np.cumsum(n[:-1], out=base[1:])
     tab = np.empty(int(n.sum()), np.int64)
     _fill_encoder_table(cdf, n, base, tab)
-    return base, offset.astype(np.int64), n - 2, tab
+    rcp = 1.0 / np.maximum(tab & 0x1FFFF, 1).astype(np.float64)
+    return base, offset.astype(np.int64), n - 2, tab, rcp
 
 
 @njit(**NJIT)
@@ -277,35 +290,29 @@ def _fill_encoder_table(cdf, n, base, tab):
 
 
 @njit(**NJIT_INLINE)
-def _put(x, start, freq, buf, pos):
+def _put(x, start, freq, rc, buf, pos):
+    """Push the interval [start, start + freq) onto state x; rc = fl(1 / freq)."""
     # Renormalize without a branch: the low word is always written below pos
     # and kept only when x >= freq * 2^16 (the region always has room for it).
     emit = np.int64(x >= (np.int64(freq) << 16))
-    buf[pos - 1] = np.uint16(x & 0xFFFF)
+    buf[np.uint64(pos - 1)] = np.uint16(x & 0xFFFF)
     pos -= emit
     x >>= 16 * emit
-    # x < 2^32 and 1 <= freq < 2^16: an unsigned 32-bit division suffices
-    q = np.int64(np.float64(x) / np.float64(freq))
-    x = (q << 16) + (x - q * freq) + start
+    # q = floor(x / freq) by a multiplication: x < 2^32 is exact in float64
+    # and x * fl(1/freq) is within 2^-20 of x / freq, so the truncated
+    # product is q or, when x / freq is an integer, q - 1; the remainder
+    # test corrects it (exhaustively checked by the tests).
+    q = np.int64(np.float64(x) * rc)
+    rem = x - q * freq
+    up = np.int64(rem >= freq)
+    x = ((q + up) << 16) + (rem - up * freq) + start
     return x, pos
 
 
-@njit(**NJIT_INLINE)
-def _encode_symbol(x, v, r, base, lo, top, tab, buf, pos):
-    """Push value v with table row r onto state x (escape included)."""
-    s = v - lo[r]
-    # One unsigned comparison tests 0 <= s <= top; and the rare escape call
-    # takes scalars only (both keep this hot path 3x faster under numba).
-    if np.uint64(s) <= np.uint64(top[r]):
-        sf = tab[base[r] + s]
-        return _put(x, sf >> 17, sf & 0x1FFFF, buf, pos)
-    return _encode_escape(x, v, lo[r], lo[r] + top[r], tab[base[r] + top[r] + 1], buf, pos)
-
-
 @njit(**NJIT)
-def _encode_escape(x, v, lo, hi, esc, buf, pos):
-    """The escape symbol (packed interval ``esc``), then nb and the bits of a
-    value v outside [lo, hi]."""
+def _encode_escape(x, v, lo, hi, esc, esc_rc, buf, pos):
+    """The escape symbol (packed interval ``esc``, reciprocal ``esc_rc``),
+    then nb and the bits of a value v outside [lo, hi]."""
     if v < lo:
         u = 2 * (lo - v) - 1
     else:
@@ -314,33 +321,68 @@ def _encode_escape(x, v, lo, hi, esc, buf, pos):
     nb = np.int64(0)
     while (m >> (nb + 1)) > 0:
         nb += 1
+    # uniform symbols of b bits: frequency 2^(16 - b), reciprocal 2^(b - 16) (exact)
     if nb > 16:
         b = nb - 16
         val = (m >> 16) & ((np.int64(1) << b) - 1)
-        x, pos = _put(x, val << (16 - b), np.int64(1) << (16 - b), buf, pos)
+        x, pos = _put(x, val << (16 - b), np.int64(1) << (16 - b), np.float64(np.int64(1) << b) / 65536.0,
+                      buf, pos)
     if nb > 0:
         b = min(nb, np.int64(16))
         val = m & ((np.int64(1) << b) - 1)
-        x, pos = _put(x, val << (16 - b), np.int64(1) << (16 - b), buf, pos)
-    x, pos = _put(x, nb << (16 - NB_BITS), np.int64(1) << (16 - NB_BITS), buf, pos)
-    return _put(x, esc >> 17, esc & 0x1FFFF, buf, pos)
+        x, pos = _put(x, val << (16 - b), np.int64(1) << (16 - b), np.float64(np.int64(1) << b) / 65536.0,
+                      buf, pos)
+    x, pos = _put(x, nb << (16 - NB_BITS), np.int64(1) << (16 - NB_BITS),
+                  np.float64(np.int64(1) << NB_BITS) / 65536.0, buf, pos)
+    return _put(x, esc >> 17, esc & 0x1FFFF, esc_rc, buf, pos)
 
 
-@njit(**NJIT_INLINE)
-def _encode_run(x0, x1, pos, i0, j, values, rows, base, lo, top, tab, buf):
-    """Push symbols i0 + j, i0 + j - 1, ..., i0 (symbol k of the substream on
-    state k & 1; the two dependency chains interleave)."""
-    if j >= 0 and (j & 1) == 1:
-        x1, pos = _encode_symbol(x1, np.int64(values[i0 + j]), rows[i0 + j], base, lo, top, tab, buf, pos)
+@njit(**NJIT)
+def _encode_span(x0, x1, pos, i0, j, values, rows, base, lo, top, tab, rcp, buf):
+    """Push symbols i0 + j, i0 + j - 1, ... (symbol k of the substream on
+    state k & 1) while their values lie inside their rows' ranges; return
+    ``(x0, x1, pos, j)`` with j the first symbol left (an escape), or -1.
+
+    The hot loop: no call, unsigned indices (no negative-index wrap code)
+    and the two dependency chains interleaved.
+    """
+    if j >= 0 and (j & 1) == 0:
+        i = np.uint64(i0 + j)
+        r = np.uint64(rows[i])
+        sv = np.int64(values[i]) - lo[r]
+        if np.uint64(sv) > np.uint64(top[r]):
+            return x0, x1, pos, j
+        t = np.uint64(base[r] + sv)
+        sf = tab[t]
+        x0, pos = _put(x0, sf >> 17, sf & 0x1FFFF, rcp[t], buf, pos)
         j -= 1
     while j >= 1:
-        x0, pos = _encode_symbol(x0, np.int64(values[i0 + j]), rows[i0 + j], base, lo, top, tab, buf, pos)
-        x1, pos = _encode_symbol(x1, np.int64(values[i0 + j - 1]), rows[i0 + j - 1], base, lo, top, tab,
-                                 buf, pos)
+        ia = np.uint64(i0 + j)
+        ib = np.uint64(i0 + j - 1)
+        ra = np.uint64(rows[ia])
+        rb = np.uint64(rows[ib])
+        sa = np.int64(values[ia]) - lo[ra]
+        sb = np.int64(values[ib]) - lo[rb]
+        if np.uint64(sa) > np.uint64(top[ra]) or np.uint64(sb) > np.uint64(top[rb]):
+            break
+        ta = np.uint64(base[ra] + sa)
+        tb = np.uint64(base[rb] + sb)
+        sfa = tab[ta]
+        sfb = tab[tb]
+        x1, pos = _put(x1, sfa >> 17, sfa & 0x1FFFF, rcp[ta], buf, pos)
+        x0, pos = _put(x0, sfb >> 17, sfb & 0x1FFFF, rcp[tb], buf, pos)
         j -= 2
-    if j == 0:
-        x0, pos = _encode_symbol(x0, np.int64(values[i0]), rows[i0], base, lo, top, tab, buf, pos)
-    return x0, x1, pos
+    if j >= 1:
+        # j odd: symbol j (state 1) or j - 1 (state 0) is an escape
+        ia = np.uint64(i0 + j)
+        ra = np.uint64(rows[ia])
+        sa = np.int64(values[ia]) - lo[ra]
+        if np.uint64(sa) <= np.uint64(top[ra]):
+            ta = np.uint64(base[ra] + sa)
+            sfa = tab[ta]
+            x1, pos = _put(x1, sfa >> 17, sfa & 0x1FFFF, rcp[ta], buf, pos)
+            j -= 1
+    return x0, x1, pos, j
 
 
 @njit(**NJIT_INLINE)
@@ -354,17 +396,33 @@ def _encode_flush(x0, x1, buf, pos):
 
 
 @njit(**NJIT)
-def _encode_one(s, values, rows, starts, base, lo, top, tab, buf, region, first):
-    """Encode substream s into buf[first[s]:region[s + 1]] (written backward)."""
-    x0, x1, pos = _encode_run(np.int64(RANS_L), np.int64(RANS_L), region[s + 1], starts[s],
-                              starts[s + 1] - starts[s] - 1, values, rows, base, lo, top, tab, buf)
+def _encode_one(s, values, rows, starts, base, lo, top, tab, rcp, buf, region, first):
+    """Encode substream s into buf[first[s]:region[s + 1]] (written backward):
+    runs of in-range symbols, each escape between them on its own."""
+    x0 = np.int64(RANS_L)
+    x1 = np.int64(RANS_L)
+    pos = region[s + 1]
+    i0 = starts[s]
+    j = starts[s + 1] - i0 - 1
+    while True:
+        x0, x1, pos, j = _encode_span(x0, x1, pos, i0, j, values, rows, base, lo, top, tab, rcp, buf)
+        if j < 0:
+            break
+        r = rows[i0 + j]
+        v = np.int64(values[i0 + j])
+        e = base[r] + top[r] + 1
+        if j & 1:
+            x1, pos = _encode_escape(x1, v, lo[r], lo[r] + top[r], tab[e], rcp[e], buf, pos)
+        else:
+            x0, pos = _encode_escape(x0, v, lo[r], lo[r] + top[r], tab[e], rcp[e], buf, pos)
+        j -= 1
     first[s] = _encode_flush(x0, x1, buf, pos)
 
 
 @njit(**NJIT_PARALLEL)
-def _encode_cpu(values, rows, starts, base, lo, top, tab, buf, region, first):
+def _encode_cpu(values, rows, starts, base, lo, top, tab, rcp, buf, region, first):
     for s in prange(starts.size - 1):
-        _encode_one(s, values, rows, starts, base, lo, top, tab, buf, region, first)
+        _encode_one(s, values, rows, starts, base, lo, top, tab, rcp, buf, region, first)
 
 
 @njit(**NJIT_INLINE)

@@ -168,3 +168,48 @@ def test_check_tables_rejects_bad_tables(defect):
     with pytest.raises(ModelError, match="row"):
         rans.check_tables(cdf, cdf_len, offset)
     rans.check_tables(*GAUSS)
+
+
+def test_reciprocal_division_is_exact_for_every_frequency():
+    """The encoder divides by a multiplication with fl(1/freq) and one
+    correction (kernels.rans._put): check it against integer division for
+    every frequency 1 .. 2^16 - 1 at the states where it can fail (just below
+    and at multiples of freq, and the largest state before renormalization)."""
+    freq = np.arange(1, 1 << 16, dtype=np.int64)
+    rc = 1.0 / freq.astype(np.float64)
+    rng = np.random.default_rng(7)
+    for k in [1, 2, 3, 255, 256, 65535, 65536]:
+        for d in (-1, 0, 1):
+            x = np.clip(k * freq + d, 0, (freq << 16) - 1)
+            xs = [x, (freq << 16) - 1, rng.integers(0, freq << 16)]
+            for x in xs:
+                q = (x.astype(np.float64) * rc).astype(np.int64)
+                rem = x - q * freq
+                q += rem >= freq
+                assert np.array_equal(q, x // freq)
+
+
+def test_encode_rows_of_uniform_frequency_two_power(backend):
+    """Frequencies that are powers of two (uniform symbols, the escape's bits)
+    take the exact-reciprocal path; long runs of them on both states."""
+    cdf = (np.arange(257, dtype=np.int32) * 256)[None]      # 255 values and the escape, 256 each
+    cdf_len = np.array([256], np.int32)
+    offset = np.array([-128], np.int32)
+    rng = np.random.default_rng(3)
+    values = rng.integers(-300, 300, 5001).astype(np.int32)
+    rows = np.zeros(values.size, np.int32)
+    starts = np.array([0, 2500, 5001], np.int64)
+    streams, out = roundtrip(values, rows, starts, (cdf, cdf_len, offset), backend)
+    assert np.array_equal(out, values)
+    ref = rans.encode(values, rows, starts, cdf, cdf_len, offset, backend="numpy")
+    assert streams == ref
+
+
+def test_decoder_lut_is_the_searchsorted_definition(rng):
+    """build_lut (one sweep per row, numba) against its definition: the
+    largest symbol a with cdf[r, a] <= slot, for Gaussian and random tables."""
+    for cdf, cdf_len, _ in (GAUSS, random_tables(rng)):
+        slots = np.arange(1 << rans.LUT_BITS, dtype=np.int64) << rans.LUT_SHIFT
+        want = np.stack([np.searchsorted(cdf[r, :int(cdf_len[r]) + 1], slots, side="right") - 1
+                         for r in range(cdf.shape[0])])
+        assert np.array_equal(rans.build_lut(cdf, cdf_len), want)

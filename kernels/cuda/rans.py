@@ -3,7 +3,7 @@
 The per-substream bodies ``_encode_one`` / ``_decode_one`` are the very
 Python functions the CPU backend compiles with ``@njit``: here the same code
 objects are compiled as CUDA device functions, with their helper calls
-(``_put``, ``_encode_symbol``, ...) bound to the device versions.  The two backends
+(``_put``, ``_encode_span``, ...) bound to the device versions.  The two backends
 therefore cannot drift apart.
 """
 
@@ -17,10 +17,10 @@ from . import device as _device, require_cuda
 
 _put = _device(rans._put)
 _encode_escape = _device(rans._encode_escape, _put=_put)
-_encode_symbol = _device(rans._encode_symbol, _put=_put, _encode_escape=_encode_escape)
-_encode_run = _device(rans._encode_run, _encode_symbol=_encode_symbol)
+_encode_span = _device(rans._encode_span, _put=_put)
 _encode_flush = _device(rans._encode_flush)
-_encode_one = _device(rans._encode_one, _encode_run=_encode_run, _encode_flush=_encode_flush)
+_encode_one = _device(rans._encode_one, _encode_span=_encode_span, _encode_escape=_encode_escape,
+                      _encode_flush=_encode_flush)
 _advance = _device(rans._advance)
 _get_bits = _device(rans._get_bits, _advance=_advance)
 _decode_escape = _device(rans._decode_escape, _get_bits=_get_bits)
@@ -29,10 +29,10 @@ _decode_one = _device(rans._decode_one, _decode_symbol=_decode_symbol)
 
 
 @cuda.jit(**CUDA_JIT)
-def _encode_kernel(values, rows, starts, base, lo, top, tab, buf, region, first):
+def _encode_kernel(values, rows, starts, base, lo, top, tab, rcp, buf, region, first):
     s = cuda.grid(1)
     if s < starts.size - 1:
-        _encode_one(s, values, rows, starts, base, lo, top, tab, buf, region, first)
+        _encode_one(s, values, rows, starts, base, lo, top, tab, rcp, buf, region, first)
 
 
 @cuda.jit(**CUDA_JIT)
