@@ -267,7 +267,7 @@ def encoder_table(cdf, cdf_len, offset):
 
     Returns ``(base, lo, top, tab, rcp)``: ``tab[base[r] + s] = start << 17 |
     freq`` of symbol ``s`` of row ``r`` (the escape is ``s = top[r] + 1``),
-    ``rcp[base[r] + s] = fl(1 / freq)`` (float64, for the division of
+    ``rcp[base[r] + s] = reciprocal(freq)`` (float64, for the division of
     :func:`_put`), ``lo[r] = offset[r]`` and ``top[r] = cdf_len[r] - 2``.
     One load then gives a symbol's interval.  Bit widths: start < 2^16,
     freq <= 2^16 (17 bits).
@@ -277,8 +277,24 @@ def encoder_table(cdf, cdf_len, offset):
     np.cumsum(n[:-1], out=base[1:])
     tab = np.empty(int(n.sum()), np.int64)
     _fill_encoder_table(cdf, n, base, tab)
-    rcp = 1.0 / np.maximum(tab & 0x1FFFF, 1).astype(np.float64)
-    return base, offset.astype(np.int64), n - 2, tab, rcp
+    return base, offset.astype(np.int64), n - 2, tab, reciprocal(tab & 0x1FFFF)
+
+
+def reciprocal(freq):
+    """1 / freq rounded up to a float64 (exact for powers of two), for
+    frequencies 1 <= freq <= 2^16: then for every integer 0 <= x < 2^32,
+    ``trunc(x * reciprocal(freq)) == x // freq`` in IEEE float64 arithmetic.
+
+    Why: r >= 1/freq and r < (1/freq)(1 + 2^-51).  If x = k freq, the exact
+    product is >= k and rounds to >= k (k is a float64).  Otherwise x / freq
+    <= k - 1/freq for the next integer k <= 2^32, and the product stays below
+    k - 2^-16 + k 2^-51 <= k - 2^-17, which rounds below k (the float64 spacing
+    there is at most 2^-20).  A test checks every frequency.
+    """
+    f = np.maximum(np.asarray(freq, np.int64), 1)
+    r = 1.0 / f.astype(np.float64)
+    pow2 = (f & (f - 1)) == 0
+    return np.where(pow2, r, np.nextafter(r, np.inf))
 
 
 @njit(**NJIT)
@@ -291,21 +307,18 @@ def _fill_encoder_table(cdf, n, base, tab):
 
 @njit(**NJIT_INLINE)
 def _put(x, start, freq, rc, buf, pos):
-    """Push the interval [start, start + freq) onto state x; rc = fl(1 / freq)."""
+    """Push the interval [start, start + freq) onto state x; rc = reciprocal(freq)."""
     # Renormalize without a branch: the low word is always written below pos
     # and kept only when x >= freq * 2^16 (the region always has room for it).
     emit = np.int64(x >= (np.int64(freq) << 16))
     buf[np.uint64(pos - 1)] = np.uint16(x & 0xFFFF)
     pos -= emit
     x >>= 16 * emit
-    # q = floor(x / freq) by a multiplication: x < 2^32 is exact in float64
-    # and x * fl(1/freq) is within 2^-20 of x / freq, so the truncated
-    # product is q or, when x / freq is an integer, q - 1; the remainder
-    # test corrects it (exhaustively checked by the tests).
+    # q = floor(x / freq) by a multiplication with rc = 1 / freq rounded up
+    # (see reciprocal(): exact for x < 2^32); then x' = (q << 16) + x mod freq
+    # + start = x + q (2^16 - freq) + start.
     q = np.int64(np.float64(x) * rc)
-    rem = x - q * freq
-    up = np.int64(rem >= freq)
-    x = ((q + up) << 16) + (rem - up * freq) + start
+    x = x + q * (65536 - freq) + start
     return x, pos
 
 

@@ -171,22 +171,25 @@ def test_check_tables_rejects_bad_tables(defect):
 
 
 def test_reciprocal_division_is_exact_for_every_frequency():
-    """The encoder divides by a multiplication with fl(1/freq) and one
-    correction (kernels.rans._put): check it against integer division for
-    every frequency 1 .. 2^16 - 1 at the states where it can fail (just below
-    and at multiples of freq, and the largest state before renormalization)."""
-    freq = np.arange(1, 1 << 16, dtype=np.int64)
-    rc = 1.0 / freq.astype(np.float64)
+    """The encoder divides by a multiplication with 1/freq rounded up
+    (kernels.rans.reciprocal): check trunc(x * r) == x // freq for every
+    frequency 1 .. 2^16 at the states where it can fail (multiples of freq and
+    their neighbours, the largest state 2^32 - 1, the largest state before
+    renormalization) and at random states."""
+    freq = np.arange(1, (1 << 16) + 1, dtype=np.int64)
+    rc = rans.reciprocal(freq)
+    assert np.all(rc >= 1.0 / freq)
     rng = np.random.default_rng(7)
+    top = np.int64(1) << 32
+    xs = [(freq << 16) - 1, np.full(freq.size, top - 1), top - 1 - (top - 1) % freq,
+          top - 1 - (top - 1) % freq - 1]
     for k in [1, 2, 3, 255, 256, 65535, 65536]:
         for d in (-1, 0, 1):
-            x = np.clip(k * freq + d, 0, (freq << 16) - 1)
-            xs = [x, (freq << 16) - 1, rng.integers(0, freq << 16)]
-            for x in xs:
-                q = (x.astype(np.float64) * rc).astype(np.int64)
-                rem = x - q * freq
-                q += rem >= freq
-                assert np.array_equal(q, x // freq)
+            xs.append(np.clip(k * freq + d, 0, top - 1))
+    xs += [rng.integers(0, top, freq.size) for _ in range(20)]
+    for x in xs:
+        q = (x.astype(np.float64) * rc).astype(np.int64)
+        assert np.array_equal(q, x // freq)
 
 
 def test_encode_rows_of_uniform_frequency_two_power(backend):
