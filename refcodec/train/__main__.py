@@ -123,6 +123,9 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr-drops", default="", metavar="STEP:LR,...",
+                   help="piecewise-constant schedule: from iteration STEP on, the learning rate is LR "
+                        "(for example 22600:1e-4,26500:3e-5); before the first STEP it is --lr")
     p.add_argument("--iters", type=int, default=10 ** 9, help="stop after this many iterations")
     p.add_argument("--hours", type=float, default=1e9, help="stop after this wall time")
     p.add_argument("--threads", type=int, default=2)
@@ -170,8 +173,20 @@ def main(argv=None):
         meta = load_float(model, args.init)
         step = meta.get("step", 0)
         say(f"initialised from {args.init} (step {step})")
-    for g in opt.param_groups:
-        g["lr"] = args.lr
+    drops = sorted((int(a), float(b)) for a, b in (d.split(":") for d in args.lr_drops.split(",") if d))
+
+    def lr_at(it):
+        lr = args.lr
+        for at, v in drops:
+            if it >= at:
+                lr = v
+        return lr
+
+    def set_lr(it):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(it)
+
+    set_lr(step)
 
     if args.export:
         if not os.path.exists(ckpt):
@@ -228,6 +243,8 @@ def main(argv=None):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         step += 1
+        if drops:
+            set_lr(step)
         acc["loss"] += float(loss.detach())
         acc["bpp"] += float(bpp.mean())
         acc["psnr"] += float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean())
@@ -236,7 +253,7 @@ def main(argv=None):
             n = acc["n"]
             dt = (time.time() - t_last) / n
             say(f"step {step} loss {acc['loss'] / n:.4f} bpp {acc['bpp'] / n:.4f} psnr {acc['psnr'] / n:.2f} "
-                f"({dt:.3f} s/it)")
+                f"lr {lr_at(step):.1e} ({dt:.3f} s/it)")
             acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
             t_last = time.time()
         if step % args.ckpt_every == 0:
