@@ -115,7 +115,8 @@ def beta_to_code(beta):
     return int(round(b * 65535))
 
 
-RDO_CANDIDATES = (-4, -2, 0, 2, 4)
+#: Q values the rdo strategy measures (every step of 2^(1/4) from 2^-1 to 2^1).
+RDO_CANDIDATES = tuple(range(-4, 5))
 
 
 #: With an automatic block size, the rdo strategy takes the finest block whose
