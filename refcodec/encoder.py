@@ -135,27 +135,43 @@ def _rdo_measure(an, rgb, beta_code, candidates):
     D (BT.709 YCbCr, weighted RDO_YUV_WEIGHTS) of the picture quantized with
     that uniform Q; and lambda, the picture's RD slope between the candidates
     around 0."""
-    from .eval.metrics import ycbcr
-    from .ratecontrol import RateCounter
-    counter = RateCounter(an.model)
-    H, W = an.hy * 16, an.wy * 16
-    wts = np.sqrt(np.array(RDO_YUV_WEIGHTS))
-    ref = np.pad(ycbcr(rgb) * wts, ((0, H - rgb.shape[0]), (0, W - rgb.shape[1]), (0, 0)))
-    valid = np.pad(np.ones(rgb.shape[:2]), ((0, H - rgb.shape[0]), (0, W - rgb.shape[1])))[..., None]
+    meas = _PositionCost(an, rgb, beta_code)
     R, D = [], []
     for v in candidates:
-        Q = np.full((an.hy, an.wy), v, np.int32)
-        q, rows = an.quantize(beta_code, Q, 0)
-        R.append(counter.symbol_bits(q, rows).reshape(an.hy, an.wy, -1).sum(axis=2))
-        out = ycbcr(an.reconstruct(beta_code, Q, 0)) * wts
-        out = np.pad(out, ((0, H - rgb.shape[0]), (0, W - rgb.shape[1]), (0, 0)))
-        D.append((((out - ref) ** 2) * valid).reshape(an.hy, 16, an.wy, 16, 3).sum(axis=(1, 3, 4)))
+        r, d = meas(np.full((an.hy, an.wy), v, np.int32))
+        R.append(r)
+        D.append(d)
     R, D = np.array(R), np.array(D)
     i0 = list(candidates).index(0)
     lo, hi = max(i0 - 1, 0), min(i0 + 1, len(candidates) - 1)
     dR = R[hi].sum() - R[lo].sum()
     lam = max(-(D[hi].sum() - D[lo].sum()) / dR, 0.0) if dR > 0 else 0.0
     return R, D, lam
+
+
+class _PositionCost:
+    """(R, D) per latent position of the picture coded with a per-position
+    map Q (hy, wy): exact y bits and the weighted YCbCr squared error of
+    each position's 16 x 16 pixels."""
+
+    def __init__(self, an, rgb, beta_code):
+        from .eval.metrics import ycbcr
+        from .ratecontrol import RateCounter
+        self.an, self.beta_code, self.ycbcr = an, beta_code, ycbcr
+        self.counter = RateCounter(an.model)
+        H, W = an.hy * 16, an.wy * 16
+        self.pad = ((0, H - rgb.shape[0]), (0, W - rgb.shape[1]), (0, 0))
+        self.wts = np.sqrt(np.array(RDO_YUV_WEIGHTS))
+        self.ref = np.pad(ycbcr(rgb) * self.wts, self.pad)
+        self.valid = np.pad(np.ones(rgb.shape[:2]), self.pad[:2])[..., None]
+
+    def __call__(self, Q):
+        an = self.an
+        q, rows = an.quantize(self.beta_code, Q, 0)
+        R = self.counter.symbol_bits(q, rows).reshape(an.hy, an.wy, -1).sum(axis=2)
+        out = np.pad(self.ycbcr(an.reconstruct(self.beta_code, Q, 0)) * self.wts, self.pad)
+        D = (((out - self.ref) ** 2) * self.valid).reshape(an.hy, 16, an.wy, 16, 3).sum(axis=(1, 3, 4))
+        return R, D
 
 
 def _blocks(X, block_log2):
@@ -167,7 +183,8 @@ def _blocks(X, block_log2):
     return X.reshape(c, hq, b, wq, b).sum(axis=(2, 4))
 
 
-def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, sweeps=3, budget=RDO_MAP_BUDGET):
+def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, sweeps=3, budget=RDO_MAP_BUDGET,
+            refine=True):
     """Q per block minimizing D + lambda (R + R_map) at ``beta_code``;
     returns ``(Q, block_log2)``.
 
@@ -180,8 +197,11 @@ def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, s
     candidate, ``sweeps`` raster passes re-choose every block given its
     neighbours (iterated conditional modes).  ``block_log2=None`` takes the
     finest block size (16, 32, ... 256 pixels) whose map costs at most
-    ``budget`` of the picture's bits.  Bit-rate matching sets the total rate
-    afterwards.
+    ``budget`` of the picture's bits.  ``refine``: a second pass measures
+    the picture coded with the map itself and with the map shifted by -1
+    and +1 (so a block's cost now includes its neighbours' choices) and
+    re-chooses each block among Q - 1, Q, Q + 1 the same way.  Bit-rate
+    matching sets the total rate afterwards.
     """
     R0, D0, lam = _rdo_measure(an, rgb, beta_code, candidates)
     cand = np.array(candidates, np.int32)
@@ -199,7 +219,27 @@ def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, s
         y_bits = np.take_along_axis(R, np.searchsorted(cand, Q)[None], axis=0).sum()
         if map_bits <= budget * (y_bits + map_bits + fixed_bits):
             break
+    if refine and lam > 0:
+        Q = _refine(an, rgb, beta_code, Q, k, lam, sweeps)
     return Q.astype(np.int32), k
+
+
+def _refine(an, rgb, beta_code, Q, k, lam, sweeps, offsets=(-1, 0, 1)):
+    """Re-choose every block among Q + offsets, measured with the whole map
+    shifted by each offset (see rdo_map)."""
+    meas = _PositionCost(an, rgb, beta_code)
+    Q_lat = qm.expand(Q, k, an.hy, an.wy)
+    R, D = [], []
+    for d in offsets:
+        r, dd = meas(np.clip(Q_lat + d, qm.Q_MIN, qm.Q_MAX))
+        R.append(r)
+        D.append(dd)
+    J = _blocks(np.array(D), k) + lam * _blocks(np.array(R), k)
+    V = np.clip(Q[None].astype(np.int64) + np.array(offsets)[:, None, None], qm.Q_MIN, qm.Q_MAX)
+    Qn = np.take_along_axis(V, np.argmin(J, axis=0)[None], axis=0)[0]
+    if Qn.size > 1 and sweeps > 0:
+        Qn = _smooth_map(Qn, J, V, lam * _dq_bits(Qn, an.model.y_tables), sweeps)
+    return Qn.astype(np.int32)
 
 
 def _dq_bits(Q, y_tables, span=2 * (qm.Q_MAX - qm.Q_MIN)):
@@ -219,7 +259,8 @@ def _dq_bits(Q, y_tables, span=2 * (qm.Q_MAX - qm.Q_MIN)):
 
 def _smooth_map(Q, J, cand, cost, sweeps):
     """Iterated conditional modes on J[c, i, j] + cost of the dQ values the
-    block's choice touches (its own, its right and its lower neighbour's)."""
+    block's choice touches (its own, its right and its lower neighbour's).
+    Candidate c is the value cand[c], or cand[c, i, j] per block."""
     span = (cost.size - 1) // 2
     Q = Q.astype(np.int64).copy()
     hq, wq = Q.shape
@@ -233,7 +274,8 @@ def _smooth_map(Q, J, cand, cost, sweeps):
             for j in range(wq):
                 old = Q[i, j]
                 best, best_v = None, old
-                for c, v in enumerate(cand):
+                for c in range(cand.shape[0]):
+                    v = cand[c] if cand.ndim == 1 else cand[c, i, j]
                     Q[i, j] = v
                     t = J[c, i, j] + dq_cost(i, j)
                     if j + 1 < wq:

@@ -120,8 +120,11 @@ def test_rdo_map_lowers_its_own_cost_and_fits_the_budget(crop_analysis):
     R0, D0, lam = encoder._rdo_measure(an, rgb, 30000, encoder.RDO_CANDIDATES)
     assert lam > 0 and R0.shape == D0.shape == (len(encoder.RDO_CANDIDATES), an.hy, an.wy)
     for k in (0, 1):
-        Q, kk = encoder.rdo_map(an, rgb, k, 30000)
+        Q, kk = encoder.rdo_map(an, rgb, k, 30000, refine=False)
         assert kk == k and Q.shape == an.qmap_grid(k) and set(np.unique(Q)) <= set(encoder.RDO_CANDIDATES)
+        # the second pass moves a block by at most one step
+        Qr, _ = encoder.rdo_map(an, rgb, k, 30000)
+        assert Qr.shape == Q.shape and np.abs(Qr.astype(int) - Q).max() <= 1
         R, D = encoder._blocks(R0, k), encoder._blocks(D0, k)
         idx = np.searchsorted(encoder.RDO_CANDIDATES, Q)[None]
         J_map = (np.take_along_axis(D, idx, 0) + lam * np.take_along_axis(R, idx, 0)).sum()

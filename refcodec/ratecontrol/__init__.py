@@ -120,6 +120,14 @@ def estimate_bpp(an, counter, beta_code, substreams, Q=None, block_log2=0, fixed
     return 8 * nbytes / (an.width * an.height)
 
 
+def _miss(r, target, side):
+    """How far a written rate is from the target (any rate above the target
+    is a worse miss than every rate below it when side is "below")."""
+    if side == "below" and r > target:
+        return target + (r - target)
+    return abs(r - target)
+
+
 def _accept(r, target, tol, side):
     if side == "below":
         return target * (1 - tol) <= r <= target
@@ -156,7 +164,7 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
     trials += trials0
     data = an.stream(chosen, S, Q, qmap_block_log2)
     bpp = 8 * len(data) / (an.width * an.height)
-    if side == "both" and not _accept(bpp, target_bpp, tolerance, side) and not limited:
+    if not _accept(bpp, target_bpp, tolerance, side) and not limited:
         # the estimate missed by more than the tolerance (a few bytes matter on a
         # small stream): search again with the measured excess, and write once more
         est = estimate_bpp(an, counter, chosen, S, Q, qmap_block_log2)
@@ -167,7 +175,7 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
         if not out2:
             data2 = an.stream(chosen2, S, Q, qmap_block_log2)
             bpp2 = 8 * len(data2) / (an.width * an.height)
-            if abs(bpp2 - target_bpp) < abs(bpp - target_bpp):
+            if _miss(bpp2, target_bpp, side) < _miss(bpp, target_bpp, side):
                 chosen, data, bpp = chosen2, data2, bpp2
     if side == "below" and bpp > target_bpp and chosen > 0:
         # the estimate is exact to a few bytes; step down until the written stream is under the target
