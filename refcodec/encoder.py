@@ -184,7 +184,7 @@ def _blocks(X, block_log2):
 
 
 def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, sweeps=3, budget=RDO_MAP_BUDGET,
-            refine=True):
+            refine=2):
     """Q per block minimizing D + lambda (R + R_map) at ``beta_code``;
     returns ``(Q, block_log2)``.
 
@@ -197,10 +197,10 @@ def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, s
     candidate, ``sweeps`` raster passes re-choose every block given its
     neighbours (iterated conditional modes).  ``block_log2=None`` takes the
     finest block size (16, 32, ... 256 pixels) whose map costs at most
-    ``budget`` of the picture's bits.  ``refine``: a second pass measures
-    the picture coded with the map itself and with the map shifted by -1
-    and +1 (so a block's cost now includes its neighbours' choices) and
-    re-chooses each block among Q - 1, Q, Q + 1 the same way.  Bit-rate
+    ``budget`` of the picture's bits.  Then ``refine`` more passes: each
+    measures the picture coded with the map itself and with the map shifted
+    by -1 and +1 (so a block's cost now includes its neighbours' choices)
+    and re-chooses each block among Q - 1, Q, Q + 1 the same way.  Bit-rate
     matching sets the total rate afterwards.
     """
     R0, D0, lam = _rdo_measure(an, rgb, beta_code, candidates)
@@ -219,7 +219,7 @@ def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, s
         y_bits = np.take_along_axis(R, np.searchsorted(cand, Q)[None], axis=0).sum()
         if map_bits <= budget * (y_bits + map_bits + fixed_bits):
             break
-    if refine and lam > 0:
+    for _ in range(int(refine) if lam > 0 else 0):
         Q = _refine(an, rgb, beta_code, Q, k, lam, sweeps)
     return Q.astype(np.int32), k
 

@@ -122,9 +122,11 @@ def test_rdo_map_lowers_its_own_cost_and_fits_the_budget(crop_analysis):
     for k in (0, 1):
         Q, kk = encoder.rdo_map(an, rgb, k, 30000, refine=False)
         assert kk == k and Q.shape == an.qmap_grid(k) and set(np.unique(Q)) <= set(encoder.RDO_CANDIDATES)
-        # the second pass moves a block by at most one step
+        # each refining pass moves a block by at most one step
+        Q1, _ = encoder.rdo_map(an, rgb, k, 30000, refine=1)
         Qr, _ = encoder.rdo_map(an, rgb, k, 30000)
-        assert Qr.shape == Q.shape and np.abs(Qr.astype(int) - Q).max() <= 1
+        assert Q1.shape == Qr.shape == Q.shape and np.abs(Q1.astype(int) - Q).max() <= 1
+        assert np.abs(Qr.astype(int) - Q).max() <= 2
         R, D = encoder._blocks(R0, k), encoder._blocks(D0, k)
         idx = np.searchsorted(encoder.RDO_CANDIDATES, Q)[None]
         J_map = (np.take_along_axis(D, idx, 0) + lam * np.take_along_axis(R, idx, 0)).sum()
