@@ -322,6 +322,12 @@ def _put(x, start, freq, rc, buf, pos):
     return x, pos
 
 
+@njit(**NJIT_INLINE)
+def _put_bits(x, val, b, buf, pos):
+    """A uniform symbol of b bits: frequency 2^(16 - b), reciprocal 2^(b - 16) (exact)."""
+    return _put(x, val << (16 - b), np.int64(1) << (16 - b), np.float64(np.int64(1) << b) / 65536.0, buf, pos)
+
+
 @njit(**NJIT)
 def _encode_escape(x, v, lo, hi, esc, esc_rc, buf, pos):
     """The escape symbol (packed interval ``esc``, reciprocal ``esc_rc``),
@@ -334,20 +340,22 @@ def _encode_escape(x, v, lo, hi, esc, esc_rc, buf, pos):
     nb = np.int64(0)
     while (m >> (nb + 1)) > 0:
         nb += 1
-    # uniform symbols of b bits: frequency 2^(16 - b), reciprocal 2^(b - 16) (exact)
     if nb > 16:
-        b = nb - 16
-        val = (m >> 16) & ((np.int64(1) << b) - 1)
-        x, pos = _put(x, val << (16 - b), np.int64(1) << (16 - b), np.float64(np.int64(1) << b) / 65536.0,
-                      buf, pos)
+        x, pos = _put_bits(x, (m >> 16) & ((np.int64(1) << (nb - 16)) - 1), nb - 16, buf, pos)
     if nb > 0:
         b = min(nb, np.int64(16))
-        val = m & ((np.int64(1) << b) - 1)
-        x, pos = _put(x, val << (16 - b), np.int64(1) << (16 - b), np.float64(np.int64(1) << b) / 65536.0,
-                      buf, pos)
-    x, pos = _put(x, nb << (16 - NB_BITS), np.int64(1) << (16 - NB_BITS),
-                  np.float64(np.int64(1) << NB_BITS) / 65536.0, buf, pos)
+        x, pos = _put_bits(x, m & ((np.int64(1) << b) - 1), b, buf, pos)
+    x, pos = _put_bits(x, nb, np.int64(NB_BITS), buf, pos)
     return _put(x, esc >> 17, esc & 0x1FFFF, esc_rc, buf, pos)
+
+
+@njit(**NJIT_INLINE)
+def _lookup(i, values, rows, base, lo, top):
+    """(inside, t): whether symbol i's value lies in its row's range, and its
+    index in the encoder table."""
+    r = np.uint64(rows[i])
+    sv = np.int64(values[i]) - lo[r]
+    return np.uint64(sv) <= np.uint64(top[r]), np.uint64(base[r] + sv)
 
 
 @njit(**NJIT)
@@ -360,40 +368,24 @@ def _encode_span(x0, x1, pos, i0, j, values, rows, base, lo, top, tab, rcp, buf)
     and the two dependency chains interleaved.
     """
     if j >= 0 and (j & 1) == 0:
-        i = np.uint64(i0 + j)
-        r = np.uint64(rows[i])
-        sv = np.int64(values[i]) - lo[r]
-        if np.uint64(sv) > np.uint64(top[r]):
+        ok, t = _lookup(np.uint64(i0 + j), values, rows, base, lo, top)
+        if not ok:
             return x0, x1, pos, j
-        t = np.uint64(base[r] + sv)
-        sf = tab[t]
-        x0, pos = _put(x0, sf >> 17, sf & 0x1FFFF, rcp[t], buf, pos)
+        x0, pos = _put(x0, tab[t] >> 17, tab[t] & 0x1FFFF, rcp[t], buf, pos)
         j -= 1
     while j >= 1:
-        ia = np.uint64(i0 + j)
-        ib = np.uint64(i0 + j - 1)
-        ra = np.uint64(rows[ia])
-        rb = np.uint64(rows[ib])
-        sa = np.int64(values[ia]) - lo[ra]
-        sb = np.int64(values[ib]) - lo[rb]
-        if np.uint64(sa) > np.uint64(top[ra]) or np.uint64(sb) > np.uint64(top[rb]):
+        oka, ta = _lookup(np.uint64(i0 + j), values, rows, base, lo, top)
+        okb, tb = _lookup(np.uint64(i0 + j - 1), values, rows, base, lo, top)
+        if not (oka and okb):
             break
-        ta = np.uint64(base[ra] + sa)
-        tb = np.uint64(base[rb] + sb)
-        sfa = tab[ta]
-        sfb = tab[tb]
-        x1, pos = _put(x1, sfa >> 17, sfa & 0x1FFFF, rcp[ta], buf, pos)
-        x0, pos = _put(x0, sfb >> 17, sfb & 0x1FFFF, rcp[tb], buf, pos)
+        x1, pos = _put(x1, tab[ta] >> 17, tab[ta] & 0x1FFFF, rcp[ta], buf, pos)
+        x0, pos = _put(x0, tab[tb] >> 17, tab[tb] & 0x1FFFF, rcp[tb], buf, pos)
         j -= 2
     if j >= 1:
         # j odd: symbol j (state 1) or j - 1 (state 0) is an escape
-        ia = np.uint64(i0 + j)
-        ra = np.uint64(rows[ia])
-        sa = np.int64(values[ia]) - lo[ra]
-        if np.uint64(sa) <= np.uint64(top[ra]):
-            ta = np.uint64(base[ra] + sa)
-            sfa = tab[ta]
-            x1, pos = _put(x1, sfa >> 17, sfa & 0x1FFFF, rcp[ta], buf, pos)
+        ok, t = _lookup(np.uint64(i0 + j), values, rows, base, lo, top)
+        if ok:
+            x1, pos = _put(x1, tab[t] >> 17, tab[t] & 0x1FFFF, rcp[t], buf, pos)
             j -= 1
     return x0, x1, pos, j
 

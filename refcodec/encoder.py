@@ -130,12 +130,12 @@ RDO_MAP_BUDGET = 0.02
 RDO_YUV_WEIGHTS = (6.0, 1.0, 1.0)
 
 
-def _rdo_measure(an, rgb, beta_code, candidates):
+def _rdo_measure(an, rgb, beta_code, candidates, meas=None):
     """Per latent position and candidate: exact y bits R and the squared error
     D (BT.709 YCbCr, weighted RDO_YUV_WEIGHTS) of the picture quantized with
     that uniform Q; and lambda, the picture's RD slope between the candidates
     around 0."""
-    meas = _PositionCost(an, rgb, beta_code)
+    meas = meas or _PositionCost(an, rgb, beta_code)
     R, D = [], []
     for v in candidates:
         r, d = meas(np.full((an.hy, an.wy), v, np.int32))
@@ -203,7 +203,8 @@ def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, s
     and re-chooses each block among Q - 1, Q, Q + 1 the same way.  Bit-rate
     matching sets the total rate afterwards.
     """
-    R0, D0, lam = _rdo_measure(an, rgb, beta_code, candidates)
+    meas = _PositionCost(an, rgb, beta_code)
+    R0, D0, lam = _rdo_measure(an, rgb, beta_code, candidates, meas)
     cand = np.array(candidates, np.int32)
     fixed_bits = 8 * (len(an.z_stream()) + 64)
     for k in ([block_log2] if block_log2 is not None else range(QMAP_BLOCK_LOG2_MAX + 1)):
@@ -220,14 +221,13 @@ def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, s
         if map_bits <= budget * (y_bits + map_bits + fixed_bits):
             break
     for _ in range(int(refine) if lam > 0 else 0):
-        Q = _refine(an, rgb, beta_code, Q, k, lam, sweeps)
+        Q = _refine(an, meas, Q, k, lam, sweeps)
     return Q.astype(np.int32), k
 
 
-def _refine(an, rgb, beta_code, Q, k, lam, sweeps, offsets=(-1, 0, 1)):
-    """Re-choose every block among Q + offsets, measured with the whole map
-    shifted by each offset (see rdo_map)."""
-    meas = _PositionCost(an, rgb, beta_code)
+def _refine(an, meas, Q, k, lam, sweeps, offsets=(-1, 0, 1)):
+    """Re-choose every block among Q + offsets, measured (``meas``, a
+    _PositionCost) with the whole map shifted by each offset (see rdo_map)."""
     Q_lat = qm.expand(Q, k, an.hy, an.wy)
     R, D = [], []
     for d in offsets:

@@ -16,8 +16,10 @@ from . import device as _device, require_cuda
 
 
 _put = _device(rans._put)
-_encode_escape = _device(rans._encode_escape, _put=_put)
-_encode_span = _device(rans._encode_span, _put=_put)
+_put_bits = _device(rans._put_bits, _put=_put)
+_encode_escape = _device(rans._encode_escape, _put=_put, _put_bits=_put_bits)
+_lookup = _device(rans._lookup)
+_encode_span = _device(rans._encode_span, _put=_put, _lookup=_lookup)
 _encode_flush = _device(rans._encode_flush)
 _encode_one = _device(rans._encode_one, _encode_span=_encode_span, _encode_escape=_encode_escape,
                       _encode_flush=_encode_flush)

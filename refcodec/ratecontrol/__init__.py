@@ -124,7 +124,7 @@ def _miss(r, target, side):
     """How far a written rate is from the target (any rate above the target
     is a worse miss than every rate below it when side is "below")."""
     if side == "below" and r > target:
-        return target + (r - target)
+        return r                  # above every miss below the target (those are < target)
     return abs(r - target)
 
 
