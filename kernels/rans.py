@@ -262,76 +262,101 @@ def decode_numpy(data, lengths, starts, rows, cdf, cdf_len, offset):
 # numba CPU: the same process, one prange task per substream.
 # ===========================================================================
 
+#: Entries per row of the encoder's row table and per symbol of its symbol table.
+_RT, _ST = 4, 4
+
+
 def encoder_table(cdf, cdf_len, offset):
     """The encoder's view of the CDF tables (derived; not part of the format).
 
-    Returns ``(base, lo, top, tab, rcp)``: ``tab[base[r] + s] = start << 17 |
-    freq`` of symbol ``s`` of row ``r`` (the escape is ``s = top[r] + 1``),
-    ``rcp[base[r] + s] = reciprocal(freq)`` (float64, for the division of
-    :func:`_put`), ``lo[r] = offset[r]`` and ``top[r] = cdf_len[r] - 2``.
-    One load then gives a symbol's interval.  Bit widths: start < 2^16,
-    freq <= 2^16 (17 bits).
+    Returns ``(rt, st)``, two flat int64 arrays.  Row ``r``:
+    ``rt[4r : 4r + 3] = (base[r] - lo, lo, top)`` with ``lo = offset[r]``,
+    ``top = cdf_len[r] - 2`` and ``base[r]`` the row's first symbol in ``st``.
+    A value v of row r lies in range when ``0 <= v - lo <= top``; its symbol
+    index is then ``t = v + rt[4r]`` (the escape is ``t = base[r] + top + 1``),
+    and ``st[4t : 4t + 4] = (start, freq << 16, 2^16 - freq, reciprocal(freq))``
+    is all :func:`_put` needs, so the hot loop does four loads and no
+    unpacking.  Bit widths: start < 2^16, freq <= 2^16, reciprocal <= 2^48.
     """
     n = cdf_len.astype(np.int64)
-    base = np.zeros(n.size, np.int64)
-    np.cumsum(n[:-1], out=base[1:])
-    tab = np.empty(int(n.sum()), np.int64)
-    _fill_encoder_table(cdf, n, base, tab)
-    return base, offset.astype(np.int64), n - 2, tab, reciprocal(tab & 0x1FFFF)
+    rt = np.zeros(_RT * n.size, np.int64)
+    st = np.empty(_ST * int(n.sum()), np.int64)
+    _fill_encoder_table(cdf, n, offset.astype(np.int64), rt, st)
+    return rt, st
 
 
 def reciprocal(freq):
-    """1 / freq rounded up to a float64 (exact for powers of two), for
-    frequencies 1 <= freq <= 2^16: then for every integer 0 <= x < 2^32,
-    ``trunc(x * reciprocal(freq)) == x // freq`` in IEEE float64 arithmetic.
+    """The encoder's division constant ``m = ceil(2^48 / freq)`` (uint64) for
+    frequencies 1 <= freq <= 2^16: then for every state ``0 <= x < freq * 2^16``
+    (which renormalization guarantees before the division),
+    ``(x * m) >> 48 == x // freq``, and ``x * m`` fits uint64.
 
-    Why: r >= 1/freq and r < (1/freq)(1 + 2^-51).  If x = k freq, the exact
-    product is >= k and rounds to >= k (k is a float64).  Otherwise x / freq
-    <= k - 1/freq for the next integer k <= 2^32, and the product stays below
-    k - 2^-16 + k 2^-51 <= k - 2^-17, which rounds below k (the float64 spacing
-    there is at most 2^-20).  A test checks every frequency.
+    Why: m - 2^48 / freq < 1, so x m / 2^48 exceeds x / freq by less than
+    x / 2^48 < freq / 2^32 <= 1 / freq (as freq^2 <= 2^32), while the fraction
+    of x / freq is at most (freq - 1) / freq: the floor cannot move.  And
+    x m < freq 2^16 (2^48 / freq + 1) = 2^64 + freq 2^16 is at most
+    (freq 2^16 - 1)(2^48 + freq - 1) / freq < 2^64 for freq^2 <= 2^32 (m is
+    exact for a power of two).  A test checks every frequency.
     """
-    f = np.maximum(np.asarray(freq, np.int64), 1)
-    r = 1.0 / f.astype(np.float64)
-    pow2 = (f & (f - 1)) == 0
-    return np.where(pow2, r, np.nextafter(r, np.inf))
+    f = np.maximum(np.asarray(freq, np.int64), 1).astype(np.uint64)
+    return ((np.uint64(1) << np.uint64(48)) + f - np.uint64(1)) // f
 
 
 @njit(**NJIT)
-def _fill_encoder_table(cdf, n, base, tab):
+def _fill_encoder_table(cdf, n, offset, rt, st):
+    """The loop of :func:`encoder_table`; the reciprocal as :func:`reciprocal`."""
+    t = np.int64(0)
     for r in range(n.size):
+        rt[_RT * r] = t - offset[r]
+        rt[_RT * r + 1] = offset[r]
+        rt[_RT * r + 2] = n[r] - 2
         for s in range(n[r]):
             a = np.int64(cdf[r, s])
-            tab[base[r] + s] = (a << 17) | (np.int64(cdf[r, s + 1]) - a)
+            f = np.int64(cdf[r, s + 1]) - a
+            st[_ST * t] = a
+            st[_ST * t + 1] = f << 16
+            st[_ST * t + 2] = 65536 - f
+            st[_ST * t + 3] = ((np.int64(1) << 48) + f - 1) // f
+            t += 1
 
 
 @njit(**NJIT_INLINE)
-def _put(x, start, freq, rc, buf, pos):
-    """Push the interval [start, start + freq) onto state x; rc = reciprocal(freq)."""
+def _put(x, start, bound, mf, rc, buf, pos):
+    """Push the interval [start, start + freq) onto state x, given
+    ``bound = freq << 16``, ``mf = 2^16 - freq`` and ``rc = reciprocal(freq)``."""
     # Renormalize without a branch: the low word is always written below pos
     # and kept only when x >= freq * 2^16 (the region always has room for it).
-    emit = np.int64(x >= (np.int64(freq) << 16))
+    emit = x >= bound
     buf[np.uint64(pos - 1)] = np.uint16(x & 0xFFFF)
-    pos -= emit
-    x >>= 16 * emit
-    # q = floor(x / freq) by a multiplication with rc = 1 / freq rounded up
-    # (see reciprocal(): exact for x < 2^32); then x' = (q << 16) + x mod freq
-    # + start = x + q (2^16 - freq) + start.
-    q = np.int64(np.float64(x) * rc)
-    x = x + q * (65536 - freq) + start
+    pos -= np.int64(emit)
+    x = (x >> 16) if emit else x
+    # q = floor(x / freq) by a multiplication with rc = ceil(2^48 / freq)
+    # (see reciprocal(): exact and within uint64 for x < freq 2^16, which
+    # holds here); then x' = (q << 16) + x mod freq + start
+    # = x + start + q (2^16 - freq).
+    q = np.int64((np.uint64(x) * np.uint64(rc)) >> np.uint64(48))
+    x = (x + start) + q * mf
     return x, pos
 
 
 @njit(**NJIT_INLINE)
+def _put_entry(x, st, t, buf, pos):
+    """Push symbol t of the encoder's symbol table (see encoder_table)."""
+    k = np.uint64(_ST) * t
+    return _put(x, st[k], st[k + np.uint64(1)], st[k + np.uint64(2)], st[k + np.uint64(3)], buf, pos)
+
+
+@njit(**NJIT_INLINE)
 def _put_bits(x, val, b, buf, pos):
-    """A uniform symbol of b bits: frequency 2^(16 - b), reciprocal 2^(b - 16) (exact)."""
-    return _put(x, val << (16 - b), np.int64(1) << (16 - b), np.float64(np.int64(1) << b) / 65536.0, buf, pos)
+    """A uniform symbol of b bits: frequency 2^(16 - b), division constant 2^(32 + b) (exact)."""
+    f = np.int64(1) << (16 - b)
+    return _put(x, val << (16 - b), f << 16, 65536 - f, np.int64(1) << (32 + b), buf, pos)
 
 
 @njit(**NJIT)
-def _encode_escape(x, v, lo, hi, esc, esc_rc, buf, pos):
-    """The escape symbol (packed interval ``esc``, reciprocal ``esc_rc``),
-    then nb and the bits of a value v outside [lo, hi]."""
+def _encode_escape(x, v, lo, hi, st, e, buf, pos):
+    """The escape symbol (entry ``e`` of the symbol table), then nb and the
+    bits of a value v outside [lo, hi]."""
     if v < lo:
         u = 2 * (lo - v) - 1
     else:
@@ -346,20 +371,20 @@ def _encode_escape(x, v, lo, hi, esc, esc_rc, buf, pos):
         b = min(nb, np.int64(16))
         x, pos = _put_bits(x, m & ((np.int64(1) << b) - 1), b, buf, pos)
     x, pos = _put_bits(x, nb, np.int64(NB_BITS), buf, pos)
-    return _put(x, esc >> 17, esc & 0x1FFFF, esc_rc, buf, pos)
+    return _put_entry(x, st, np.uint64(e), buf, pos)
 
 
 @njit(**NJIT_INLINE)
-def _lookup(i, values, rows, base, lo, top):
+def _lookup(i, values, rows, rt):
     """(inside, t): whether symbol i's value lies in its row's range, and its
-    index in the encoder table."""
-    r = np.uint64(rows[i])
-    sv = np.int64(values[i]) - lo[r]
-    return np.uint64(sv) <= np.uint64(top[r]), np.uint64(base[r] + sv)
+    index in the encoder's symbol table."""
+    k = np.uint64(_RT) * np.uint64(rows[i])
+    v = np.int64(values[i])
+    return np.uint64(v - rt[k + np.uint64(1)]) <= np.uint64(rt[k + np.uint64(2)]), np.uint64(v + rt[k])
 
 
 @njit(**NJIT)
-def _encode_span(x0, x1, pos, i0, j, values, rows, base, lo, top, tab, rcp, buf):
+def _encode_span(x0, x1, pos, i0, j, values, rows, rt, st, buf):
     """Push symbols i0 + j, i0 + j - 1, ... (symbol k of the substream on
     state k & 1) while their values lie inside their rows' ranges; return
     ``(x0, x1, pos, j)`` with j the first symbol left (an escape), or -1.
@@ -368,24 +393,24 @@ def _encode_span(x0, x1, pos, i0, j, values, rows, base, lo, top, tab, rcp, buf)
     and the two dependency chains interleaved.
     """
     if j >= 0 and (j & 1) == 0:
-        ok, t = _lookup(np.uint64(i0 + j), values, rows, base, lo, top)
+        ok, t = _lookup(np.uint64(i0 + j), values, rows, rt)
         if not ok:
             return x0, x1, pos, j
-        x0, pos = _put(x0, tab[t] >> 17, tab[t] & 0x1FFFF, rcp[t], buf, pos)
+        x0, pos = _put_entry(x0, st, t, buf, pos)
         j -= 1
     while j >= 1:
-        oka, ta = _lookup(np.uint64(i0 + j), values, rows, base, lo, top)
-        okb, tb = _lookup(np.uint64(i0 + j - 1), values, rows, base, lo, top)
+        oka, ta = _lookup(np.uint64(i0 + j), values, rows, rt)
+        okb, tb = _lookup(np.uint64(i0 + j - 1), values, rows, rt)
         if not (oka and okb):
             break
-        x1, pos = _put(x1, tab[ta] >> 17, tab[ta] & 0x1FFFF, rcp[ta], buf, pos)
-        x0, pos = _put(x0, tab[tb] >> 17, tab[tb] & 0x1FFFF, rcp[tb], buf, pos)
+        x1, pos = _put_entry(x1, st, ta, buf, pos)
+        x0, pos = _put_entry(x0, st, tb, buf, pos)
         j -= 2
     if j >= 1:
         # j odd: symbol j (state 1) or j - 1 (state 0) is an escape
-        ok, t = _lookup(np.uint64(i0 + j), values, rows, base, lo, top)
+        ok, t = _lookup(np.uint64(i0 + j), values, rows, rt)
         if ok:
-            x1, pos = _put(x1, tab[t] >> 17, tab[t] & 0x1FFFF, rcp[t], buf, pos)
+            x1, pos = _put_entry(x1, st, t, buf, pos)
             j -= 1
     return x0, x1, pos, j
 
@@ -401,7 +426,7 @@ def _encode_flush(x0, x1, buf, pos):
 
 
 @njit(**NJIT)
-def _encode_one(s, values, rows, starts, base, lo, top, tab, rcp, buf, region, first):
+def _encode_one(s, values, rows, starts, rt, st, buf, region, first):
     """Encode substream s into buf[first[s]:region[s + 1]] (written backward):
     runs of in-range symbols, each escape between them on its own."""
     x0 = np.int64(RANS_L)
@@ -410,24 +435,25 @@ def _encode_one(s, values, rows, starts, base, lo, top, tab, rcp, buf, region, f
     i0 = starts[s]
     j = starts[s + 1] - i0 - 1
     while True:
-        x0, x1, pos, j = _encode_span(x0, x1, pos, i0, j, values, rows, base, lo, top, tab, rcp, buf)
+        x0, x1, pos, j = _encode_span(x0, x1, pos, i0, j, values, rows, rt, st, buf)
         if j < 0:
             break
-        r = rows[i0 + j]
+        k = _RT * np.int64(rows[i0 + j])
         v = np.int64(values[i0 + j])
-        e = base[r] + top[r] + 1
+        lo = rt[k + 1]
+        e = rt[k] + lo + rt[k + 2] + 1          # the row's escape: base + top + 1
         if j & 1:
-            x1, pos = _encode_escape(x1, v, lo[r], lo[r] + top[r], tab[e], rcp[e], buf, pos)
+            x1, pos = _encode_escape(x1, v, lo, lo + rt[k + 2], st, e, buf, pos)
         else:
-            x0, pos = _encode_escape(x0, v, lo[r], lo[r] + top[r], tab[e], rcp[e], buf, pos)
+            x0, pos = _encode_escape(x0, v, lo, lo + rt[k + 2], st, e, buf, pos)
         j -= 1
     first[s] = _encode_flush(x0, x1, buf, pos)
 
 
 @njit(**NJIT_PARALLEL)
-def _encode_cpu(values, rows, starts, base, lo, top, tab, rcp, buf, region, first):
+def _encode_cpu(values, rows, starts, rt, st, buf, region, first):
     for s in prange(starts.size - 1):
-        _encode_one(s, values, rows, starts, base, lo, top, tab, rcp, buf, region, first)
+        _encode_one(s, values, rows, starts, rt, st, buf, region, first)
 
 
 @njit(**NJIT_INLINE)

@@ -171,24 +171,26 @@ def test_check_tables_rejects_bad_tables(defect):
 
 
 def test_reciprocal_division_is_exact_for_every_frequency():
-    """The encoder divides by a multiplication with 1/freq rounded up
-    (kernels.rans.reciprocal): check trunc(x * r) == x // freq for every
-    frequency 1 .. 2^16 at the states where it can fail (multiples of freq and
-    their neighbours, the largest state 2^32 - 1, the largest state before
-    renormalization) and at random states."""
+    """The encoder divides by a multiplication with m = ceil(2^48 / freq) and
+    a shift (kernels.rans.reciprocal): check (x * m) >> 48 == x // freq, with
+    no uint64 wrap, for every frequency 1 .. 2^16 at the states where it can
+    fail (multiples of freq and their neighbours, the largest state the
+    encoder divides, freq * 2^16 - 1) and at random states below it."""
     freq = np.arange(1, (1 << 16) + 1, dtype=np.int64)
-    rc = rans.reciprocal(freq)
-    assert np.all(rc >= 1.0 / freq)
+    m = rans.reciprocal(freq)
+    assert m.dtype == np.uint64
+    assert np.all(m.astype(object) * freq.astype(object) >= 1 << 48)
     rng = np.random.default_rng(7)
-    top = np.int64(1) << 32
-    xs = [(freq << 16) - 1, np.full(freq.size, top - 1), top - 1 - (top - 1) % freq,
-          top - 1 - (top - 1) % freq - 1]
-    for k in [1, 2, 3, 255, 256, 65535, 65536]:
+    top = freq << 16                       # the division's states are below freq * 2^16
+    xs = [top - 1, top - 1 - (top - 1) % freq, top - 1 - (top - 1) % freq - 1]
+    for k in [1, 2, 3, 255, 256, 65535]:
         for d in (-1, 0, 1):
             xs.append(np.clip(k * freq + d, 0, top - 1))
-    xs += [rng.integers(0, top, freq.size) for _ in range(20)]
+    xs += [rng.integers(0, top) for _ in range(20)]
     for x in xs:
-        q = (x.astype(np.float64) * rc).astype(np.int64)
+        wide = x.astype(object) * m.astype(object)
+        assert max(wide) < 1 << 64
+        q = ((x.astype(np.uint64) * m) >> np.uint64(48)).astype(np.int64)
         assert np.array_equal(q, x // freq)
 
 

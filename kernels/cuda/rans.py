@@ -17,9 +17,10 @@ from . import device as _device, require_cuda
 
 _put = _device(rans._put)
 _put_bits = _device(rans._put_bits, _put=_put)
-_encode_escape = _device(rans._encode_escape, _put=_put, _put_bits=_put_bits)
+_put_entry = _device(rans._put_entry, _put=_put)
+_encode_escape = _device(rans._encode_escape, _put_bits=_put_bits, _put_entry=_put_entry)
 _lookup = _device(rans._lookup)
-_encode_span = _device(rans._encode_span, _put=_put, _lookup=_lookup)
+_encode_span = _device(rans._encode_span, _put_entry=_put_entry, _lookup=_lookup)
 _encode_flush = _device(rans._encode_flush)
 _encode_one = _device(rans._encode_one, _encode_span=_encode_span, _encode_escape=_encode_escape,
                       _encode_flush=_encode_flush)
@@ -31,10 +32,10 @@ _decode_one = _device(rans._decode_one, _decode_symbol=_decode_symbol)
 
 
 @cuda.jit(**CUDA_JIT)
-def _encode_kernel(values, rows, starts, base, lo, top, tab, rcp, buf, region, first):
+def _encode_kernel(values, rows, starts, rt, st, buf, region, first):
     s = cuda.grid(1)
     if s < starts.size - 1:
-        _encode_one(s, values, rows, starts, base, lo, top, tab, rcp, buf, region, first)
+        _encode_one(s, values, rows, starts, rt, st, buf, region, first)
 
 
 @cuda.jit(**CUDA_JIT)
