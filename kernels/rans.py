@@ -27,7 +27,8 @@ two states (high word first); a decoder checks at the end that every word was
 read and that both states are back at 2^16, which catches most corruption.
 
 Bit widths: state fits uint32 (held in int64); ``freq * (x >> 16)`` fits
-uint32; cdf entries fit 17 bits.
+uint32; cdf entries fit 17 bits; the encoder's division ``x * m`` (m =
+ceil(2^48 / freq), x < freq 2^16) fits uint64 (see :func:`reciprocal`).
 """
 
 import numpy as np
@@ -291,12 +292,13 @@ def reciprocal(freq):
     (which renormalization guarantees before the division),
     ``(x * m) >> 48 == x // freq``, and ``x * m`` fits uint64.
 
-    Why: m - 2^48 / freq < 1, so x m / 2^48 exceeds x / freq by less than
-    x / 2^48 < freq / 2^32 <= 1 / freq (as freq^2 <= 2^32), while the fraction
-    of x / freq is at most (freq - 1) / freq: the floor cannot move.  And
-    x m < freq 2^16 (2^48 / freq + 1) = 2^64 + freq 2^16 is at most
-    (freq 2^16 - 1)(2^48 + freq - 1) / freq < 2^64 for freq^2 <= 2^32 (m is
-    exact for a power of two).  A test checks every frequency.
+    Why: 0 <= m - 2^48 / freq < 1, so x m / 2^48 exceeds x / freq by less
+    than x / 2^48 < freq / 2^32 <= 1 / freq (as freq^2 <= 2^32), while the
+    fraction of x / freq is at most (freq - 1) / freq: the floor cannot move.
+    Width: x <= freq 2^16 - 1 and m <= (2^48 + freq - 1) / freq give
+    x m <= 2^64 + 2^16 (freq - 1) - (2^48 + freq - 1) / freq < 2^64, because
+    freq (freq - 1) < 2^32.  A test checks every frequency at its critical
+    states.
     """
     f = np.maximum(np.asarray(freq, np.int64), 1).astype(np.uint64)
     return ((np.uint64(1) << np.uint64(48)) + f - np.uint64(1)) // f

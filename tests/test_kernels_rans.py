@@ -194,6 +194,26 @@ def test_reciprocal_division_is_exact_for_every_frequency():
         assert np.array_equal(q, x // freq)
 
 
+def test_encoder_table_is_the_cdf_tables():
+    """Each entry of kernels.rans.encoder_table restates the CDF tables:
+    start, freq << 16, 2^16 - freq and reciprocal(freq) of every symbol, found
+    at v + rt[4r] for the values v of row r (the escape one past the top)."""
+    cdf, cdf_len, offset = GAUSS
+    rt, st = rans.encoder_table(cdf, cdf_len, offset)
+    for r in range(cdf_len.size):
+        n = int(cdf_len[r])
+        lo, top = rt[4 * r + 1], rt[4 * r + 2]
+        assert (lo, top) == (offset[r], n - 2)
+        t = np.arange(lo, lo + n) + rt[4 * r]          # every value of the row, then the escape
+        start = cdf[r, :n].astype(np.int64)
+        freq = cdf[r, 1:n + 1].astype(np.int64) - start
+        assert np.array_equal(st[4 * t], start)
+        assert np.array_equal(st[4 * t + 1], freq << 16)
+        assert np.array_equal(st[4 * t + 2], 65536 - freq)
+        assert np.array_equal(st[4 * t + 3].astype(np.uint64), rans.reciprocal(freq))
+    assert st.size == 4 * int(cdf_len.sum())
+
+
 def test_encode_rows_of_uniform_frequency_two_power(backend):
     """Frequencies that are powers of two (uniform symbols, the escape's bits)
     take the exact-reciprocal path; long runs of them on both states."""
