@@ -37,15 +37,24 @@ class Analysis:
     """The float analysis of one picture (y, z_hat, and the integer h_s output),
     reusable across rates: only the y quantization depends on beta."""
 
-    def __init__(self, rgb, model, backend="cpu"):
+    def __init__(self, rgb, model, backend="cpu", latents=None):
+        """``latents=(y, z)`` (float, H x W x C at the latent and hyper-latent
+        grids of the padded picture) replaces the analysis transforms, for
+        encoders that optimize the latents themselves (refcodec.eval.refine_study)."""
         check_image(rgb)
         self.model = model
         self.height, self.width = rgb.shape[:2]
         (hp, wp), (self.hy, self.wy), (self.hz, self.wz) = grid_sizes(self.width, self.height)
-        padded = np.pad(rgb, ((0, hp - self.height), (0, wp - self.width), (0, 0)), mode="edge")
         a = model.arch
-        self.y = run_float(a["g_a"], model.enc, "g_a", to_ycbcr(padded))
-        z = run_float(a["h_a"], model.enc, "h_a", self.y)
+        if latents is None:
+            padded = np.pad(rgb, ((0, hp - self.height), (0, wp - self.width), (0, 0)), mode="edge")
+            self.y = run_float(a["g_a"], model.enc, "g_a", to_ycbcr(padded))
+            z = run_float(a["h_a"], model.enc, "h_a", self.y)
+        else:
+            self.y, z = latents
+            if self.y.shape != (self.hy, self.wy, a["M"]) or z.shape != (self.hz, self.wz, a["Z"]):
+                raise ValueError(f"latents of shapes {self.y.shape}, {z.shape} do not fit a "
+                                 f"{self.width}x{self.height} picture")
         self.z_hat = np.clip(np.round(z), -32768, 32767).astype(np.int32)
         zr = 1 << (model.z_bits - 1)
         params = model.h_s(np.clip(self.z_hat, -zr, zr - 1).astype(np.int16), backend=backend)

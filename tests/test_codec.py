@@ -69,6 +69,24 @@ def test_rate_grows_with_beta(kodak_crop):
     assert sizes[0] < sizes[1] < sizes[2]
 
 
+def test_analysis_from_given_latents(tiny, rng):
+    """Analysis(latents=(y, z)) is the analysis with g_a and h_a replaced: its
+    own latents give the same stream; changed latents a different, decodable
+    one; latents of the wrong grid are refused."""
+    rgb = image(rng, 70, 130)
+    an = encoder.Analysis(rgb, tiny)
+    z = encoder.run_float(tiny.arch["h_a"], tiny.enc, "h_a", an.y)
+    again = encoder.Analysis(rgb, tiny, latents=(an.y, z))
+    code = encoder.beta_to_code(0.5)
+    assert again.stream(code) == an.stream(code)
+    other = encoder.Analysis(rgb, tiny, latents=(an.y * 0.5, z))
+    data = other.stream(code)
+    assert data != an.stream(code)
+    assert decoder.decode(data, models=[tiny]).shape == rgb.shape
+    with pytest.raises(ValueError, match="do not fit"):
+        encoder.Analysis(rgb, tiny, latents=(an.y[:-1], z))
+
+
 @pytest.mark.parametrize("substreams", [1, 2, 7, 64])
 def test_substream_counts(tiny, rng, substreams):
     rgb = image(rng, 40, 300)

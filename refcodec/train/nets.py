@@ -165,9 +165,13 @@ class HyperpriorTorch(nn.Module):
 
     def forward(self, x, beta, noise=True):
         """x: RGB in [0, 1], (B, 3, H, W); beta: (B,).  Returns x_hat, bits_y, bits_z."""
-        a = self.arch
         y = self.g_a(self.to_ycbcr(x))
-        z = self.h_a(y)
+        return self.from_latents(y, self.h_a(y), beta, noise)
+
+    def from_latents(self, y, z, beta, noise=True):
+        """The rest of :meth:`forward` from the latents y and z (also what an
+        encoder that optimizes the latents differentiates)."""
+        a = self.arch
         z_hat = ste_round(z)
         z_lik_in = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noise else torch.round(z)
         bits_z = -torch.log2(self.entropy_z.likelihood(z_lik_in).clamp_min(1e-9))
