@@ -115,11 +115,13 @@ def cmd_encode(args):
         from .ratecontrol import match
         warnings.simplefilter("ignore")          # reported below, once, as a refcodec warning
         res = match(rgb, args.bpp, model=_models(args), method=args.method, tolerance=args.tolerance,
-                    side=args.side, nearest=args.nearest, num_y_substreams=args.substreams, **_qmap_args(args))
+                    side=args.side, nearest=args.nearest, num_y_substreams=args.substreams, **_qmap_args(args),
+                    refine=args.refine)
         data, info = res.data, res.as_dict()
     else:
         beta = 0.5 if args.beta is None else args.beta
-        data = encode(rgb, beta=beta, model=_models(args), num_y_substreams=args.substreams, **_qmap_args(args))
+        data = encode(rgb, beta=beta, model=_models(args), num_y_substreams=args.substreams, **_qmap_args(args),
+                      refine=args.refine)
         info = {"beta": beta, "trials": 1, "seconds": time.perf_counter() - t0, "method": "fixed-beta",
                 "bytes": len(data), "target_bpp": None}
     try:
@@ -153,7 +155,7 @@ def cmd_roundtrip(args):
     m = _models(args)
     rgb = read_image(args.input)
     t0 = time.perf_counter()
-    data = encode(rgb, beta=args.beta, model=m)
+    data = encode(rgb, beta=args.beta, model=m, refine=args.refine)
     t1 = time.perf_counter()
     out = decode(data, backend=args.backend, models=[m])
     t2 = time.perf_counter()
@@ -248,12 +250,16 @@ def main(argv=None):
                    help="log2 of the map block in latent positions (0: one Q per 16x16 pixels); default: "
                         "rdo picks the finest block whose map costs at most 2 %% of the stream, the others 0")
     e.add_argument("--roi-q", default="6,-3", help="Q inside,outside the region of a PNG mask (default 6,-3)")
+    e.add_argument("--refine", type=int, default=0, metavar="N",
+                   help="optimize the latents for this picture with N gradient steps (slow; needs PyTorch)")
     d = sub.add_parser("decode", help="decode a stream to PNG")
     d.add_argument("input")
     d.add_argument("output")
     r = sub.add_parser("roundtrip", help="encode and decode an image, print bpp and PSNR")
     r.add_argument("input")
     r.add_argument("--beta", type=float, default=0.5)
+    r.add_argument("--refine", type=int, default=0, metavar="N",
+                   help="optimize the latents for this picture with N gradient steps (slow; needs PyTorch)")
     for q in (e, d, r):
         q.add_argument("--model", default=None, help="model file (default: the shipped W16A16 model)")
     for q in (d, r):

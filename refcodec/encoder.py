@@ -340,10 +340,18 @@ def quality_map(an, rgb, qmap, block_log2=0, roi_q=(6, -3), beta_code=32768):
 
 
 def encode(rgb, beta=0.5, model=None, num_y_substreams=None, backend="cpu", qmap=None, qmap_block_log2=None,
-           roi_q=(6, -3)):
-    """Encode a uint8 (H, W, 3) RGB array at rate parameter beta in [0, 1]."""
+           roi_q=(6, -3), refine=0):
+    """Encode a uint8 (H, W, 3) RGB array at rate parameter beta in [0, 1].
+
+    ``refine=N`` optimizes the latents for this picture with N gradient
+    steps first (refcodec.refine; needs PyTorch): same syntax, fewer bits."""
     from . import model as model_mod
     model = model or model_mod.load()
-    an = Analysis(rgb, model, backend)
+    if refine:
+        from .refine import refine_latents
+        check_image(rgb)
+        an = Analysis(rgb, model, backend, latents=refine_latents(rgb, model, beta, refine))
+    else:
+        an = Analysis(rgb, model, backend)
     Q, k = resolve_qmap(an, rgb, qmap, qmap_block_log2, roi_q, beta_to_code(beta))
     return an.stream(beta_to_code(beta), num_y_substreams, Q, k)

@@ -211,3 +211,29 @@ def test_cli_numba_start_leaves_scipy_importable():
               "print('ok')\n")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_refined_encode_with_the_shipped_model(kodak_crop, tiny, tmp_path, capsys):
+    """encode(refine=N) (refcodec.refine; needs PyTorch) codes latents
+    optimized for the picture: a different stream of the same syntax, which
+    every decoder decodes; matching a rate with refinement hits it too; a
+    model not exported from the shipped float weights is refused, and so is
+    refinement with the bisection matcher."""
+    pytest.importorskip("torch")
+    from refcodec.ratecontrol import match
+    crop = kodak_crop[:64, :96]
+    plain = encoder.encode(crop, beta=0.4)
+    refined = encoder.encode(crop, beta=0.4, refine=5)
+    assert refined != plain and refined[:4] == plain[:4]
+    out = decoder.decode(refined, backend="cpu")
+    assert np.array_equal(out, decoder.decode(refined, backend="numpy")) and out.shape == crop.shape
+    r = match(crop, 0.5, refine=3)
+    assert abs(r.bpp / 0.5 - 1) <= 0.01
+    with pytest.raises(RefcodecError, match="exported from"):
+        encoder.encode(crop, beta=0.4, model=tiny, refine=2)
+    with pytest.raises(RefcodecError, match="fast rate matcher"):
+        match(crop, 0.5, method="bisect", refine=3)
+    from refcodec.cli import main
+    Image.fromarray(crop).save(tmp_path / "in.png")
+    assert main(["encode", str(tmp_path / "in.png"), str(tmp_path / "out.rcd"), "--beta", "0.4", "--refine", "2"]) == 0
+    assert decoder.decode((tmp_path / "out.rcd").read_bytes()).shape == crop.shape

@@ -70,13 +70,13 @@ def test_blocked_float_layers_match_the_whole_computation(monkeypatch):
 
 
 def test_latent_refinement_lowers_the_training_loss():
-    """refcodec.eval.refine_study.refine with the shipped float weights on a
-    Kodak crop: the trainer's forward is from_latents of g_a's latents, and
-    refining them lowers the rate-distortion loss the trainer minimizes
-    (measured without noise, with hard rounding)."""
+    """refcodec.refine.refine (stochastic Gumbel annealing) with the shipped
+    float weights on a Kodak crop: the trainer's forward is from_latents of
+    g_a's latents, and refining them lowers the rate-distortion cost the
+    trainer minimizes (measured without noise, with hard rounding)."""
     import os
     from PIL import Image
-    from refcodec.eval.refine_study import refine, torch_model
+    from refcodec.refine import refine, torch_model
     from refcodec.model import MODELS_DIR
     net, _ = torch_model(os.path.join(MODELS_DIR, "hp1-float.npz"))
     torch.set_num_threads(1)

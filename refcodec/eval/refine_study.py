@@ -1,19 +1,21 @@
 """How far the trained analysis transform is from the best latents: encoder-side latent refinement.
 
-``python -m refcodec.eval.refine_study [--kodak DIR] [--images N] [--betas 0.1,0.3,0.5,0.7] [--iters 60]``
+``python -m refcodec.eval.refine_study [--kodak DIR] [--images N] [--betas ...] [--iters 60] [--method sga|noise]``
 (needs the ``train`` extra: PyTorch)
 
 For each image and beta it codes the picture twice with the shipped W16A16
 model: once with the latents of g_a and h_a (the codec's encoder), once with
-latents y and z optimized for that picture by gradient descent on the
-trainer's rate-distortion proxy (rate with additive uniform noise,
-distortion through straight-through rounding, lambda of that beta), started
-from g_a's latents.  Both are real streams decoded by the integer decoder;
+latents y and z optimized for that picture by refcodec.refine (gradient
+descent on the rate-distortion cost at the lambda of that beta, through
+stochastic Gumbel annealing or the trainer's noise proxy), started from
+g_a's latents.  Both are real streams decoded by the integer decoder;
 the decoder and the syntax are the same, only the encoder differs.  It
 prints the mean RD points and the BD-rate of the refined encoder against the
 plain one (pchip, PSNR-RGB and PSNR-Y): the amortization gap of g_a, which
 says how much a better-trained encoder (or an optimizing one) could gain
-without touching the decoder.
+without touching the decoder.  It also prints the BD-rate of both encoders
+against the classical codecs of ../shared/anchors on the same images
+(their per-image points, averaged over these images).
 """
 
 import argparse
@@ -26,49 +28,11 @@ from PIL import Image
 
 from .. import decoder, encoder, model as model_mod
 from ..decoder import grid_sizes
+from ..refine import refine, torch_model
 from .bdrate import bd_rate
 from .metrics import psnr, psnr_ycbcr
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
-
-
-def torch_model(float_weights):
-    import torch
-    from ..export import load_float
-    from ..train.nets import HyperpriorTorch
-    from ..train.__main__ import load_float as load_into
-    arch, _, _ = load_float(float_weights)
-    net = HyperpriorTorch(arch)
-    load_into(net, float_weights)
-    net.eval()
-    for p in net.parameters():
-        p.requires_grad_(False)
-    return net, torch
-
-
-def refine(net, torch, x, beta, iters, lr):
-    """Latents (y, z) of x (1 x 3 x H x W in [0, 1]) minimizing the training
-    loss at beta: Adam from g_a's latents, learning rate decayed to 0 on a
-    cosine.  Returns them as H x W x C float64 arrays."""
-    with torch.no_grad():
-        y0 = net.g_a(net.to_ycbcr(x))
-        z0 = net.h_a(y0)
-    y = y0.clone().requires_grad_(True)
-    z = z0.clone().requires_grad_(True)
-    opt = torch.optim.Adam([y, z], lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters)
-    b = torch.tensor([beta])
-    lam = float(net.lam(b))
-    npx = x.shape[2] * x.shape[3]
-    for _ in range(iters):
-        x_hat, bits_y, bits_z = net.from_latents(y, z, b)
-        loss = (bits_y + bits_z).sum() / npx + lam * 255 ** 2 * ((x_hat - x) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    hwc = lambda t: t.detach()[0].permute(1, 2, 0).double().numpy()  # noqa: E731
-    return hwc(y), hwc(z)
 
 
 def point(rgb, data):
@@ -81,7 +45,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m refcodec.eval.refine_study", description=__doc__.split("\n")[0])
     p.add_argument("--kodak", default=os.path.join(SHARED, "data", "kodak"))
     p.add_argument("--images", type=int, default=6, help="this many Kodak images, evenly spaced")
-    p.add_argument("--betas", default="0.1,0.3,0.5,0.7")
+    p.add_argument("--betas", default="0.05,0.2,0.4,0.6,0.8")
+    p.add_argument("--method", choices=("sga", "noise"), default="sga")
+    p.add_argument("--anchors", default=os.path.join(SHARED, "anchors", "kodak_rd_per_image.csv"))
     p.add_argument("--iters", type=int, default=60)
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--threads", type=int, default=None)
@@ -109,7 +75,8 @@ def main(argv=None):
         for i, beta in enumerate(betas):
             code = encoder.beta_to_code(beta)
             a = point(rgb, an.stream(code))
-            r = point(rgb, encoder.Analysis(rgb, m16, latents=refine(net, torch, x, beta, args.iters, args.lr))
+            r = point(rgb, encoder.Analysis(rgb, m16, latents=refine(net, torch, x, beta, args.iters, args.lr,
+                                                                          args.method))
                       .stream(code))
             pts["plain"][i].append(a)
             pts["refined"][i].append(r)
@@ -117,13 +84,38 @@ def main(argv=None):
         print(f"# {os.path.basename(f)} ({time.time() - t0:.0f} s): " + "; ".join(line), flush=True)
 
     mean = {k: np.array([np.mean(v, axis=0) for v in pts[k]]) for k in pts}
-    print(f"\nKodak, {len(files)} images, betas {betas}, {args.iters} iterations at lr {args.lr}: "
+    print(f"\nKodak, {len(files)} images, betas {betas}, {args.method}, {args.iters} iterations at lr {args.lr}: "
           "mean (bpp, PSNR-RGB, PSNR-Y)")
     for k in pts:
         print(f"{k:8s} " + "  ".join(f"({q[0]:.4f}, {q[1]:.2f}, {q[2]:.2f})" for q in mean[k]))
     for col, name in ((1, "PSNR-RGB"), (2, "PSNR-Y")):
         print(f"BD-rate refined vs plain, {name}: "
               f"{bd_rate(mean['plain'][:, 0], mean['plain'][:, col], mean['refined'][:, 0], mean['refined'][:, col]):+.2f} %")
+    names = [os.path.splitext(os.path.basename(f))[0] for f in files]
+    for codec, curve in anchor_means(args.anchors, names).items():
+        print(f"BD-rate vs {codec:14s} (PSNR-RGB, these images): plain "
+              f"{bd_rate(curve[:, 0], curve[:, 1], mean['plain'][:, 0], mean['plain'][:, 1]):+.1f} %, refined "
+              f"{bd_rate(curve[:, 0], curve[:, 1], mean['refined'][:, 0], mean['refined'][:, 1]):+.1f} %")
+
+
+def anchor_means(path, names):
+    """{codec: (settings x 2) mean (bpp, PSNR-RGB) over ``names``} from the
+    per-image anchor table; codecs lacking one of the images are left out."""
+    import csv
+    if not os.path.exists(path):
+        return {}
+    rows = {}
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            if r["image"] in names:
+                rows.setdefault(r["codec"], {}).setdefault(r["setting"], []).append(
+                    (float(r["bpp"]), float(r["psnr_rgb"])))
+    out = {}
+    for codec, settings in rows.items():
+        pts = [np.mean(v, axis=0) for v in settings.values() if len(v) == len(names)]
+        if len(pts) >= 4:
+            out[codec] = np.array(sorted(pts, key=lambda q: q[0]))
+    return out
 
 
 if __name__ == "__main__":

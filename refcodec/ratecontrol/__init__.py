@@ -43,6 +43,10 @@ from ..syntax.picture_header import HEADER_BYTES
 BETA_CODE_MAX = 65535
 
 
+#: Latent refinements per matched encode (``refine`` of :func:`match_fast`).
+REFINE_ROUNDS = 2
+
+
 class RateError(RefcodecError):
     """The target rate cannot be reached within the model's range."""
 
@@ -135,13 +139,23 @@ def _accept(r, target, tol, side):
 
 
 def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
-               backend="cpu", max_trials=12, qmap=None, qmap_block_log2=None, roi_q=(6, -3), extend=True):
+               backend="cpu", max_trials=12, qmap=None, qmap_block_log2=None, roi_q=(6, -3), extend=True,
+               refine=0):
     from ..encoder import rdo_map, resolve_qmap
     t0 = time.perf_counter()
     an = Analysis(rgb, model, backend)
     S = num_y_substreams or default_substreams(an.hy)
     counter = RateCounter(model)
     trials0 = 0
+    if refine:
+        # refined latents spend fewer bits at a given beta: refine at the beta
+        # that matches with the current latents, then once more at the beta
+        # that matches with the refined ones (refcodec.refine)
+        from ..refine import refine_latents
+        for _ in range(REFINE_ROUNDS):
+            code0, t, _, _ = _search(an, counter, None, 0, S, target_bpp, tolerance, side, max_trials, model)
+            trials0 += t
+            an = Analysis(rgb, model, backend, latents=refine_latents(rgb, model, code0 / BETA_CODE_MAX, refine))
     if isinstance(qmap, str) and qmap == "rdo":
         # the map trades distortion for rate at the picture's own RD slope where
         # it will be coded: find that operating point on the flat map first
@@ -425,5 +439,7 @@ def match(rgb, target_bpp, model=None, method="fast", **kw):
     if method == "fast":
         return match_fast(rgb, float(target_bpp), model, **kw)
     if method == "bisect":
+        if kw.pop("refine", 0):
+            raise RefcodecError("latent refinement works with the fast rate matcher only (method 'fast')")
         return match_bisect(rgb, float(target_bpp), model, **kw)
     raise RefcodecError(f"unknown rate-matching method {method!r} (fast or bisect)")

@@ -168,12 +168,17 @@ class HyperpriorTorch(nn.Module):
         y = self.g_a(self.to_ycbcr(x))
         return self.from_latents(y, self.h_a(y), beta, noise)
 
-    def from_latents(self, y, z, beta, noise=True):
+    def from_latents(self, y, z, beta, noise=True, rounding=None):
         """The rest of :meth:`forward` from the latents y and z (also what an
-        encoder that optimizes the latents differentiates)."""
+        encoder that optimizes the latents differentiates).  ``rounding``, a
+        function, replaces both the noise of the rates and the straight-through
+        rounding of the reconstruction (the soft rounding of refcodec.refine)."""
         a = self.arch
-        z_hat = ste_round(z)
-        z_lik_in = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noise else torch.round(z)
+        if rounding is None:
+            z_hat = ste_round(z)
+            z_lik_in = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noise else torch.round(z)
+        else:
+            z_hat = z_lik_in = rounding(z)
         bits_z = -torch.log2(self.entropy_z.likelihood(z_lik_in).clamp_min(1e-9))
         params = self.h_s(z_hat)
         mu, s = params.chunk(2, dim=1)
@@ -182,8 +187,12 @@ class HyperpriorTorch(nn.Module):
         sigma = a["sigma_min"] * torch.exp2(s_eff / a["sigma_per_octave"])
         g = torch.exp2(lg)
         r = (y - mu) * g
-        r_lik_in = r + torch.empty_like(r).uniform_(-0.5, 0.5) if noise else torch.round(r)
+        if rounding is None:
+            r_lik_in = r + torch.empty_like(r).uniform_(-0.5, 0.5) if noise else torch.round(r)
+            r_hat = ste_round(r)
+        else:
+            r_lik_in = r_hat = rounding(r)
         bits_y = -torch.log2(gaussian_likelihood(r_lik_in, sigma).clamp_min(1e-9))
-        y_hat = mu + ste_round(r) / g
+        y_hat = mu + r_hat / g
         x_hat = self.to_rgb(self.g_s(y_hat))
         return x_hat, bits_y.sum(dim=(1, 2, 3)), bits_z.sum(dim=(1, 2, 3))

@@ -1,0 +1,124 @@
+"""Encoder-side latent refinement (an optional encoder tool; needs PyTorch, the ``train`` extra).
+
+The analysis transforms g_a and h_a give latents in one pass; the latents
+that minimize the rate-distortion cost of *this* picture are usually
+elsewhere (the amortization gap; refcodec.eval.refine_study measures it).
+:func:`refine_latents` starts from g_a's latents and descends the trainer's
+cost -- rate with additive uniform noise, distortion through
+straight-through rounding, lambda of the target beta -- on the float model
+the integer one was exported from.  The result feeds the usual encoder back
+end (``encoder.Analysis(latents=...)``): the stream syntax and the decoder
+do not change, only which latents the encoder codes.  It costs about one
+training step of the whole picture per iteration.
+"""
+
+import os
+
+import numpy as np
+
+from .errors import RefcodecError
+
+#: Defaults of the command line and the API.
+ITERS = 60
+LR = 0.02
+
+_NETS = {}
+
+
+def float_weights_for(model):
+    """The shipped float weights (hp1-float.npz), from which the shipped models
+    are exported; :func:`refine_latents` refuses them for any other model."""
+    from .model import MODELS_DIR
+    return os.path.join(MODELS_DIR, "hp1-float.npz")
+
+
+def torch_model(float_weights):
+    """(net, torch): the trainer's network with the float weights, frozen."""
+    try:
+        import torch
+    except ImportError:
+        raise RefcodecError("latent refinement needs PyTorch: pip install 'refcodec[train]'") from None
+    key = os.path.abspath(float_weights)
+    if key not in _NETS:
+        from .export import load_float
+        from .train.nets import HyperpriorTorch
+        from .train.__main__ import load_float as load_into
+        arch, _, _ = load_float(float_weights)
+        net = HyperpriorTorch(arch)
+        load_into(net, float_weights)
+        net.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        _NETS[key] = net
+    return _NETS[key], torch
+
+
+def sga_round(torch, v, tau):
+    """Stochastic Gumbel annealing (Yang et al. 2020): v moves to floor(v) or
+    floor(v) + 1 with a Gumbel-softmax weight that favours the nearer one and
+    hardens as the temperature tau falls to 0."""
+    f = torch.floor(v)
+    d = (v - f).clamp(1e-6, 1 - 1e-6)
+    logits = torch.stack([-torch.atanh(d), -torch.atanh(1 - d)], dim=-1) / tau
+    w = torch.nn.functional.gumbel_softmax(logits, tau=1.0, hard=False, dim=-1)
+    return f + w[..., 1]
+
+
+def refine(net, torch, x, beta, iters=ITERS, lr=LR, method="sga"):
+    """Latents (y, z) of x (1 x 3 x H x W float in [0, 1], H and W multiples
+    of 64) minimizing the rate-distortion cost at beta, by Adam from g_a's
+    latents.  ``method="sga"``: rates and reconstruction through stochastic
+    Gumbel annealing, temperature 0.5 falling to 0.05 (what the decoder
+    will see: rounded latents); ``"noise"``: the trainer's proxy (uniform
+    noise for the rates, straight-through rounding for the reconstruction),
+    learning rate decayed to 0 on a cosine.  Returns them as H x W x C
+    float64 arrays."""
+    with torch.no_grad():
+        y0 = net.g_a(net.to_ycbcr(x))
+        z0 = net.h_a(y0)
+    y = y0.clone().requires_grad_(True)
+    z = z0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([y, z], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, iters)) if method == "noise" else None
+    b = torch.tensor([float(beta)])
+    lam = float(net.lam(b))
+    npx = x.shape[2] * x.shape[3]
+    for it in range(iters):
+        if method == "sga":
+            tau = 0.5 * (0.1 ** (it / max(1, iters - 1)))
+            x_hat, bits_y, bits_z = net.from_latents(y, z, b, rounding=lambda v: sga_round(torch, v, tau))
+        else:
+            x_hat, bits_y, bits_z = net.from_latents(y, z, b)
+        loss = (bits_y + bits_z).sum() / npx + lam * 255 ** 2 * ((x_hat - x) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+    hwc = lambda t: t.detach()[0].permute(1, 2, 0).double().numpy()  # noqa: E731
+    return hwc(y), hwc(z)
+
+
+def refine_latents(rgb, model, beta, iters=ITERS, lr=LR, float_weights=None):
+    """Refined (y, z) of a uint8 RGB picture for ``model`` at rate beta, on the
+    encoder's padded grid (for ``encoder.Analysis(rgb, model, latents=...)``)."""
+    from .decoder import grid_sizes
+    net, torch = torch_model(float_weights or float_weights_for(model))
+    _check_same_encoder(net, model)
+    h, w = rgb.shape[:2]
+    (hp, wp), _, _ = grid_sizes(w, h)
+    padded = np.pad(rgb, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
+    x = torch.from_numpy(padded.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
+    return refine(net, torch, x, beta, iters, lr)
+
+
+def _check_same_encoder(net, model):
+    """Refuse float weights that are not the ones the model was exported from:
+    every float encoder weight of the model must be theirs."""
+    sd = net.state_dict()
+    same = bool(model.enc) and all(
+        name in sd and tuple(sd[name].shape) == tuple(np.shape(value))
+        and np.allclose(sd[name].numpy(), value, rtol=0, atol=1e-6) for name, value in model.enc.items())
+    if not same:
+        raise RefcodecError("latent refinement: the float weights are not those this model was exported from "
+                            "(its encoder weights differ); pass the matching float weights file")
