@@ -13,7 +13,7 @@ from .errors import (BackendError, BitstreamError, EntropyDecodingError, ImageEr
 
 
 def encode(rgb, beta=None, model=None, num_y_substreams=None, backend="cpu", bpp=None, tolerance=0.01,
-           side="both", method="fast", nearest=False, qmap=None, qmap_block_log2=None, roi_q=(6, -3)):
+           side="both", method="fast", nearest=False, qmap=None, qmap_block_log2=None, roi_q=(6, -3), refine=0):
     """Encode a uint8 (H, W, 3) RGB array; returns bytes.
 
     Either at rate parameter ``beta`` in [0, 1] (default 0.5), or at a target
@@ -27,8 +27,12 @@ def encode(rgb, beta=None, model=None, num_y_substreams=None, backend="cpu", bpp
     per 2^qmap_block_log2 latent positions (16 pixels each).  With
     ``qmap_block_log2=None``, "rdo" takes the finest block whose map costs at
     most 2 % of the stream, the others one Q per latent position.
+
+    ``refine=N``: optimize the latents for this picture with N gradient steps
+    (refcodec.refine, needs PyTorch; about N training steps of the picture):
+    the same syntax and decoder, fewer bits for the same quality.
     """
-    qkw = dict(qmap=qmap, qmap_block_log2=qmap_block_log2, roi_q=roi_q)
+    qkw = dict(qmap=qmap, qmap_block_log2=qmap_block_log2, roi_q=roi_q, refine=refine)
     if bpp is not None:
         if beta is not None:
             raise RefcodecError("give either beta or bpp, not both")

@@ -64,3 +64,25 @@ def test_bd_rate_agrees_with_the_bjontegaard_package(pair, metric):
     theirs = bj.bd_rate(*cols(a, metric), *cols(t, metric), method="pchip", require_matching_points=False,
                         min_overlap=0)
     assert ours == pytest.approx(theirs, abs=0.01)
+
+
+def test_refine_study_merges_runs_over_disjoint_images(tmp_path, capsys):
+    """refine_study --merge: the mean curves of two runs' points, and the
+    BD-rate of refined against plain computed on them (here refined needs
+    0.8x the rate of plain everywhere: -20 %); runs that differ are refused."""
+    import json
+    from refcodec.eval import refine_study
+    betas = [0.1, 0.3, 0.5, 0.7]
+    plain = [[(r, p, p + 0.5)] for r, p in [(0.1, 24.0), (0.25, 26.5), (0.5, 29.0), (1.0, 32.0)]]
+    refined = [[(0.8 * r, p, py)] for [(r, p, py)] in plain]
+    for i, name in enumerate(("a", "b")):
+        json.dump({"betas": betas, "method": "sga", "iters": 40, "lr": 0.02, "images": [f"img{i}"],
+                   "points": {"plain": plain, "refined": refined}}, open(tmp_path / f"{name}.json", "w"))
+    refine_study.main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                       "--anchors", str(tmp_path / "none.csv")])
+    out = capsys.readouterr().out
+    assert "Kodak, 2 images" in out and "BD-rate refined vs plain, PSNR-RGB: -20.00 %" in out
+    json.dump({"betas": betas[:3], "method": "sga", "iters": 40, "lr": 0.02, "images": ["c"],
+               "points": {"plain": plain[:3], "refined": refined[:3]}}, open(tmp_path / "c.json", "w"))
+    with pytest.raises(SystemExit, match="differ"):
+        refine_study.main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "c.json")])

@@ -1,6 +1,7 @@
 """How far the trained analysis transform is from the best latents: encoder-side latent refinement.
 
-``python -m refcodec.eval.refine_study [--kodak DIR] [--images N] [--betas ...] [--iters 60] [--method sga|noise]``
+``python -m refcodec.eval.refine_study [--kodak DIR] [--images N [--start K]] [--betas ...] [--iters 60]
+[--method sga|noise] [--json OUT]``, and ``--merge A.json B.json ...`` to summarize runs over disjoint images
 (needs the ``train`` extra: PyTorch)
 
 For each image and beta it codes the picture twice with the shipped W16A16
@@ -20,6 +21,7 @@ against the classical codecs of ../shared/anchors on the same images
 
 import argparse
 import glob
+import json
 import os
 import time
 
@@ -45,15 +47,30 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m refcodec.eval.refine_study", description=__doc__.split("\n")[0])
     p.add_argument("--kodak", default=os.path.join(SHARED, "data", "kodak"))
     p.add_argument("--images", type=int, default=6, help="this many Kodak images, evenly spaced")
+    p.add_argument("--start", type=int, default=0, help="the first of them (--images 12 --start 1: the other half)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="summarize the points of earlier runs (--json) instead of measuring")
     p.add_argument("--betas", default="0.05,0.2,0.4,0.6,0.8")
     p.add_argument("--method", choices=("sga", "noise"), default="sga")
     p.add_argument("--anchors", default=os.path.join(SHARED, "anchors", "kodak_rd_per_image.csv"))
     p.add_argument("--iters", type=int, default=60)
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", default=None, help="write every point here")
     p.add_argument("--w16", default=os.path.join(model_mod.MODELS_DIR, "refcodec-w16.npz"))
     p.add_argument("--float", dest="float_weights", default=os.path.join(model_mod.MODELS_DIR, "hp1-float.npz"))
     args = p.parse_args(argv)
+
+    if args.merge:
+        runs = [json.load(open(f)) for f in args.merge]
+        betas = runs[0]["betas"]
+        if any(r["betas"] != betas or r["method"] != runs[0]["method"] or r["iters"] != runs[0]["iters"]
+               for r in runs):
+            raise SystemExit("--merge: the runs differ in betas, method or iterations")
+        pts = {k: [sum((r["points"][k][i] for r in runs), []) for i in range(len(betas))] for k in ("plain", "refined")}
+        names = sum((r["images"] for r in runs), [])
+        summarize(pts, betas, names, runs[0]["method"], runs[0]["iters"], runs[0]["lr"], args.anchors)
+        return
 
     net, torch = torch_model(args.float_weights)
     if args.threads:
@@ -61,7 +78,8 @@ def main(argv=None):
     m16 = model_mod.load(args.w16)
     betas = [float(b) for b in args.betas.split(",")]
     files = sorted(glob.glob(os.path.join(args.kodak, "*.png")))
-    files = files[::max(1, len(files) // args.images)][:args.images]
+    files = files[args.start::max(1, len(files) // args.images)][:args.images]
+    names = [os.path.splitext(os.path.basename(f))[0] for f in files]
     pts = {k: [[] for _ in betas] for k in ("plain", "refined")}
     t0 = time.time()
     for f in files:
@@ -83,16 +101,24 @@ def main(argv=None):
             line.append(f"beta {beta}: {a[0]:.4f} bpp {a[1]:.2f} dB -> {r[0]:.4f} bpp {r[1]:.2f} dB")
         print(f"# {os.path.basename(f)} ({time.time() - t0:.0f} s): " + "; ".join(line), flush=True)
 
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"betas": betas, "method": args.method, "iters": args.iters, "lr": args.lr, "images": names,
+                       "points": {k: [[list(map(float, q)) for q in v] for v in pts[k]] for k in pts}}, fh)
+    summarize(pts, betas, names, args.method, args.iters, args.lr, args.anchors)
+
+
+def summarize(pts, betas, names, method, iters, lr, anchors):
+    """Mean curves over the images, BD-rate refined vs plain, and both against the anchors."""
     mean = {k: np.array([np.mean(v, axis=0) for v in pts[k]]) for k in pts}
-    print(f"\nKodak, {len(files)} images, betas {betas}, {args.method}, {args.iters} iterations at lr {args.lr}: "
+    print(f"\nKodak, {len(names)} images, betas {betas}, {method}, {iters} iterations at lr {lr}: "
           "mean (bpp, PSNR-RGB, PSNR-Y)")
     for k in pts:
         print(f"{k:8s} " + "  ".join(f"({q[0]:.4f}, {q[1]:.2f}, {q[2]:.2f})" for q in mean[k]))
     for col, name in ((1, "PSNR-RGB"), (2, "PSNR-Y")):
         print(f"BD-rate refined vs plain, {name}: "
               f"{bd_rate(mean['plain'][:, 0], mean['plain'][:, col], mean['refined'][:, 0], mean['refined'][:, col]):+.2f} %")
-    names = [os.path.splitext(os.path.basename(f))[0] for f in files]
-    for codec, curve in anchor_means(args.anchors, names).items():
+    for codec, curve in anchor_means(anchors, names).items():
         print(f"BD-rate vs {codec:14s} (PSNR-RGB, these images): plain "
               f"{bd_rate(curve[:, 0], curve[:, 1], mean['plain'][:, 0], mean['plain'][:, 1]):+.1f} %, refined "
               f"{bd_rate(curve[:, 0], curve[:, 1], mean['refined'][:, 0], mean['refined'][:, 1]):+.1f} %")
