@@ -3,12 +3,13 @@
 The analysis transforms g_a and h_a give latents in one pass; the latents
 that minimize the rate-distortion cost of *this* picture are usually
 elsewhere (the amortization gap; refcodec.eval.refine_study measures it).
-:func:`refine_latents` starts from g_a's latents and descends the trainer's
-cost -- rate with additive uniform noise, distortion through
-straight-through rounding, lambda of the target beta -- on the float model
-the integer one was exported from.  The result feeds the usual encoder back
-end (``encoder.Analysis(latents=...)``): the stream syntax and the decoder
-do not change, only which latents the encoder codes.  It costs about one
+:func:`refine_latents` starts from g_a's latents and descends the
+rate-distortion cost at the lambda of the target beta through stochastic
+Gumbel annealing (soft rounding hardening to the decoder's rounding; the
+trainer's noise proxy is the other ``method``), on the float model the
+integer one was exported from.  The result feeds the usual encoder back end
+(``encoder.Analysis(latents=...)``): the stream syntax and the decoder do
+not change, only which latents the encoder codes.  It costs about one
 training step of the whole picture per iteration.
 """
 
@@ -18,8 +19,8 @@ import numpy as np
 
 from .errors import RefcodecError
 
-#: Defaults of the command line and the API.
-ITERS = 60
+#: Defaults of :func:`refine` (the command line and the API take N explicitly).
+ITERS = 40
 LR = 0.02
 
 _NETS = {}
