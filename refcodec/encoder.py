@@ -33,6 +33,14 @@ def default_substreams(hy):
     return max(1, min(4, hy // 8))
 
 
+def pad_to_grid(rgb):
+    """The picture the analysis transforms see: edge-padded to a multiple of
+    64 (the latent grid of clause 6.2)."""
+    h, w = rgb.shape[:2]
+    (hp, wp), _, _ = grid_sizes(w, h)
+    return np.pad(rgb, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
+
+
 class Analysis:
     """The float analysis of one picture (y, z_hat, and the integer h_s output),
     reusable across rates: only the y quantization depends on beta."""
@@ -44,11 +52,10 @@ class Analysis:
         check_image(rgb)
         self.model = model
         self.height, self.width = rgb.shape[:2]
-        (hp, wp), (self.hy, self.wy), (self.hz, self.wz) = grid_sizes(self.width, self.height)
+        _, (self.hy, self.wy), (self.hz, self.wz) = grid_sizes(self.width, self.height)
         a = model.arch
         if latents is None:
-            padded = np.pad(rgb, ((0, hp - self.height), (0, wp - self.width), (0, 0)), mode="edge")
-            self.y = run_float(a["g_a"], model.enc, "g_a", to_ycbcr(padded))
+            self.y = run_float(a["g_a"], model.enc, "g_a", to_ycbcr(pad_to_grid(rgb)))
             z = run_float(a["h_a"], model.enc, "h_a", self.y)
         else:
             self.y, z = latents

@@ -26,7 +26,7 @@ LR = 0.02
 _NETS = {}
 
 
-def float_weights_for(model):
+def shipped_float_weights():
     """The shipped float weights (hp1-float.npz), from which the shipped models
     are exported; :func:`refine_latents` refuses them for any other model."""
     from .model import MODELS_DIR
@@ -100,17 +100,14 @@ def refine(net, torch, x, beta, iters=ITERS, lr=LR, method="sga"):
     return hwc(y), hwc(z)
 
 
-def refine_latents(rgb, model, beta, iters=ITERS, lr=LR, float_weights=None):
+def refine_latents(rgb, model, beta, iters=ITERS, lr=LR, method="sga", float_weights=None):
     """Refined (y, z) of a uint8 RGB picture for ``model`` at rate beta, on the
     encoder's padded grid (for ``encoder.Analysis(rgb, model, latents=...)``)."""
-    from .decoder import grid_sizes
-    net, torch = torch_model(float_weights or float_weights_for(model))
+    from .encoder import pad_to_grid
+    net, torch = torch_model(float_weights or shipped_float_weights())
     _check_same_encoder(net, model)
-    h, w = rgb.shape[:2]
-    (hp, wp), _, _ = grid_sizes(w, h)
-    padded = np.pad(rgb, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
-    x = torch.from_numpy(padded.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
-    return refine(net, torch, x, beta, iters, lr)
+    x = torch.from_numpy(pad_to_grid(rgb).astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
+    return refine(net, torch, x, beta, iters, lr, method)
 
 
 def _check_same_encoder(net, model):

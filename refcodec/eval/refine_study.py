@@ -29,8 +29,7 @@ import numpy as np
 from PIL import Image
 
 from .. import decoder, encoder, model as model_mod
-from ..decoder import grid_sizes
-from ..refine import refine, torch_model
+from ..refine import refine_latents
 from .bdrate import bd_rate
 from .metrics import psnr, psnr_ycbcr
 
@@ -72,8 +71,8 @@ def main(argv=None):
         summarize(pts, betas, names, runs[0]["method"], runs[0]["iters"], runs[0]["lr"], args.anchors)
         return
 
-    net, torch = torch_model(args.float_weights)
     if args.threads:
+        import torch
         torch.set_num_threads(args.threads)
     m16 = model_mod.load(args.w16)
     betas = [float(b) for b in args.betas.split(",")]
@@ -84,18 +83,13 @@ def main(argv=None):
     t0 = time.time()
     for f in files:
         rgb = np.asarray(Image.open(f).convert("RGB"))
-        h, w = rgb.shape[:2]
-        (hp, wp), _, _ = grid_sizes(w, h)
-        padded = np.pad(rgb, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
-        x = torch.from_numpy(padded.astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
         an = encoder.Analysis(rgb, m16)
         line = []
         for i, beta in enumerate(betas):
             code = encoder.beta_to_code(beta)
             a = point(rgb, an.stream(code))
-            r = point(rgb, encoder.Analysis(rgb, m16, latents=refine(net, torch, x, beta, args.iters, args.lr,
-                                                                          args.method))
-                      .stream(code))
+            latents = refine_latents(rgb, m16, beta, args.iters, args.lr, args.method, args.float_weights)
+            r = point(rgb, encoder.Analysis(rgb, m16, latents=latents).stream(code))
             pts["plain"][i].append(a)
             pts["refined"][i].append(r)
             line.append(f"beta {beta}: {a[0]:.4f} bpp {a[1]:.2f} dB -> {r[0]:.4f} bpp {r[1]:.2f} dB")
