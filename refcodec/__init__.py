@@ -13,7 +13,8 @@ from .errors import (BackendError, BitstreamError, EntropyDecodingError, ImageEr
 
 
 def encode(rgb, beta=None, model=None, num_y_substreams=None, backend="cpu", bpp=None, tolerance=0.01,
-           side="both", method="fast", nearest=False, qmap=None, qmap_block_log2=None, roi_q=(6, -3), refine=0):
+           side="both", method="fast", nearest=False, qmap=None, qmap_block_log2=None, roi_q=(6, -3), refine=0,
+           context=None):
     """Encode a uint8 (H, W, 3) RGB array; returns bytes.
 
     Either at rate parameter ``beta`` in [0, 1] (default 0.5), or at a target
@@ -31,8 +32,11 @@ def encode(rgb, beta=None, model=None, num_y_substreams=None, backend="cpu", bpp
     ``refine=N``: optimize the latents for this picture with N gradient steps
     (refcodec.refine, needs PyTorch; about N training steps of the picture):
     the same syntax and decoder, fewer bits for the same quality.
+
+    ``context``: code with the checkerboard context (SPEC.md clause 6.4) --
+    by default whenever the model has it; ``False`` codes without it.
     """
-    qkw = dict(qmap=qmap, qmap_block_log2=qmap_block_log2, roi_q=roi_q, refine=refine)
+    qkw = dict(qmap=qmap, qmap_block_log2=qmap_block_log2, roi_q=roi_q, refine=refine, context=context)
     if bpp is not None:
         if beta is not None:
             raise RefcodecError("give either beta or bpp, not both")

@@ -15,6 +15,14 @@ Dataflow (mean-scale hyperprior, Minnen et al. 2018, with a gain unit)::
     y_hat = mu + q / gain(beta)
     y_hat --g_s (integer)--> YCbCr --integer colour transform--> RGB (8 bit)
 
+With the checkerboard context tool (He et al. 2021), the latent positions
+with (row + column) even -- the anchors -- are coded first with the
+hyperprior's (mu, s); every other position then gets its (mu, s) refined from
+the decoded anchors around it::
+
+    c        = g_cm(y_hat * anchor_mask)                 5x5 convolution
+    mu', s'  = (mu, s) + g_ep(concat(mu, s, c))          1x1 convolutions
+
 ``g_a`` and ``h_a`` are float and run only in the encoder.  ``h_s`` and
 ``g_s`` use only operations with an exact integer form: stride-1 zero-padded
 convolution, depth-to-space (sub-pixel upsampling), ReLU and the simplified
@@ -35,10 +43,11 @@ A layer is a tuple whose first item names the operation:
 import math
 
 #: Version of the architecture description; part of every model file.
-ARCH_VERSION = 1
+#: Version 2 adds the checkerboard context networks g_cm and g_ep.
+ARCH_VERSION = 2
 
 
-def make_arch(N=96, M=128, Z=64, NH=96, K=5):
+def make_arch(N=96, M=128, Z=64, NH=96, K=5, C=128, NE=320):
     """Return the architecture description for channel widths N, M, Z, NH.
 
     N  -- feature channels of g_a / g_s
@@ -46,6 +55,8 @@ def make_arch(N=96, M=128, Z=64, NH=96, K=5):
     Z  -- channels of the hyper-latent z
     NH -- feature channels of h_s
     K  -- number of trained rate points (gain vectors) spanned by beta
+    C  -- channels of the checkerboard context g_cm (0: no context networks)
+    NE -- feature channels of the entropy-parameter network g_ep
     """
     g_a = [
         ("conv", 3, N, 5, 2), ("gdn", N),
@@ -70,7 +81,14 @@ def make_arch(N=96, M=128, Z=64, NH=96, K=5):
         ("conv", N, 4 * N, 3, 1), ("d2s", 2), ("igdn", N),
         ("conv", N, 4 * 3, 3, 1), ("d2s", 2),
     ]
-    return {
+    # g_ep outputs 2M channels: corrections of mu then of s at the non-anchors.
+    g_cm = [("conv", M, C, 5, 1)]
+    g_ep = [
+        ("conv", 2 * M + C, NE, 1, 1), ("relu",),
+        ("conv", NE, NE, 1, 1), ("relu",),
+        ("conv", NE, 2 * M, 1, 1),
+    ]
+    out = {
         "version": ARCH_VERSION,
         "N": N, "M": M, "Z": Z, "NH": NH, "K": K,
         "g_a": g_a, "h_a": h_a, "h_s": h_s, "g_s": g_s,
@@ -82,6 +100,22 @@ def make_arch(N=96, M=128, Z=64, NH=96, K=5):
         # Rate points: lambda_k log-spaced between LAMBDA_MIN and LAMBDA_MAX.
         "lambdas": [LAMBDA_MIN * (LAMBDA_MAX / LAMBDA_MIN) ** (k / (K - 1)) for k in range(K)],
     }
+    if C:
+        out.update(C=C, NE=NE, g_cm=g_cm, g_ep=g_ep)
+    return out
+
+
+#: The networks of an architecture, in dataflow order (g_cm and g_ep only
+#: where the architecture has the context tool).
+NETS = ("g_a", "h_a", "h_s", "g_cm", "g_ep", "g_s")
+
+
+def nets_of(arch):
+    return [n for n in NETS if n in arch]
+
+
+def has_context(arch):
+    return "g_cm" in arch
 
 
 #: Smallest tabulated sigma of the y entropy model.

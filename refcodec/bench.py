@@ -4,8 +4,9 @@ One line per comparison, ``NAME: ratio R (ours X s, anchor Y s)`` with
 R = anchor time / our time (above 1 means we are faster), medians of
 interleaved repeats in this one run, same thread count for both:
 
-* full decode (parse, rANS, integer h_s, integer g_s, colour) on numba CPU
-  against PyTorch float32 running the same h_s and g_s networks;
+* full decode (parse, rANS, integer h_s, the context networks g_cm and g_ep
+  where the model has them, integer g_s, colour) on numba CPU against
+  PyTorch float32 running the same networks;
 * the integer g_s alone against PyTorch float32 g_s;
 * full encode at a fixed beta (numpy float analysis, integer h_s, rANS)
   against PyTorch float32 running g_a, h_a and h_s;
@@ -38,6 +39,21 @@ HERE = os.path.dirname(__file__)
 
 def line(name, ours, anchor):
     print(f"{name}: ratio {anchor / ours:.2f} (ours {ours:.3f} s, anchor {anchor:.3f} s)", flush=True)
+
+
+def torch_decode(net, z_t, y_t):
+    """The float networks a decode runs: h_s, with the context tool g_cm and
+    g_ep on the latent grid, then g_s."""
+    p = net.h_s(z_t)
+    if hasattr(net, "g_cm"):
+        mu, s = p.chunk(2, dim=1)
+        p = net.g_ep(torch_cat([mu, s, net.g_cm(y_t)]))
+    return net.g_s(p[:, :0].sum() + y_t)
+
+
+def torch_cat(xs):
+    import torch
+    return torch.cat(xs, dim=1)
 
 
 def main(argv=None):
@@ -80,7 +96,7 @@ def main(argv=None):
     with torch.no_grad():
         med = interleaved({
             "dec": lambda: decoder.decode(data, models=[m]),
-            "dec_t": lambda: net.g_s(net.h_s(z_t)[:, :0].sum() + y_t),
+            "dec_t": lambda: torch_decode(net, z_t, y_t),
             "gs": lambda: m.g_s(y_hat_q),
             "gs_t": lambda: net.g_s(y_t),
             "enc": lambda: encoder.encode(rgb, beta=args.beta, model=m),
@@ -88,7 +104,8 @@ def main(argv=None):
             "brm": lambda: match(rgb, args.bpp, model=m, method="fast"),
             "brm_b": lambda: match(rgb, args.bpp, model=m, method="bisect"),
         }, args.repeats)
-    line(f"decode {w}x{h} numba-cpu vs torch-f32 h_s+g_s", med["dec"], med["dec_t"])
+    nets = "h_s+g_cm+g_ep+g_s" if m.context else "h_s+g_s"
+    line(f"decode {w}x{h} numba-cpu vs torch-f32 {nets}", med["dec"], med["dec_t"])
     line(f"g_s {w}x{h} int16 numba-cpu vs torch-f32", med["gs"], med["gs_t"])
     line(f"encode {w}x{h} at fixed beta vs torch-f32 g_a+h_a+h_s", med["enc"], med["enc_t"])
     line(f"bit-rate matching to {args.bpp} bpp, fast vs bisect", med["brm"], med["brm_b"])
@@ -106,14 +123,14 @@ def main(argv=None):
             netc = net.to("cuda")
 
             def torch_cuda():
-                out = netc.g_s(netc.h_s(zc)[:, :0].sum() + yc)
+                out = torch_decode(netc, zc, yc)
                 torch.cuda.synchronize()
                 return out
 
             with torch.no_grad():
                 medc = interleaved({"ours": lambda: decoder.decode(stream, backend="cuda", models=[m]),
                                     "torch": torch_cuda}, args.repeats)
-            line(f"decode {name} numba-cuda vs torch-cuda-f32 h_s+g_s", medc["ours"], medc["torch"])
+            line(f"decode {name} numba-cuda vs torch-cuda-f32 {nets}", medc["ours"], medc["torch"])
     if not args.no_4k:
         big_decode(big)
     if not args.no_cli:

@@ -116,12 +116,12 @@ def cmd_encode(args):
         warnings.simplefilter("ignore")          # reported below, once, as a refcodec warning
         res = match(rgb, args.bpp, model=_models(args), method=args.method, tolerance=args.tolerance,
                     side=args.side, nearest=args.nearest, num_y_substreams=args.substreams, **_qmap_args(args),
-                    refine=args.refine)
+                    refine=args.refine, context=args.context)
         data, info = res.data, res.as_dict()
     else:
         beta = 0.5 if args.beta is None else args.beta
         data = encode(rgb, beta=beta, model=_models(args), num_y_substreams=args.substreams, **_qmap_args(args),
-                      refine=args.refine)
+                      refine=args.refine, context=args.context)
         info = {"beta": beta, "trials": 1, "seconds": time.perf_counter() - t0, "method": "fixed-beta",
                 "bytes": len(data), "target_bpp": None}
     try:
@@ -186,7 +186,8 @@ def cmd_info(args):
     print(f"  model_id           {h.model_id.hex()}")
     print(f"  width x height     {h.width} x {h.height}")
     print(f"  beta_code          {h.beta_code} (beta {h.beta:.4f})")
-    print(f"  tool_flags         {h.tool_flags:#04x} (quality map {'on' if h.quality_map_enabled else 'off'})")
+    print(f"  tool_flags         {h.tool_flags:#04x} (quality map {'on' if h.quality_map_enabled else 'off'}, "
+          f"context {'on' if h.context_enabled else 'off'})")
     if h.quality_map_enabled:
         print(f"  qmap_block_log2    {h.qmap_block_log2}")
         print(f"  qmap_sigma_row     {h.qmap_sigma_row}")
@@ -250,6 +251,8 @@ def main(argv=None):
                    help="log2 of the map block in latent positions (0: one Q per 16x16 pixels); default: "
                         "rdo picks the finest block whose map costs at most 2 %% of the stream, the others 0")
     e.add_argument("--roi-q", default="6,-3", help="Q inside,outside the region of a PNG mask (default 6,-3)")
+    e.add_argument("--no-context", dest="context", action="store_false", default=None,
+                   help="code without the checkerboard context (on by default when the model has it)")
     e.add_argument("--refine", type=int, default=0, metavar="N",
                    help="optimize the latents for this picture with N gradient steps (slow; needs PyTorch)")
     d = sub.add_parser("decode", help="decode a stream to PNG")

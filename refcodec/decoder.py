@@ -8,7 +8,10 @@ are integer numpy, which is exact everywhere.
     Q       = decode_qmap(...)                  clause 6.7 (when enabled)
     z_hat   = decode_z(...)                     clause 6.2
     mu, s   = h_s(clamp(z_hat))                 clause 6.3
-    q       = decode_y(...)                     clause 6.4
+    q       = decode_y(...)                     clause 6.4 (with the checkerboard
+                                                context: the anchors, then
+                                                mu, s = context_params(...),
+                                                then the other positions)
     y_hat   = dequantize(mu, q, inv_gain)       clause 6.4
     x       = g_s(y_hat)                        clause 6.5
     rgb     = colour_transform(x)               clause 6.6
@@ -40,6 +43,47 @@ def y_substream_starts(hy, wy, m, s):
     """Clause 6.4: substream i holds latent rows [floor(i*Hy/S), floor((i+1)*Hy/S))."""
     rows = np.array([(i * hy) // s for i in range(s + 1)], np.int64)
     return rows * (wy * m)
+
+
+def anchor_mask(hy, wy):
+    """Clause 6.4: the checkerboard's anchors, the latent positions with
+    (row + column) even; (Hy, Wy) bool."""
+    return (np.arange(hy)[:, None] + np.arange(wy)[None, :]) % 2 == 0
+
+
+def phase_positions(hy, wy):
+    """Clause 6.4: the flat raster indices of the anchors (phase 0) and of the
+    other positions (phase 1), each in raster order."""
+    a = anchor_mask(hy, wy).reshape(-1)
+    return np.flatnonzero(a), np.flatnonzero(~a)
+
+
+def phase_substream_starts(hy, wy, m, s, phase):
+    """Clause 6.4, checkerboard context: substream i of a phase holds that
+    phase's positions in latent rows [floor(i*Hy/S), floor((i+1)*Hy/S)),
+    raster order, channel fastest.  Row r has ceil(Wy/2) anchors when r is
+    even, floor(Wy/2) when r is odd."""
+    r = np.arange(hy)
+    per_row = (wy + 1 - r % 2) // 2 if phase == 0 else (wy + r % 2) // 2
+    cum = np.concatenate([[0], np.cumsum(per_row)]).astype(np.int64)
+    return cum[[(i * hy) // s for i in range(s + 1)]] * m
+
+
+def context_params(model, y_hat_q, mu_q, s_q, backend="cpu"):
+    """Clause 6.4: (mu, s) at every position with the checkerboard context.
+
+    The anchors keep the hyperprior's; elsewhere
+    ``c = g_cm(y_hat at the anchors, 0 elsewhere)``,
+    ``(dmu, ds) = g_ep(concat(mu, s, c))`` and mu + dmu, s + ds, clamped to
+    int16.  Inputs and outputs int16 (H, W, C); only the anchors of
+    ``y_hat_q`` are read."""
+    hy, wy, M = mu_q.shape
+    anchors = anchor_mask(hy, wy)[:, :, None]
+    c = model.g_cm(np.where(anchors, y_hat_q, 0).astype(np.int16), backend=backend)
+    d = model.g_ep(np.ascontiguousarray(np.concatenate([mu_q, s_q, c], axis=-1)), backend=backend).astype(np.int32)
+    mu2 = np.clip(mu_q + d[..., :M], -32768, 32767).astype(np.int16)
+    s2 = np.clip(s_q + d[..., M:], -32768, 32767).astype(np.int16)
+    return np.where(anchors, mu_q, mu2), np.where(anchors, s_q, s2)
 
 
 def z_rows(hz, wz, z):
@@ -87,7 +131,8 @@ def find_model(model_id, models):
 
 
 def decode_latents(pic, model, backend):
-    """Clauses 6.2-6.4 up to the dequantized latent: returns (y_hat_q, mu_q, q, rows)."""
+    """Clauses 6.2-6.4 up to the dequantized latent: returns (y_hat_q, mu_q, q, rows)
+    (mu_q and rows as coded: refined by the context at the non-anchors)."""
     h = pic.header
     a = model.arch
     (hp, wp), (hy, wy), (hz, wz) = grid_sizes(h.width, h.height)
@@ -105,10 +150,31 @@ def decode_latents(pic, model, backend):
         Q = qmap.decode_qmap(pic.q_data, hq, wq, h.qmap_sigma_row, model.y_tables, backend=backend)
         Q_lat = qmap.expand(Q, h.qmap_block_log2, hy, wy)
     shift, ig = gain_maps(model, h.beta_code, Q_lat)
-    rows = y_rows(s_q, shift, p["p_s"], a["sigma_levels"])
-    starts = y_substream_starts(hy, wy, M, h.num_y_substreams)
-    q = rans.decode(b"".join(pic.y_data), [len(d) for d in pic.y_data], starts, rows, *model.y_tables,
-                    backend=backend).reshape(hy, wy, M)
+    if h.context_enabled:
+        if not model.context:
+            raise BitstreamError("context_enabled, but the model has no context networks (g_cm, g_ep)",
+                                 field="tool_flags", clause="5.2")
+        S = h.num_y_substreams // 2
+        pos = phase_positions(hy, wy)
+        q = np.zeros((hy * wy, M), np.int32)
+        rows = np.zeros((hy * wy, M), np.int32)
+        s_c = s_q
+        for phase in (0, 1):
+            if phase == 1:
+                y_hat_a = dequantize(mu_q, q.reshape(hy, wy, M), ig, p["p_mu"], p["p_y"], model.ig_p)
+                mu_q, s_c = context_params(model, y_hat_a, mu_q, s_q, backend)
+            rows[pos[phase]] = y_rows(s_c, shift, p["p_s"], a["sigma_levels"]).reshape(-1, M)[pos[phase]]
+            data = pic.y_data[phase * S:(phase + 1) * S]
+            q[pos[phase]] = rans.decode(b"".join(data), [len(d) for d in data],
+                                        phase_substream_starts(hy, wy, M, S, phase),
+                                        rows[pos[phase]].reshape(-1), *model.y_tables,
+                                        backend=backend).reshape(-1, M)
+        q, rows = q.reshape(hy, wy, M), rows.reshape(-1)
+    else:
+        rows = y_rows(s_q, shift, p["p_s"], a["sigma_levels"])
+        starts = y_substream_starts(hy, wy, M, h.num_y_substreams)
+        q = rans.decode(b"".join(pic.y_data), [len(d) for d in pic.y_data], starts, rows, *model.y_tables,
+                        backend=backend).reshape(hy, wy, M)
     y_hat_q = dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], model.ig_p)
     return y_hat_q, mu_q, q, rows
 

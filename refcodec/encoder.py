@@ -5,6 +5,10 @@ integer hyper-synthesis, so both sides see the same table rows and means.
     z_hat = round(z)                          coded with the z tables
     mu, s = h_s(clamp(z_hat))                 integer, as the decoder
     q = round((y - mu) * 2^IG_P / inv_gain)   coded with the table rows of s + gain
+
+With the checkerboard context (clause 6.4) the anchors are quantized first;
+the decoder's integer g_cm and g_ep then give mu and s of the other positions
+from the anchors' y_hat, exactly as the decoder will compute them.
 """
 
 import numpy as np
@@ -12,12 +16,13 @@ import numpy as np
 from kernels import rans
 
 from . import qmap as qm
-from .decoder import gain_maps, grid_sizes, y_rows, y_substream_starts, z_rows
+from .decoder import (anchor_mask, context_params, dequantize, gain_maps, grid_sizes, phase_positions,
+                      phase_substream_starts, y_rows, y_substream_starts, z_rows)
 from .errors import ImageError, RefcodecError
 from .export import to_ycbcr
 from .nn import run_float
 from .syntax import PictureHeader, write_picture
-from .syntax.picture_header import LEVEL, QMAP_BLOCK_LOG2_MAX
+from .syntax.picture_header import CONTEXT_FLAG, LEVEL, QMAP_BLOCK_LOG2_MAX, QUALITY_MAP_FLAG
 
 
 def check_image(rgb):
@@ -29,8 +34,11 @@ def check_image(rgb):
         raise ImageError(f"picture size {w} x {h} outside the level limits (SPEC.md clause 9)")
 
 
-def default_substreams(hy):
-    return max(1, min(4, hy // 8))
+def default_substreams(hy, context=False):
+    """The encoder's number of y substreams: up to 4 (per checkerboard phase
+    with the context tool), one per 8 latent rows at least."""
+    n = max(1, min(4, hy // 8))
+    return 2 * n if context else n
 
 
 def pad_to_grid(rgb):
@@ -45,11 +53,17 @@ class Analysis:
     """The float analysis of one picture (y, z_hat, and the integer h_s output),
     reusable across rates: only the y quantization depends on beta."""
 
-    def __init__(self, rgb, model, backend="cpu", latents=None):
+    def __init__(self, rgb, model, backend="cpu", latents=None, context=None):
         """``latents=(y, z)`` (float, H x W x C at the latent and hyper-latent
         grids of the padded picture) replaces the analysis transforms, for
-        encoders that optimize the latents themselves (refcodec.eval.refine_study)."""
+        encoders that optimize the latents themselves (refcodec.eval.refine_study).
+        ``context``: code with the checkerboard context (clause 6.4); by
+        default whenever the model has it."""
         check_image(rgb)
+        if context and not model.context:
+            raise RefcodecError("this model has no context networks (g_cm, g_ep): it cannot code with the "
+                                "checkerboard context")
+        self.context = model.context if context is None else bool(context)
         self.model = model
         self.height, self.width = rgb.shape[:2]
         _, (self.hy, self.wy), (self.hz, self.wz) = grid_sizes(self.width, self.height)
@@ -81,29 +95,49 @@ class Analysis:
     def qmap_grid(self, block_log2):
         return qm.grid(self.hy, self.wy, block_log2)
 
-    def quantize(self, beta_code, Q=None, block_log2=0):
-        """(q, table rows) of y at rate beta_code, with quality map Q (block grid) or none."""
+    def coded(self, beta_code, Q=None, block_log2=0):
+        """What the decoder will see at rate beta_code with quality map Q (block
+        grid) or none: q (Hy, Wy, M) int32, the table rows (flat, raster
+        order), mu (int16, p_mu; refined by the context at the non-anchors)
+        and the inverse gain."""
         m = self.model
         p = m.prec
         Q_lat = None if Q is None else qm.expand(Q, block_log2, self.hy, self.wy)
         shift, ig = gain_maps(m, beta_code, Q_lat)
-        rows = y_rows(self.s_q, shift, p["p_s"], m.arch["sigma_levels"])
-        mu = self.mu_q.astype(np.float64) / (1 << p["p_mu"])
+        mu_q, s_q = self.mu_q, self.s_q
+        q = self._round(mu_q, ig)
+        if self.context:
+            y_hat_q = dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], m.ig_p)
+            mu_q, s_q = context_params(m, y_hat_q, mu_q, s_q, self.backend)
+            q = np.where(anchor_mask(self.hy, self.wy)[:, :, None], q, self._round(mu_q, ig))
+        rows = y_rows(s_q, shift, p["p_s"], m.arch["sigma_levels"])
+        return q, rows, mu_q, ig
+
+    def _round(self, mu_q, ig):
+        m = self.model
+        mu = mu_q.astype(np.float64) / (1 << m.prec["p_mu"])
         q = np.round((self.y - mu) * ((1 << m.ig_p) / ig.astype(np.float64)))
-        return np.clip(q, -32768, 32767).astype(np.int32).reshape(-1), rows
+        return np.clip(q, -32768, 32767).astype(np.int32)
+
+    def quantize(self, beta_code, Q=None, block_log2=0):
+        """(q, table rows) of y at rate beta_code, with quality map Q (block grid) or none;
+        flat, raster order, channel fastest."""
+        q, rows, _, _ = self.coded(beta_code, Q, block_log2)
+        return q.reshape(-1), rows
 
     def reconstruct(self, beta_code, Q=None, block_log2=0):
         """The decoder's picture for this analysis at beta_code (no stream):
         dequantization, integer g_s and colour transform, as clause 6."""
-        from .decoder import colour_transform, dequantize
+        from .decoder import colour_transform
         m = self.model
         p = m.prec
-        q, _ = self.quantize(beta_code, Q, block_log2)
-        Q_lat = None if Q is None else qm.expand(Q, block_log2, self.hy, self.wy)
-        _, ig = gain_maps(m, beta_code, Q_lat)
-        y_hat_q = dequantize(self.mu_q, q.reshape(self.hy, self.wy, -1), ig, p["p_mu"], p["p_y"], m.ig_p)
+        q, _, mu_q, ig = self.coded(beta_code, Q, block_log2)
+        y_hat_q = dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], m.ig_p)
         rgb = colour_transform(m.g_s(y_hat_q, backend=self.backend), p["p_x"])
         return rgb[:self.height, :self.width]
+
+    def default_substreams(self):
+        return default_substreams(self.hy, self.context)
 
     def qmap_stream(self, Q, block_log2):
         """(q_data, sigma row) for a quality map on the block grid."""
@@ -113,13 +147,25 @@ class Analysis:
 
     def stream(self, beta_code, num_y_substreams=None, Q=None, block_log2=0):
         m = self.model
+        M = m.arch["M"]
         q, rows = self.quantize(beta_code, Q, block_log2)
-        S = num_y_substreams or default_substreams(self.hy)
-        starts = y_substream_starts(self.hy, self.wy, m.arch["M"], S)
-        ys = rans.encode(q, rows, starts, *m.y_tables, backend=self.backend)
+        S = num_y_substreams or self.default_substreams()
+        if self.context:
+            if S % 2:
+                raise RefcodecError(f"num_y_substreams {S}: the checkerboard context needs an even number "
+                                    "(one half per phase)")
+            ys = []
+            for phase, pos in enumerate(phase_positions(self.hy, self.wy)):
+                idx = (pos[:, None] * M + np.arange(M)).reshape(-1)
+                ys += rans.encode(q[idx], rows[idx], phase_substream_starts(self.hy, self.wy, M, S // 2, phase),
+                                  *m.y_tables, backend=self.backend)
+        else:
+            starts = y_substream_starts(self.hy, self.wy, M, S)
+            ys = rans.encode(q, rows, starts, *m.y_tables, backend=self.backend)
         q_data, row = (None, 0) if Q is None else self.qmap_stream(Q, block_log2)
+        flags = (0 if Q is None else QUALITY_MAP_FLAG) | (CONTEXT_FLAG if self.context else 0)
         header = PictureHeader(model_id=m.model_id, width=self.width, height=self.height, beta_code=beta_code,
-                               num_y_substreams=S, tool_flags=0 if Q is None else 1,
+                               num_y_substreams=S, tool_flags=flags,
                                qmap_block_log2=block_log2 if Q is not None else 0, qmap_sigma_row=row)
         return write_picture(header, self.z_stream(), ys, q_data)
 
@@ -347,18 +393,20 @@ def quality_map(an, rgb, qmap, block_log2=0, roi_q=(6, -3), beta_code=32768):
 
 
 def encode(rgb, beta=0.5, model=None, num_y_substreams=None, backend="cpu", qmap=None, qmap_block_log2=None,
-           roi_q=(6, -3), refine=0):
+           roi_q=(6, -3), refine=0, context=None):
     """Encode a uint8 (H, W, 3) RGB array at rate parameter beta in [0, 1].
 
     ``refine=N`` optimizes the latents for this picture with N gradient
-    steps first (refcodec.refine; needs PyTorch): same syntax, fewer bits."""
+    steps first (refcodec.refine; needs PyTorch): same syntax, fewer bits.
+    ``context=False`` codes without the checkerboard context (on by default
+    when the model has it)."""
     from . import model as model_mod
     model = model or model_mod.load()
     if refine:
         from .refine import refine_latents
         check_image(rgb)
-        an = Analysis(rgb, model, backend, latents=refine_latents(rgb, model, beta, refine))
+        an = Analysis(rgb, model, backend, latents=refine_latents(rgb, model, beta, refine), context=context)
     else:
-        an = Analysis(rgb, model, backend)
+        an = Analysis(rgb, model, backend, context=context)
     Q, k = resolve_qmap(an, rgb, qmap, qmap_block_log2, roi_q, beta_to_code(beta))
     return an.stream(beta_to_code(beta), num_y_substreams, Q, k)

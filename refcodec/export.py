@@ -51,7 +51,7 @@ def load_float(path):
     meta = json.loads(bytes(data["__meta__"]).decode())
     params = {k: data[k] for k in data.files if k != "__meta__"}
     arch = meta["arch"]
-    for net in ("g_a", "h_a", "h_s", "g_s"):
+    for net in A.nets_of(arch):
         arch[net] = [tuple(layer) for layer in arch[net]]
     return arch, params, meta
 
@@ -86,8 +86,23 @@ def float_forward(arch, params, rgb, beta):
     lg = gain_log2(arch, params, beta)
     g = 2.0 ** lg
     y_hat = mu + np.round((y - mu) * g) / g
-    gs_acts = trace(arch["g_s"], params, "g_s", y_hat)
-    return {"y": y, "z": z, "z_hat": z_hat, "hs": hs_acts, "mu": mu, "s": s, "y_hat": y_hat, "gs": gs_acts}
+    out = {"y": y, "z": z, "z_hat": z_hat, "hs": hs_acts, "mu": mu, "s": s}
+    if A.has_context(arch):
+        # clause 6.4: anchors with the hyperprior's (mu, s), the rest refined from them
+        a = anchor_mask(*y.shape[:2])[:, :, None]
+        cm_acts = trace(arch["g_cm"], params, "g_cm", y_hat * a)
+        ep_acts = trace(arch["g_ep"], params, "g_ep", np.concatenate([mu, s, cm_acts[-1]], axis=-1))
+        mu = np.where(a, mu, mu + ep_acts[-1][..., :M])
+        s = np.where(a, s, s + ep_acts[-1][..., M:])
+        y_hat = mu + np.round((y - mu) * g) / g
+        out.update(cm=cm_acts, ep=ep_acts, mu_ctx=mu, s_ctx=s)
+    out.update(y_hat=y_hat, gs=trace(arch["g_s"], params, "g_s", y_hat))
+    return out
+
+
+def anchor_mask(hy, wy):
+    """Clause 6.4: the checkerboard anchors, (row + column) even."""
+    return (np.arange(hy)[:, None] + np.arange(wy)[None, :]) % 2 == 0
 
 
 def trace(layers, params, prefix, x):
@@ -126,11 +141,12 @@ def calibrate(arch, params, images):
     for im in images:
         for beta in CALIB_BETAS:
             t = float_forward(arch, params, im, beta)
-            for net in ("hs", "gs"):
-                for i, a in enumerate(t[net]):
+            for net in ("hs", "cm", "ep", "gs"):
+                for i, a in enumerate(t.get(net, ())):
                     upd((net, i), a)
-            upd("mu", t["mu"])
-            upd("s", t["s"])
+            for k in ("mu", "s", "mu_ctx", "s_ctx"):
+                if k in t:
+                    upd(k.split("_")[0], t[k])          # mu_ctx -> mu, s_ctx -> s
             upd("y_hat", t["y_hat"])
             # IGDN factors
             for i, layer in enumerate(arch["g_s"]):
@@ -143,7 +159,7 @@ def calibrate(arch, params, images):
 
 
 def integerize(arch, params, stats, weight_bits):
-    """Quantize h_s and g_s; returns (layer descriptions, arrays, precisions)."""
+    """Quantize h_s, g_cm, g_ep and g_s; returns (layer descriptions, arrays, precisions)."""
     arrays = {}
     desc = {}
     prec = {}
@@ -153,8 +169,15 @@ def integerize(arch, params, stats, weight_bits):
     p_y = min(precision_for(stats["y_hat"], headroom=2.0), 14)
     p_x = min(precision_for(stats[("gs", len(arch["g_s"]))], headroom=2.0), 14)
     prec.update(p_mu=p_mu, p_s=p_s, p_y=p_y, p_x=p_x, p_z=0)
-    for net, key, p_in, in_range in (("h_s", "hs", 0, (-(1 << (Z_BITS - 1)), (1 << (Z_BITS - 1)) - 1)),
-                                     ("g_s", "gs", p_y, (-32768, 32767))):
+    full = (-32768, 32767)
+    stages = [("h_s", "hs", 0, (-(1 << (Z_BITS - 1)), (1 << (Z_BITS - 1)) - 1))]
+    if A.has_context(arch):
+        # g_ep reads (mu, s, c): three precisions, one per input-channel group
+        stages += [("g_cm", "cm", p_y, full), ("g_ep", "ep", None, full)]
+    stages += [("g_s", "gs", p_y, full)]
+    for net, key, p_in, in_range in stages:
+        if net == "g_ep":
+            p_in = np.array([prec["p_mu"]] * M + [prec["p_s"]] * M + list(desc["g_cm"][-1]["p_out"]), np.int64)
         layers = arch[net]
         ops = []
         p_cur = p_in
@@ -176,24 +199,35 @@ def integerize(arch, params, stats, weight_bits):
                     j += 1
                 last = j == len(layers)
                 cout = layer[2]
+                w = params[f"{name}.weight"]
+                if np.ndim(p_cur):
+                    # inputs of several precisions: scale each input channel's weights to the
+                    # finest, so that every product lands at one precision (clause 7.1)
+                    P = int(np.max(p_cur))
+                    w = w * (2.0 ** (P - p_cur))[None, :, None, None]
+                    p_list, p_cur = [int(v) for v in p_cur], P
+                else:
+                    p_list = None
                 # the weights' range caps the output precision (W8 above all)
-                cap = max_output_precision(params[f"{name}.weight"], p_cur, weight_bits)
-                if last and net == "h_s":
-                    prec["p_mu"] = int(min(prec["p_mu"], cap[:M].min()))
-                    prec["p_s"] = int(min(prec["p_s"], cap[M:].min()))
+                cap = max_output_precision(w, p_cur, weight_bits)
+                if last and net in ("h_s", "g_ep"):
+                    if net == "h_s":
+                        prec["p_mu"] = int(min(prec["p_mu"], cap[:M].min()))
+                        prec["p_s"] = int(min(prec["p_s"], cap[M:].min()))
+                    # g_ep's corrections add to mu and s: the same precisions
                     p_out = np.array([prec["p_mu"]] * M + [prec["p_s"]] * M, np.int32)
-                elif last:
+                elif last and net == "g_s":
                     prec["p_x"] = int(min(prec["p_x"], cap.min()))
                     p_out = np.full(cout, prec["p_x"], np.int32)
                 else:
                     p_out = np.full(cout, min(precision_for(stats[(key, j)], headroom=2.0), 14, int(cap.min())),
                                     np.int32)
                 lo, hi = (0 if relu else -32768), 32767
-                wq, bq, shift = quantize_conv(name, params[f"{name}.weight"], params[f"{name}.bias"],
+                wq, bq, shift = quantize_conv(name, w, params[f"{name}.bias"],
                                               p_cur, p_out, lo_cur, hi_cur, weight_bits)
                 arrays[f"{net}.{i}.w"], arrays[f"{net}.{i}.b"], arrays[f"{net}.{i}.shift"] = wq, bq, shift
                 ops.append({"op": "conv", "index": i, "lo": lo, "hi": hi, "in_lo": lo_cur, "in_hi": hi_cur,
-                            "p_in": int(p_cur), "p_out": [int(v) for v in p_out]})
+                            "p_in": p_list or int(p_cur), "p_out": [int(v) for v in p_out]})
                 if d2s:
                     ops.append({"op": "d2s", "r": int(d2s)})
                 p_cur = int(p_out[0]) if len(set(p_out.tolist())) == 1 else None
@@ -293,7 +327,7 @@ RATE_CURVE_BETAS = tuple(k / 8 for k in range(9))
 
 def rate_curve(model_path, images):
     """[[beta, mean ln(bpp)], ...] over ``images`` (rate-only estimates)."""
-    from .encoder import Analysis, default_substreams
+    from .encoder import Analysis
     from .model import Model
     from .ratecontrol import BETA_CODE_MAX, RateCounter, estimate_bpp
     m = Model(model_path)
@@ -301,7 +335,7 @@ def rate_curve(model_path, images):
     logs = np.zeros(len(RATE_CURVE_BETAS))
     for rgb in images:
         an = Analysis(rgb, m)
-        S = default_substreams(an.hy)
+        S = an.default_substreams()
         logs += [np.log(estimate_bpp(an, counter, int(round(b * BETA_CODE_MAX)), S)) for b in RATE_CURVE_BETAS]
     logs /= len(images)
     return [[b, round(float(v), 4)] for b, v in zip(RATE_CURVE_BETAS, logs)]

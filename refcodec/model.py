@@ -20,6 +20,7 @@ import kernels
 from kernels import rans
 from kernels.conv import interleave_weights
 
+from .arch import has_context, nets_of
 from .errors import ModelError
 from .quant import INT31, layer_bound
 
@@ -157,7 +158,7 @@ class Model:
         self.header = header
         try:
             self.arch = header["arch"]
-            for net in ("g_a", "h_a", "h_s", "g_s"):
+            for net in nets_of(self.arch):
                 self.arch[net] = [tuple(layer) for layer in self.arch[net]]
             for key in ("M", "Z", "K", "sigma_levels"):
                 if not isinstance(self.arch[key], int) or not 1 <= self.arch[key] <= 4096:
@@ -177,10 +178,20 @@ class Model:
             nets = header["nets"]
             self.h_s = IntNet("h_s", nets["h_s"], arrays, (-zr, zr - 1), self.arch["Z"], 2 * self.arch["M"])
             self.g_s = IntNet("g_s", nets["g_s"], arrays, (-32768, 32767), self.arch["M"], 3)
+            # the checkerboard context tool (clause 6.4), where the model has it
+            self.context = has_context(self.arch)
+            if self.context:
+                M, C = self.arch["M"], self.arch["C"]
+                if not isinstance(C, int) or not 1 <= C <= 4096:
+                    raise ValueError(f"arch C = {C!r}")
+                self.g_cm = IntNet("g_cm", nets["g_cm"], arrays, (-32768, 32767), M, C)
+                self.g_ep = IntNet("g_ep", nets["g_ep"], arrays, (-32768, 32767), 2 * M + C, 2 * M)
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(f"{path}: malformed network description ({type(e).__name__}: {e})") from None
         if self.h_s.upscale != 4 or self.g_s.upscale != 16:
             raise ModelError(f"{path}: h_s must upsample by 4 and g_s by 16")
+        if self.context and (self.g_cm.upscale != 1 or self.g_ep.upscale != 1):
+            raise ModelError(f"{path}: g_cm and g_ep must keep the latent grid")
         self.y_tables = tuple(_array(arrays, k) for k in ("y_cdf", "y_cdf_len", "y_offset"))
         self.z_tables = tuple(_array(arrays, k) for k in ("z_cdf", "z_cdf_len", "z_offset"))
         for name, tabs in (("y", self.y_tables), ("z", self.z_tables)):

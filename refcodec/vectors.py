@@ -73,6 +73,9 @@ IMAGES = {"solid": img_solid, "noise": img_noise, "gradient": img_gradient, "wav
           "checker": img_checker, "kodak": img_kodak}
 
 W16, W8 = "conf-w16.npz", "conf-w8.npz"
+#: the same small network with the checkerboard context networks (clause 6.4)
+W16C, W8C = "conf-ctx-w16.npz", "conf-ctx-w8.npz"
+MODELS = (W16, W8, W16C, W8C)
 
 # id, image, h, w, model, beta, substreams, qmap, block, tags
 VECTORS = [
@@ -97,24 +100,53 @@ VECTORS = [
     ("w8_size_3x2", "noise", 3, 2, W8, 0.5, 1, None, 0, ["cuda"]),
     ("noise_beta1_qmax", "noise", 64, 64, W16, 1.0, 1, "max", 0, []),
     ("escapes_largest_values", "kodak", 64, 64, W16, 0.5, 2, "escape", 0, ["cuda"]),
+    # the checkerboard context (tool_flags bit 1): anchors, then the rest
+    ("context_size_1x1", "solid", 1, 1, W16C, 0.5, 2, None, 0, ["cuda"]),
+    ("context_size_33x65_not_mult64", "gradient", 33, 65, W16C, 0.75, 6, None, 0, []),
+    ("context_kodak", "kodak", 96, 128, W16C, 0.5, 2, None, 0, ["cuda"]),
+    ("context_beta_0", "kodak", 96, 128, W16C, 0.0, 2, None, 0, []),
+    ("context_beta_1", "waves", 96, 128, W16C, 1.0, 4, None, 0, []),
+    ("context_substreams_64_empty", "kodak", 192, 256, W16C, 0.6, 64, None, 0, []),
+    ("context_qmap_rdo_b1", "kodak", 128, 192, W16C, 0.5, 2, "rdo", 1, []),
+    ("context_qmap_random_b0", "noise", 64, 128, W16C, 0.5, 2, "random", 0, ["cuda"]),
+    ("context_w8_kodak", "kodak", 96, 128, W8C, 0.5, 4, None, 0, []),
+    ("context_escapes_largest_values", "kodak", 64, 64, W16C, 0.5, 2, "escape", 0, ["cuda"]),
 ]
 
 
 def craft_escapes(an, beta_code, S):
     """A stream whose y values include the largest escaped ones (+-32767,
     -32768) and mid-sized escapes, written with the normal syntax: the
-    encoder would never choose them, but a decoder must decode them."""
+    encoder would never choose them, but a decoder must decode them.  With
+    the checkerboard context the escapes sit at anchors and elsewhere, and the
+    other positions' rows follow from the crafted anchors, as a decoder
+    derives them."""
     from kernels import rans
-    from .decoder import y_substream_starts
+    from .decoder import (context_params, dequantize, gain_maps, phase_positions, phase_substream_starts,
+                          y_rows, y_substream_starts)
+    from .syntax.picture_header import CONTEXT_FLAG
     m = an.model
+    M = m.arch["M"]
     q, rows = an.quantize(beta_code)
     special = [32767, -32768, 1000, -1000, 40, -40, 32766, -32767]
     q[:len(special)] = special
     q[-3:] = [-32768, 12345, 32767]
-    starts = y_substream_starts(an.hy, an.wy, m.arch["M"], S)
-    ys = rans.encode(q, rows, starts, *m.y_tables)
+    if an.context:
+        p = m.prec
+        shift, ig = gain_maps(m, beta_code)
+        q3 = q.reshape(an.hy, an.wy, M)
+        y_hat_q = dequantize(an.mu_q, q3, ig, p["p_mu"], p["p_y"], m.ig_p)
+        _, s_c = context_params(m, y_hat_q, an.mu_q, an.s_q)
+        rows = y_rows(s_c, shift, p["p_s"], m.arch["sigma_levels"])
+        ys = []
+        for phase, pos in enumerate(phase_positions(an.hy, an.wy)):
+            idx = (pos[:, None] * M + np.arange(M)).reshape(-1)
+            ys += rans.encode(q[idx], rows[idx], phase_substream_starts(an.hy, an.wy, M, S // 2, phase),
+                              *m.y_tables)
+    else:
+        ys = rans.encode(q, rows, y_substream_starts(an.hy, an.wy, M, S), *m.y_tables)
     header = PictureHeader(model_id=m.model_id, width=an.width, height=an.height, beta_code=beta_code,
-                           num_y_substreams=S)
+                           num_y_substreams=S, tool_flags=CONTEXT_FLAG if an.context else 0)
     return write_picture(header, an.z_stream(), ys)
 
 
@@ -168,9 +200,9 @@ def _set(data, pos, value, nbytes):
     return bytes(b)
 
 
-def invalid_streams(base, base_qmap, model):
+def invalid_streams(base, base_qmap, model, base_ctx, model_ctx):
     """(name, bytes, description) of streams that must be rejected; base has no
-    quality map, base_qmap has one."""
+    quality map, base_qmap has one, base_ctx (model_ctx) uses the context."""
     H = HEADER_BYTES
     pic = decoder.picture(base)
     out = []
@@ -218,6 +250,23 @@ def invalid_streams(base, base_qmap, model):
                         *model.y_tables)[0]
     bad = write_picture(h, qpic.z_data, qpic.y_data, qdata)
     out.append(("qmap_value_9", bad, "the quality map decodes to Q = 9"))
+    # the checkerboard context
+    out.append(("context_odd_substreams", _set(base_ctx, 20, 3, 1),
+                "context_enabled with an odd num_y_substreams"))
+    even = write_picture(PictureHeader(**{**pic.header.__dict__, "num_y_substreams": 2}), pic.z_data,
+                         [b"".join(pic.y_data[:2]), b"".join(pic.y_data[2:])])
+    out.append(("context_model_without_networks", _set(even, 19, 2, 1),
+                "context_enabled, but the model it names has no context networks"))
+    cpic = decoder.picture(base_ctx)
+    S = cpic.header.num_y_substreams
+    for i in range(H + 4 * (1 + S) + cpic.sizes.z_size + sum(cpic.sizes.y_size[:S // 2]) + 4, len(base_ctx)):
+        b = bytearray(base_ctx)
+        b[i] ^= 0x10
+        try:
+            decoder.decode(bytes(b), models=[model_ctx])
+        except BitstreamError:
+            out.append(("context_phase1_bitflip", bytes(b), f"bit 4 of byte {i} (in a phase-1 y substream) flipped"))
+            break
     return out
 
 
@@ -225,12 +274,13 @@ def invalid_streams(base, base_qmap, model):
 
 def generate(out):
     models_src = os.path.join(ROOT, "vectors", "models")
-    models = {name: Model(os.path.join(models_src, name)) for name in (W16, W8)}
+    models = {name: Model(os.path.join(models_src, name)) for name in MODELS}
     if os.path.abspath(out) != os.path.abspath(os.path.join(ROOT, "vectors")):
         os.makedirs(os.path.join(out, "models"), exist_ok=True)
         for name in models:
             shutil.copy(os.path.join(models_src, name), os.path.join(out, "models", name))
-    manifest = {"format": "refcodec-conformance", "version": 1, "models": [W16, W8], "vectors": [], "invalid": []}
+    manifest = {"format": "refcodec-conformance", "version": 1, "models": list(MODELS), "vectors": [],
+                "invalid": []}
     streams = {}
     for vid, img, h, w, mname, beta, S, qkind, block, tags in VECTORS:
         m = models[mname]
@@ -244,6 +294,7 @@ def generate(out):
         rgb_dec = decoder.decode(data, models=[m])
         esc, qmax = count_escapes(data, m)
         tools = [f"model {mname}", f"beta {beta}", f"{S} y substream(s)",
+                 "checkerboard context" if an.context else "no context",
                  f"quality map {qkind} (block 2^{block})" if qkind and qkind != "escape" else "no quality map",
                  f"{esc} escaped values (largest |q| {qmax})"]
         desc = (f"{vid}: {w}x{h} {img} image; " + "; ".join(tools) +
@@ -257,7 +308,7 @@ def generate(out):
     inv_dir = os.path.join(out, "invalid")
     os.makedirs(inv_dir, exist_ok=True)
     for name, data, desc in invalid_streams(streams["size_33x65_not_mult64"], streams["qmap_activity_b0"],
-                                            models[W16]):
+                                            models[W16], streams["context_kodak"], models[W16C]):
         try:
             decoder.decode(data, models=list(models.values()))
             raise RuntimeError(f"invalid vector {name} decodes")
@@ -280,7 +331,8 @@ def write_readme(out, manifest):
              "[--backend numpy|cpu|cuda]`, which prints one line per vector and `N passed, M failed`.",
              "A decoder conforms when its output matches `expected.json` (SHA-256 of each plane and of the RGB "
              "output) for every vector, and it rejects every stream in `invalid/` with the listed error.",
-             "The vectors use the frozen conformance models in `models/` (a small network, W16A16 and W8A16).", "",
+             "The vectors use the frozen conformance models in `models/` (a small network, W16A16 and W8A16, "
+             "without and with the checkerboard context networks).", "",
              "| id | size | model | beta | y substreams | quality map | escapes | tags |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for v in manifest["vectors"]:

@@ -237,3 +237,59 @@ def test_refined_encode_with_the_shipped_model(kodak_crop, tiny, tmp_path, capsy
     Image.fromarray(crop).save(tmp_path / "in.png")
     assert main(["encode", str(tmp_path / "in.png"), str(tmp_path / "out.rcd"), "--beta", "0.4", "--refine", "2"]) == 0
     assert decoder.decode((tmp_path / "out.rcd").read_bytes()).shape == crop.shape
+
+
+# ------------------------------------------------------------------ the checkerboard context (clause 6.4)
+
+@pytest.fixture(scope="module")
+def tiny_ctx(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("models") / "tiny-ctx-w16.npz")
+    export(os.path.join(DATA, "tiny-ctx-float.npz"), path, DATA, weight_bits=16, n_images=2)
+    return Model(path)
+
+
+@pytest.mark.parametrize("h,w,S", [(1, 1, 2), (17, 33, 2), (70, 130, 6), (64, 64, 64)])
+def test_context_roundtrip_identical_on_numpy_and_cpu(tiny_ctx, rng, h, w, S):
+    assert tiny_ctx.context
+    rgb = image(rng, h, w)
+    an = encoder.Analysis(rgb, tiny_ctx)
+    data = an.stream(encoder.beta_to_code(0.4), S)
+    assert decoder.picture(data).header.context_enabled
+    out = {be: decoder.decode(data, backend=be, models=[tiny_ctx]) for be in ("numpy", "cpu")}
+    assert np.array_equal(out["numpy"], out["cpu"])
+    # the encoder's own reconstruction (the same integer g_cm, g_ep) is what the decoder makes
+    assert np.array_equal(an.reconstruct(encoder.beta_to_code(0.4)), out["cpu"])
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA GPU and NUMBA_ENABLE_CUDASIM is not set")
+def test_context_roundtrip_identical_on_cuda(tiny_ctx, rng):
+    rgb = image(rng, 9, 20)
+    data = encoder.encode(rgb, beta=0.8, model=tiny_ctx, num_y_substreams=4)
+    assert np.array_equal(decoder.decode(data, backend="cuda", models=[tiny_ctx]),
+                          decoder.decode(data, backend="numpy", models=[tiny_ctx]))
+
+
+def test_context_refines_only_the_non_anchors_and_saves_bits(tiny_ctx, kodak_crop):
+    from refcodec.decoder import anchor_mask, decode_latents
+    data = {c: encoder.encode(kodak_crop, beta=0.5, model=tiny_ctx, context=c) for c in (False, True)}
+    assert len(data[True]) < 0.9 * len(data[False])
+    mus = {}
+    for c, d in data.items():
+        _, mus[c], _, _ = decode_latents(decoder.picture(d), tiny_ctx, "cpu")
+    a = anchor_mask(*mus[True].shape[:2])
+    assert np.array_equal(mus[True][a], mus[False][a]) and not np.array_equal(mus[True][~a], mus[False][~a])
+    assert not decoder.picture(data[False]).header.context_enabled
+
+
+def test_context_needs_a_model_with_context_networks(tiny, tiny_ctx, rng):
+    with pytest.raises(RefcodecError, match="no context networks"):
+        encoder.Analysis(image(rng, 8, 8), tiny, context=True)
+    with pytest.raises(RefcodecError, match="even"):
+        encoder.encode(image(rng, 8, 8), model=tiny_ctx, num_y_substreams=3)
+    # a stream that sets context_enabled for a model without the networks is refused, naming the field
+    from refcodec.syntax import PictureHeader, picture, write_picture
+    pic = picture(encoder.encode(image(rng, 30, 30), beta=0.5, model=tiny, num_y_substreams=2))
+    h = PictureHeader(**{**pic.header.__dict__, "tool_flags": 2})
+    with pytest.raises(BitstreamError, match="context") as e:
+        decoder.decode(write_picture(h, pic.z_data, pic.y_data), models=[tiny])
+    assert e.value.field == "tool_flags"

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 def model():
     from refcodec.train.nets import HyperpriorTorch
     torch.manual_seed(0)
-    m = HyperpriorTorch(A.make_arch(N=8, M=12, Z=6, NH=8))
+    m = HyperpriorTorch(A.make_arch(N=8, M=12, Z=6, NH=8, C=5, NE=7))
     with torch.no_grad():   # move GDN parameters away from their initial identity-like values
         for name, p in m.named_parameters():
             if "beta_p" in name or "gamma_p" in name:
@@ -27,7 +27,8 @@ def params_of(m):
 
 
 @pytest.mark.parametrize("net,cin,size", [("g_a", 3, (64, 48)), ("h_a", 12, (4, 3)),
-                                          ("h_s", 6, (1, 1)), ("h_s", 6, (3, 5)), ("g_s", 12, (3, 2))])
+                                          ("h_s", 6, (1, 1)), ("h_s", 6, (3, 5)), ("g_s", 12, (3, 2)),
+                                          ("g_cm", 12, (1, 1)), ("g_cm", 12, (5, 4)), ("g_ep", 29, (3, 2))])
 def test_numpy_float_matches_torch(model, net, cin, size):
     rng = np.random.default_rng(1)
     x = rng.normal(0, 1, (*size, cin)).astype(np.float32)
@@ -36,6 +37,31 @@ def test_numpy_float_matches_torch(model, net, cin, size):
     out = nn.run_float(model.arch[net], params_of(model), net, x)
     assert out.shape == ref.shape
     assert np.max(np.abs(out - ref)) <= 1e-4 * max(1.0, np.max(np.abs(ref)))
+
+
+def test_checkerboard_context_matches_torch(model):
+    """The exporter's float pipeline (numpy) refines mu and s at the
+    non-anchors as the trainer does, and keeps the hyperprior's at the anchors."""
+    from PIL import Image
+    from refcodec import export
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("g_ep.4"):
+                p.add_(0.3 * torch.randn_like(p))        # a non-trivial correction
+    params = params_of(model)
+    rgb = np.asarray(Image.open("tests/data/kodim23.png").convert("RGB"))[:64, :128]
+    t = export.float_forward(model.arch, params, rgb, 0.4)
+    y = torch.from_numpy(t["y"]).permute(2, 0, 1)[None]
+    mu = torch.from_numpy(t["mu"]).permute(2, 0, 1)[None]
+    s = torch.from_numpy(t["s"]).permute(2, 0, 1)[None]
+    g = torch.exp2(model.gain(torch.tensor([0.4])))[:, :, None, None]
+    with torch.no_grad():
+        mu_c, s_c = model.checkerboard(y, mu, s, g, torch.round)
+    for ref, out in ((mu_c, t["mu_ctx"]), (s_c, t["s_ctx"])):
+        ref = ref[0].permute(1, 2, 0).numpy()
+        assert np.max(np.abs(out - ref)) <= 1e-4 * max(1.0, np.max(np.abs(ref)))
+    a = export.anchor_mask(*t["y"].shape[:2])
+    assert np.array_equal(t["mu_ctx"][a], t["mu"][a]) and not np.allclose(t["mu_ctx"][~a], t["mu"][~a])
 
 
 def test_factorized_cdf_matches_torch(model):

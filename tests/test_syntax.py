@@ -58,9 +58,11 @@ def test_flipped_bit_in_each_header_field(name, start, n):
             if name in ("magic", "version"):
                 assert e.field == name
             if name == "tool_flags":
-                # a reserved bit, or the quality-map bit: then the fields that follow no longer fit
+                # a reserved bit; the quality-map bit: then the fields that follow no longer fit;
+                # the context bit: then the sample's odd num_y_substreams is refused
                 assert e.field in ("tool_flags", "qmap_block_log2", "qmap_sigma_row", "q_size", "z_size") \
-                    or e.field.startswith("y_size")
+                    or e.field.startswith("y_size") \
+                    or (e.field == "num_y_substreams" and bit == 6 and "odd" in str(e))
             if name == "num_y_substreams":
                 # out of range, or a count that no longer matches the sizes that follow
                 assert e.field == name or e.field == "z_size" or e.field.startswith("y_size")
@@ -113,3 +115,20 @@ def test_zero_substreams_rejected():
     b[20] = 0
     with pytest.raises(BitstreamError, match="num_y_substreams"):
         picture(bytes(b))
+
+
+def test_context_flag_and_even_substreams():
+    """context_enabled (tool_flags bit 1) parses; with it num_y_substreams
+    shall be even -- the writer refuses an odd count, the parser names the field."""
+    h, z, ys, _ = sample_stream(2)
+    hc = PictureHeader(**{**h.__dict__, "tool_flags": 2})
+    parsed = picture(write_picture(hc, z, ys))
+    assert parsed.header.context_enabled and not parsed.header.quality_map_enabled
+    h3, z3, ys3, data3 = sample_stream(3)
+    with pytest.raises(ValueError, match="even"):
+        write_picture(PictureHeader(**{**h3.__dict__, "tool_flags": 2}), z3, ys3)
+    b = bytearray(data3)
+    b[19] = 2
+    with pytest.raises(BitstreamError, match="odd") as e:
+        picture(bytes(b))
+    assert e.value.field == "num_y_substreams"

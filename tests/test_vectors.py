@@ -48,10 +48,16 @@ def test_manifest_covers_the_tools():
     assert {1, 64} <= {v["substreams"] for v in vs} and len({v["substreams"] for v in vs}) >= 4
     assert {"activity", "rdo", "max", "min", "alternating", "random"} <= {v["qmap"] for v in vs}
     assert {0, 1, 2, 3, 4} <= {v["qmap_block_log2"] for v in vs if v["qmap"]}
-    assert {"conf-w16.npz", "conf-w8.npz"} == {v["model"] for v in vs}
+    assert {"conf-w16.npz", "conf-w8.npz", "conf-ctx-w16.npz", "conf-ctx-w8.npz"} == {v["model"] for v in vs}
+    ctx = [v for v in vs if v["model"].startswith("conf-ctx")]       # the checkerboard context tool
+    assert (1, 1) in {(v["width"], v["height"]) for v in ctx} and any(v["qmap"] for v in ctx)
+    assert {0.0, 1.0, 64} <= {v["beta"] for v in ctx} | {v["substreams"] for v in ctx}
+    assert any(v["escapes"] > 0 for v in ctx) and any("cuda" in v["tags"] for v in ctx)
     assert any(v["escapes"] > 0 for v in vs)
     errors = {i["error"] for i in manifest()["invalid"]}
     assert {"TruncatedStreamError", "BitstreamError", "EntropyDecodingError"} <= errors
+    assert {"context_odd_substreams.bin", "context_model_without_networks.bin", "context_phase1_bitflip.bin"} \
+        <= {i["file"] for i in manifest()["invalid"]}
 
 
 def test_generator_rebuilds_every_vector_byte_for_byte(tmp_path):

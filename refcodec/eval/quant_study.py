@@ -95,7 +95,7 @@ def main(argv=None):
         an16 = encoder.Analysis(rgb, m16)
         an8 = encoder.Analysis(rgb, m8)
         counter = RateCounter(m16)
-        S = encoder.default_substreams(an16.hy)
+        S = an16.default_substreams()
         fixed = _fixed_bytes(an16, S)
         for b in betas:
             code = encoder.beta_to_code(b)

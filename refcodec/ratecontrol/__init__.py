@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..encoder import Analysis, default_substreams
+from ..encoder import Analysis
 from ..errors import RefcodecError
 from ..syntax.picture_header import HEADER_BYTES
 
@@ -140,11 +140,11 @@ def _accept(r, target, tol, side):
 
 def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
                backend="cpu", max_trials=12, qmap=None, qmap_block_log2=None, roi_q=(6, -3), extend=True,
-               refine=0):
+               refine=0, context=None):
     from ..encoder import rdo_map, resolve_qmap
     t0 = time.perf_counter()
-    an = Analysis(rgb, model, backend)
-    S = num_y_substreams or default_substreams(an.hy)
+    an = Analysis(rgb, model, backend, context=context)
+    S = num_y_substreams or an.default_substreams()
     counter = RateCounter(model)
     trials0 = 0
     if refine:
@@ -155,7 +155,8 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
         for _ in range(REFINE_ROUNDS):
             code0, t, _, _ = _search(an, counter, None, 0, S, target_bpp, tolerance, side, max_trials, model)
             trials0 += t
-            an = Analysis(rgb, model, backend, latents=refine_latents(rgb, model, code0 / BETA_CODE_MAX, refine))
+            an = Analysis(rgb, model, backend, latents=refine_latents(rgb, model, code0 / BETA_CODE_MAX, refine),
+                          context=context)
     if isinstance(qmap, str) and qmap == "rdo":
         # the map trades distortion for rate at the picture's own RD slope where
         # it will be coded: find that operating point on the flat map first
@@ -393,7 +394,7 @@ def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_tria
 
 
 def match_bisect(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
-                 backend="cpu", max_trials=20, qmap=None, qmap_block_log2=None, roi_q=(6, -3)):
+                 backend="cpu", max_trials=20, qmap=None, qmap_block_log2=None, roi_q=(6, -3), context=None):
     """Baseline: bisection over beta, a full encode and decode per trial."""
     from ..decoder import decode
     from ..encoder import encode
@@ -405,7 +406,7 @@ def match_bisect(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fa
     while trials < max_trials and hi >= lo:
         code = (lo + hi) // 2
         data = encode(rgb, beta=code / BETA_CODE_MAX, model=model, num_y_substreams=num_y_substreams,
-                      backend=backend, qmap=qmap, qmap_block_log2=qmap_block_log2, roi_q=roi_q)
+                      backend=backend, qmap=qmap, qmap_block_log2=qmap_block_log2, roi_q=roi_q, context=context)
         decode(data, backend=backend, models=[model])        # the loss evaluation of the VM's search
         trials += 1
         r = 8 * len(data) / npx

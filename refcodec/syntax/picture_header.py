@@ -7,8 +7,9 @@
         width_minus1                            u(16)
         height_minus1                           u(16)
         beta_code                               u(16)   beta = beta_code / 65535
-        tool_flags                              u(8)    bit 0: quality_map_enabled; bits 1-7 reserved (0)
-        num_y_substreams                        u(8)    1 ... 64
+        tool_flags                              u(8)    bit 0: quality_map_enabled;
+                                                        bit 1: context_enabled; bits 2-7 reserved (0)
+        num_y_substreams                        u(8)    1 ... 64; even when context_enabled
         if (quality_map_enabled) {
             qmap_block_log2                     u(8)    0 ... 4: a Q value per 2^k x 2^k latent positions
             qmap_sigma_row                      u(8)    y table row that codes the Q differences
@@ -38,6 +39,8 @@ LEVEL = {
 }
 
 QUALITY_MAP_FLAG = 1
+CONTEXT_FLAG = 2
+TOOL_FLAGS = QUALITY_MAP_FLAG | CONTEXT_FLAG
 QMAP_BLOCK_LOG2_MAX = 4
 
 
@@ -60,6 +63,10 @@ class PictureHeader:
     @property
     def quality_map_enabled(self):
         return bool(self.tool_flags & QUALITY_MAP_FLAG)
+
+    @property
+    def context_enabled(self):
+        return bool(self.tool_flags & CONTEXT_FLAG)
 
 
 def _fail(msg, field):
@@ -86,11 +93,14 @@ def picture_header(r):
               "height_minus1")
     beta_code = r.u(16, "beta_code", CLAUSE)
     tool_flags = r.u(8, "tool_flags", CLAUSE)
-    if tool_flags & ~QUALITY_MAP_FLAG:
+    if tool_flags & ~TOOL_FLAGS:
         _fail(f"reserved tool_flags bits set ({tool_flags:#04x})", "tool_flags")
     num_y_substreams = r.u(8, "num_y_substreams", CLAUSE)
     if not 1 <= num_y_substreams <= LEVEL["max_y_substreams"]:
         _fail(f"num_y_substreams {num_y_substreams} outside [1, {LEVEL['max_y_substreams']}]", "num_y_substreams")
+    if tool_flags & CONTEXT_FLAG and num_y_substreams % 2:
+        _fail(f"num_y_substreams {num_y_substreams} is odd with context_enabled (one half per checkerboard "
+              "phase)", "num_y_substreams")
     qmap_block_log2 = qmap_sigma_row = 0
     if tool_flags & QUALITY_MAP_FLAG:
         qmap_block_log2 = r.u(8, "qmap_block_log2", CLAUSE)
@@ -113,8 +123,10 @@ def write_picture_header(h):
         raise ValueError("beta_code must fit 16 bits")
     if not 1 <= h.num_y_substreams <= LEVEL["max_y_substreams"]:
         raise ValueError("num_y_substreams outside [1, 64]")
-    if h.tool_flags & ~QUALITY_MAP_FLAG:
+    if h.tool_flags & ~TOOL_FLAGS:
         raise ValueError("reserved tool_flags bits set")
+    if h.context_enabled and h.num_y_substreams % 2:
+        raise ValueError("num_y_substreams must be even with context_enabled")
     out = [u_bytes(MAGIC, 32), u_bytes(h.version, 8), bytes(h.model_id),
            u_bytes(h.width - 1, 16), u_bytes(h.height - 1, 16), u_bytes(h.beta_code, 16),
            u_bytes(h.tool_flags, 8), u_bytes(h.num_y_substreams, 8)]

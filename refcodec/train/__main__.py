@@ -109,6 +109,9 @@ def load_float(model, path):
     sd = {k: torch.from_numpy(data[k]) for k in data.files if k != "__meta__"}
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [m for m in missing if not m.startswith(("rgb_to", "ycbcr_to"))]
+    # networks the file predates (the context networks g_cm, g_ep) keep their initialization
+    new = tuple(f"{n}." for n in A.nets_of(model.arch) if not any(k.startswith(f"{n}.") for k in sd))
+    missing = [m for m in missing if not m.startswith(new)] if new else missing
     if missing or unexpected:
         raise SystemExit(f"{path}: missing {missing}, unexpected {unexpected}")
     return meta
@@ -119,7 +122,8 @@ def main(argv=None):
     p.add_argument("--run", default="runs/hp1", help="run folder (checkpoints, log, exports)")
     p.add_argument("--data", default=os.path.join(SHARED, "train"))
     p.add_argument("--kodak", default=os.path.join(SHARED, "kodak"))
-    p.add_argument("--arch", default="64,128,64,64", help="N,M,Z,NH")
+    p.add_argument("--arch", default="64,128,64,64,128,320",
+                   help="N,M,Z,NH[,C[,NE]] (C = 0 or left out: no context networks)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -138,6 +142,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export", default=None, metavar="OUT.npz",
                    help="write the float weights of RUN/last.pt to OUT.npz and exit")
+    p.add_argument("--train", default="all", metavar="NET,...",
+                   help="train only these networks (for example g_a,h_a: the encoder alone, every "
+                        "normative part frozen, so the integer decoder of an exported model is unchanged)")
     p.add_argument("--reset-best", action="store_true",
                    help="forget the best Kodak score (after a change of the lambda range)")
     args = p.parse_args(argv)
@@ -151,13 +158,22 @@ def main(argv=None):
         print(line, flush=True)
         log.write(line + "\n")
 
-    N, M, Z, NH = (int(v) for v in args.arch.split(","))
-    arch = A.make_arch(N=N, M=M, Z=Z, NH=NH)
+    N, M, Z, NH, C, NE = (int(v) for v in (args.arch.split(",") + ["0", "320"])[:6])
+    arch = A.make_arch(N=N, M=M, Z=Z, NH=NH, C=C, NE=NE)
     device = torch.device(args.device)
     model = HyperpriorTorch(arch).to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    if args.train != "all":
+        nets = tuple(n.strip() + "." for n in args.train.split(",") if n.strip())
+        unknown = [n for n in nets if not any(k.startswith(n) for k, _ in model.named_parameters())]
+        if unknown:
+            raise SystemExit(f"--train: no parameters named {unknown}")
+        for k, v in model.named_parameters():
+            v.requires_grad_(k.startswith(nets))
+    # the entropy networks alone: the loss is the rate (the reconstruction does not depend on them)
+    rate_only = args.train != "all" and all(n in ("g_cm", "g_ep") for n in args.train.split(","))
+    opt = torch.optim.Adam([v for v in model.parameters() if v.requires_grad], lr=args.lr)
     step, best = 0, float("inf")
     ckpt = os.path.join(args.run, "last.pt")
     if os.path.exists(ckpt):
@@ -200,7 +216,8 @@ def main(argv=None):
     t0 = time.time()
     images = load_images(args.data, min_side=args.crop)
     say(f"{len(images)} training images loaded in {time.time() - t0:.1f}s; arch N={N} M={M} Z={Z} NH={NH}; "
-        f"{sum(p.numel() for p in model.parameters())} parameters; batch {args.batch}x{args.crop}^2, lr {args.lr}, "
+        f"{sum(p.numel() for p in model.parameters())} parameters "
+        f"({sum(p.numel() for p in model.parameters() if p.requires_grad)} trained: {args.train}); batch {args.batch}x{args.crop}^2, lr {args.lr}, "
         f"device {device}")
     kodak = []
     if os.path.isdir(args.kodak):
@@ -233,21 +250,27 @@ def main(argv=None):
         if device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         beta = torch.rand(args.batch, device=device)
-        x_hat, bits_y, bits_z = model(x, beta)
         npx = x.shape[2] * x.shape[3]
-        bpp = (bits_y + bits_z) / npx
-        mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
-        loss = (bpp + model.lam(beta) * 255 ** 2 * mse).mean()
+        if rate_only:
+            bits_y, bits_z = model.rates(x, beta)
+            bpp = (bits_y + bits_z) / npx
+            mse = torch.full_like(bpp, float("nan"))      # not measured: logged as nan
+            loss = bpp.mean()
+        else:
+            x_hat, bits_y, bits_z = model(x, beta)
+            bpp = (bits_y + bits_z) / npx
+            mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
+            loss = (bpp + model.lam(beta) * 255 ** 2 * mse).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([v for v in model.parameters() if v.requires_grad], 1.0)
         opt.step()
         step += 1
         if drops:
             set_lr(step)
         acc["loss"] += float(loss.detach())
-        acc["bpp"] += float(bpp.mean())
-        acc["psnr"] += float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean())
+        acc["bpp"] += float(bpp.detach().mean())
+        acc["psnr"] += float((10 * torch.log10(1 / mse.detach().clamp_min(1e-10))).mean())
         acc["n"] += 1
         if step % args.log_every == 0:
             n = acc["n"]

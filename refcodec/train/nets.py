@@ -134,6 +134,9 @@ class HyperpriorTorch(nn.Module):
         self.h_a = build(arch["h_a"])
         self.h_s = build(arch["h_s"])
         self.g_s = build(arch["g_s"])
+        if A.has_context(arch):
+            self.g_cm = build(arch["g_cm"])
+            self.g_ep = build(arch["g_ep"])
         self.entropy_z = FactorizedPrior(arch["Z"])
         K, M = arch["K"], arch["M"]
         lam = torch.tensor(arch["lambdas"])
@@ -168,7 +171,27 @@ class HyperpriorTorch(nn.Module):
         y = self.g_a(self.to_ycbcr(x))
         return self.from_latents(y, self.h_a(y), beta, noise)
 
-    def from_latents(self, y, z, beta, noise=True, rounding=None):
+    def checkerboard(self, y, mu, s, g, rounding):
+        """(mu, s) at every position: the hyperprior's at the anchors
+        ((row + column) even), refined from the decoded anchors elsewhere."""
+        h, w = y.shape[2:]
+        a = ((torch.arange(h, device=y.device)[:, None] + torch.arange(w, device=y.device)[None, :]) % 2 == 0)
+        a = a.to(y.dtype)[None, None]
+        y_hat_a = (mu + rounding((y - mu) * g) / g) * a
+        d = self.g_ep(torch.cat([mu, s, self.g_cm(y_hat_a)], dim=1))
+        dmu, ds = d.chunk(2, dim=1)
+        return mu + dmu * (1 - a), s + ds * (1 - a)
+
+    def rates(self, x, beta, noise=True):
+        """(bits_y, bits_z) per picture, without the synthesis: what training
+        the entropy networks alone (g_cm, g_ep) needs -- under straight-through
+        rounding the reconstruction does not depend on them."""
+        with torch.no_grad():
+            y = self.g_a(self.to_ycbcr(x))
+            z = self.h_a(y)
+        return self.from_latents(y, z, beta, noise, synthesis=False)[1:]
+
+    def from_latents(self, y, z, beta, noise=True, rounding=None, context=True, synthesis=True):
         """The rest of :meth:`forward` from the latents y and z (also what an
         encoder that optimizes the latents differentiates).  ``rounding``, a
         function, replaces both the noise of the rates and the straight-through
@@ -183,6 +206,8 @@ class HyperpriorTorch(nn.Module):
         params = self.h_s(z_hat)
         mu, s = params.chunk(2, dim=1)
         lg = self.gain(beta)[:, :, None, None]
+        if A.has_context(a) and context:
+            mu, s = self.checkerboard(y, mu, s, torch.exp2(lg), rounding or ste_round)
         s_eff = torch.clamp(s + a["sigma_per_octave"] * lg, 0, a["sigma_levels"] - 1)
         sigma = a["sigma_min"] * torch.exp2(s_eff / a["sigma_per_octave"])
         g = torch.exp2(lg)
@@ -194,5 +219,5 @@ class HyperpriorTorch(nn.Module):
             r_lik_in = r_hat = rounding(r)
         bits_y = -torch.log2(gaussian_likelihood(r_lik_in, sigma).clamp_min(1e-9))
         y_hat = mu + r_hat / g
-        x_hat = self.to_rgb(self.g_s(y_hat))
+        x_hat = self.to_rgb(self.g_s(y_hat)) if synthesis else None
         return x_hat, bits_y.sum(dim=(1, 2, 3)), bits_z.sum(dim=(1, 2, 3))
