@@ -88,16 +88,23 @@ def float_forward(arch, params, rgb, beta):
     y_hat = mu + np.round((y - mu) * g) / g
     out = {"y": y, "z": z, "z_hat": z_hat, "hs": hs_acts, "mu": mu, "s": s}
     if A.has_context(arch):
-        # clause 6.4: anchors with the hyperprior's (mu, s), the rest refined from them
-        a = anchor_mask(*y.shape[:2])[:, :, None]
-        cm_acts = trace(arch["g_cm"], params, "g_cm", y_hat * a)
-        ep_acts = trace(arch["g_ep"], params, "g_ep", np.concatenate([mu, s, cm_acts[-1]], axis=-1))
-        mu = np.where(a, mu, mu + ep_acts[-1][..., :M])
-        s = np.where(a, s, s + ep_acts[-1][..., M:])
+        mu, s, cm_acts, ep_acts = float_context(arch, params, y_hat, mu, s)
         y_hat = mu + np.round((y - mu) * g) / g
         out.update(cm=cm_acts, ep=ep_acts, mu_ctx=mu, s_ctx=s)
     out.update(y_hat=y_hat, gs=trace(arch["g_s"], params, "g_s", y_hat))
     return out
+
+
+def float_context(arch, params, y_hat, mu, s):
+    """Float clause 6.4: (mu, s) with the anchors' hyperprior values and the
+    other positions refined from the anchors of y_hat; also the traced
+    activations of g_cm and g_ep."""
+    M = arch["M"]
+    a = anchor_mask(*y_hat.shape[:2])[:, :, None]
+    cm_acts = trace(arch["g_cm"], params, "g_cm", y_hat * a)
+    ep_acts = trace(arch["g_ep"], params, "g_ep", np.concatenate([mu, s, cm_acts[-1]], axis=-1))
+    return (np.where(a, mu, mu + ep_acts[-1][..., :M]), np.where(a, s, s + ep_acts[-1][..., M:]),
+            cm_acts, ep_acts)
 
 
 def anchor_mask(hy, wy):

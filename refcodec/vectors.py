@@ -103,7 +103,7 @@ VECTORS = [
     # the checkerboard context (tool_flags bit 1): anchors, then the rest
     ("context_size_1x1", "solid", 1, 1, W16C, 0.5, 2, None, 0, ["cuda"]),
     ("context_size_33x65_not_mult64", "gradient", 33, 65, W16C, 0.75, 6, None, 0, []),
-    ("context_kodak", "kodak", 96, 128, W16C, 0.5, 2, None, 0, ["cuda"]),
+    ("context_kodak", "kodak", 96, 128, W16C, 0.5, 2, None, 0, []),
     ("context_beta_0", "kodak", 96, 128, W16C, 0.0, 2, None, 0, []),
     ("context_beta_1", "waves", 96, 128, W16C, 1.0, 4, None, 0, []),
     ("context_substreams_64_empty", "kodak", 192, 256, W16C, 0.6, 64, None, 0, []),

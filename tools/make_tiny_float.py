@@ -10,6 +10,17 @@ weak, codec on every backend -- the numba CUDA simulator included.
     python -m refcodec.export tests/data/tiny-float.npz vectors/models/conf-w8.npz --calib tests/data --images 2 \\
         --weight-bits 8
 
+The context variant (tests/data/tiny-ctx-float.npz, conformance models
+conf-ctx-w16/w8): the same network plus the checkerboard context networks
+(C=8, NE=16), trained alone on the rate for 1,500 iterations (seconds):
+
+    python -m refcodec.train --run runs/tinyctx --arch 8,16,8,8,8,16 --init tests/data/tiny-float.npz \
+        --train g_cm,g_ep --batch 8 --crop 128 --iters 4500 --lr 1e-3 --threads 1 --eval-every 1000000
+    cp runs/tinyctx/last.npz tests/data/tiny-ctx-float.npz
+    python -m refcodec.export tests/data/tiny-ctx-float.npz vectors/models/conf-ctx-w16.npz --calib tests/data --images 2
+    python -m refcodec.export tests/data/tiny-ctx-float.npz vectors/models/conf-ctx-w8.npz --calib tests/data \
+        --images 2 --weight-bits 8
+
 Training is not bit-reproducible across machines; the committed files are
 the reference.  Running this script prints the commands.
 """

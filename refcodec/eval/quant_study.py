@@ -5,7 +5,8 @@
 For every image and beta it measures four decoders of the same trained
 weights:
 
-* ``float``   -- float h_s and g_s; the rate counted with the same integer
+* ``float``   -- float h_s (with the float context networks g_cm and g_ep
+  where the model has them) and g_s; the rate counted with the same integer
   tables (float sigma index rounded to the nearest row), container and
   coder overhead as the codec's;
 * ``int-entropy`` -- the real stream of the W16A16 codec (integer h_s,
@@ -48,8 +49,12 @@ def float_decode(rgb, an, beta, params, arch, counter, fixed_bytes):
     from ..export import gain_log2
     lg = gain_log2(arch, params, beta)
     g = 2.0 ** lg
-    rows = np.clip(np.round(s + A.SIGMA_PER_OCTAVE * lg), 0, arch["sigma_levels"] - 1).astype(np.int64)
     q = np.round((an.y - mu) * g)
+    if an.context:
+        from ..export import float_context
+        mu, s, _, _ = float_context(arch, params, mu + q / g, mu, s)
+        q = np.round((an.y - mu) * g)
+    rows = np.clip(np.round(s + A.SIGMA_PER_OCTAVE * lg), 0, arch["sigma_levels"] - 1).astype(np.int64)
     bits = counter.bits(np.clip(q, -32768, 32767).astype(np.int64).reshape(-1), rows.reshape(-1))
     from ..ratecontrol import CODER_EXCESS
     nbytes = fixed_bytes + (1 + CODER_EXCESS) * bits / 8
