@@ -8,8 +8,8 @@ interleaved repeats in this one run, same thread count for both:
   where the model has them, integer g_s, colour) on numba CPU against
   PyTorch float32 running the same networks;
 * the integer g_s alone against PyTorch float32 g_s;
-* full encode at a fixed beta (numpy float analysis, integer h_s, rANS)
-  against PyTorch float32 running g_a, h_a and h_s;
+* full encode at a fixed beta (numpy float analysis, integer h_s, g_cm and
+  g_ep, rANS) against PyTorch float32 running g_a, h_a, h_s, g_cm and g_ep;
 * bit-rate matching to ``--bpp`` (fast method) against the bisection
   baseline (a full encode and decode per trial) and against one encode at a
   fixed beta;
@@ -49,6 +49,21 @@ def torch_decode(net, z_t, y_t):
         mu, s = p.chunk(2, dim=1)
         p = net.g_ep(torch_cat([mu, s, net.g_cm(y_t)]))
     return net.g_s(p[:, :0].sum() + y_t)
+
+
+def torch_encode(net, x_t):
+    """The float networks an encode runs: g_a, h_a, h_s and, with the context
+    tool, g_cm and g_ep."""
+    p = net.h_s(torch_round(net.h_a(net.g_a(x_t))))
+    if hasattr(net, "g_cm"):
+        mu, s = p.chunk(2, dim=1)
+        p = net.g_ep(torch_cat([mu, s, net.g_cm(mu)]))
+    return p
+
+
+def torch_round(x):
+    import torch
+    return torch.round(x)
 
 
 def torch_cat(xs):
@@ -100,14 +115,15 @@ def main(argv=None):
             "gs": lambda: m.g_s(y_hat_q),
             "gs_t": lambda: net.g_s(y_t),
             "enc": lambda: encoder.encode(rgb, beta=args.beta, model=m),
-            "enc_t": lambda: net.h_s(torch.round(net.h_a(net.g_a(x_t)))),
+            "enc_t": lambda: torch_encode(net, x_t),
             "brm": lambda: match(rgb, args.bpp, model=m, method="fast"),
             "brm_b": lambda: match(rgb, args.bpp, model=m, method="bisect"),
         }, args.repeats)
     nets = "h_s+g_cm+g_ep+g_s" if m.context else "h_s+g_s"
     line(f"decode {w}x{h} numba-cpu vs torch-f32 {nets}", med["dec"], med["dec_t"])
     line(f"g_s {w}x{h} int16 numba-cpu vs torch-f32", med["gs"], med["gs_t"])
-    line(f"encode {w}x{h} at fixed beta vs torch-f32 g_a+h_a+h_s", med["enc"], med["enc_t"])
+    enc_nets = "g_a+h_a+h_s+g_cm+g_ep" if m.context else "g_a+h_a+h_s"
+    line(f"encode {w}x{h} at fixed beta vs torch-f32 {enc_nets}", med["enc"], med["enc_t"])
     line(f"bit-rate matching to {args.bpp} bpp, fast vs bisect", med["brm"], med["brm_b"])
     line(f"bit-rate matching to {args.bpp} bpp, fast vs one encode at fixed beta", med["brm"], med["enc"])
     big = None

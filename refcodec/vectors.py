@@ -101,16 +101,16 @@ VECTORS = [
     ("noise_beta1_qmax", "noise", 64, 64, W16, 1.0, 1, "max", 0, []),
     ("escapes_largest_values", "kodak", 64, 64, W16, 0.5, 2, "escape", 0, ["cuda"]),
     # the checkerboard context (tool_flags bit 1): anchors, then the rest
-    ("context_size_1x1", "solid", 1, 1, W16C, 0.5, 2, None, 0, ["cuda"]),
-    ("context_size_33x65_not_mult64", "gradient", 33, 65, W16C, 0.75, 6, None, 0, []),
-    ("context_kodak", "kodak", 96, 128, W16C, 0.5, 2, None, 0, []),
-    ("context_beta_0", "kodak", 96, 128, W16C, 0.0, 2, None, 0, []),
-    ("context_beta_1", "waves", 96, 128, W16C, 1.0, 4, None, 0, []),
-    ("context_substreams_64_empty", "kodak", 192, 256, W16C, 0.6, 64, None, 0, []),
-    ("context_qmap_rdo_b1", "kodak", 128, 192, W16C, 0.5, 2, "rdo", 1, []),
-    ("context_qmap_random_b0", "noise", 64, 128, W16C, 0.5, 2, "random", 0, ["cuda"]),
-    ("context_w8_kodak", "kodak", 96, 128, W8C, 0.5, 4, None, 0, []),
-    ("context_escapes_largest_values", "kodak", 64, 64, W16C, 0.5, 2, "escape", 0, ["cuda"]),
+    ("context_size_1x1", "solid", 1, 1, W16C, 0.5, 2, None, 0, ["context", "cuda"]),
+    ("context_size_33x65_not_mult64", "gradient", 33, 65, W16C, 0.75, 6, None, 0, ["context"]),
+    ("context_kodak", "kodak", 96, 128, W16C, 0.5, 2, None, 0, ["context"]),
+    ("context_beta_0", "kodak", 96, 128, W16C, 0.0, 2, None, 0, ["context"]),
+    ("context_beta_1", "waves", 96, 128, W16C, 1.0, 4, None, 0, ["context"]),
+    ("context_substreams_64_empty", "kodak", 192, 256, W16C, 0.6, 64, None, 0, ["context"]),
+    ("context_qmap_rdo_b1", "kodak", 128, 192, W16C, 0.5, 2, "rdo", 1, ["context"]),
+    ("context_qmap_random_b0", "noise", 64, 128, W16C, 0.5, 2, "random", 0, ["context", "cuda"]),
+    ("context_w8_kodak", "kodak", 96, 128, W8C, 0.5, 4, None, 0, ["context"]),
+    ("context_escapes_largest_values", "kodak", 64, 64, W16C, 0.5, 2, "escape", 0, ["context", "cuda"]),
 ]
 
 
