@@ -41,6 +41,24 @@ def default_substreams(hy, context=False):
     return 2 * n if context else n
 
 
+def y_substreams(model, q, rows, hy, wy, S, context, backend="cpu"):
+    """The y substreams (clause 6.4) of q and its table rows (flat, raster
+    order, channel fastest): S bands of latent rows, or with the checkerboard
+    context S / 2 bands of the anchors, then S / 2 of the other positions."""
+    M = model.arch["M"]
+    if not context:
+        return rans.encode(q, rows, y_substream_starts(hy, wy, M, S), *model.y_tables, backend=backend)
+    if S % 2:
+        raise RefcodecError(f"num_y_substreams {S}: the checkerboard context needs an even number "
+                            "(one half per phase)")
+    ys = []
+    for phase, pos in enumerate(phase_positions(hy, wy)):
+        idx = (pos[:, None] * M + np.arange(M)).reshape(-1)
+        ys += rans.encode(q[idx], rows[idx], phase_substream_starts(hy, wy, M, S // 2, phase), *model.y_tables,
+                          backend=backend)
+    return ys
+
+
 def pad_to_grid(rgb):
     """The picture the analysis transforms see: edge-padded to a multiple of
     64 (the latent grid of clause 6.2)."""
@@ -147,21 +165,9 @@ class Analysis:
 
     def stream(self, beta_code, num_y_substreams=None, Q=None, block_log2=0):
         m = self.model
-        M = m.arch["M"]
         q, rows = self.quantize(beta_code, Q, block_log2)
         S = num_y_substreams or self.default_substreams()
-        if self.context:
-            if S % 2:
-                raise RefcodecError(f"num_y_substreams {S}: the checkerboard context needs an even number "
-                                    "(one half per phase)")
-            ys = []
-            for phase, pos in enumerate(phase_positions(self.hy, self.wy)):
-                idx = (pos[:, None] * M + np.arange(M)).reshape(-1)
-                ys += rans.encode(q[idx], rows[idx], phase_substream_starts(self.hy, self.wy, M, S // 2, phase),
-                                  *m.y_tables, backend=self.backend)
-        else:
-            starts = y_substream_starts(self.hy, self.wy, M, S)
-            ys = rans.encode(q, rows, starts, *m.y_tables, backend=self.backend)
+        ys = y_substreams(m, q, rows, self.hy, self.wy, S, self.context, self.backend)
         q_data, row = (None, 0) if Q is None else self.qmap_stream(Q, block_log2)
         flags = (0 if Q is None else QUALITY_MAP_FLAG) | (CONTEXT_FLAG if self.context else 0)
         header = PictureHeader(model_id=m.model_id, width=self.width, height=self.height, beta_code=beta_code,

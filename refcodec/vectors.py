@@ -121,9 +121,7 @@ def craft_escapes(an, beta_code, S):
     the checkerboard context the escapes sit at anchors and elsewhere, and the
     other positions' rows follow from the crafted anchors, as a decoder
     derives them."""
-    from kernels import rans
-    from .decoder import (context_params, dequantize, gain_maps, phase_positions, phase_substream_starts,
-                          y_rows, y_substream_starts)
+    from .decoder import context_params, dequantize, gain_maps, y_rows
     from .syntax.picture_header import CONTEXT_FLAG
     m = an.model
     M = m.arch["M"]
@@ -134,17 +132,10 @@ def craft_escapes(an, beta_code, S):
     if an.context:
         p = m.prec
         shift, ig = gain_maps(m, beta_code)
-        q3 = q.reshape(an.hy, an.wy, M)
-        y_hat_q = dequantize(an.mu_q, q3, ig, p["p_mu"], p["p_y"], m.ig_p)
+        y_hat_q = dequantize(an.mu_q, q.reshape(an.hy, an.wy, M), ig, p["p_mu"], p["p_y"], m.ig_p)
         _, s_c = context_params(m, y_hat_q, an.mu_q, an.s_q)
         rows = y_rows(s_c, shift, p["p_s"], m.arch["sigma_levels"])
-        ys = []
-        for phase, pos in enumerate(phase_positions(an.hy, an.wy)):
-            idx = (pos[:, None] * M + np.arange(M)).reshape(-1)
-            ys += rans.encode(q[idx], rows[idx], phase_substream_starts(an.hy, an.wy, M, S // 2, phase),
-                              *m.y_tables)
-    else:
-        ys = rans.encode(q, rows, y_substream_starts(an.hy, an.wy, M, S), *m.y_tables)
+    ys = encoder.y_substreams(m, q, rows, an.hy, an.wy, S, an.context)
     header = PictureHeader(model_id=m.model_id, width=an.width, height=an.height, beta_code=beta_code,
                            num_y_substreams=S, tool_flags=CONTEXT_FLAG if an.context else 0)
     return write_picture(header, an.z_stream(), ys)
@@ -223,15 +214,8 @@ def invalid_streams(base, base_qmap, model, base_ctx, model_ctx):
         ("trailing_bytes", base + b"\x00\x00", "two bytes after the last substream"),
     ]
     # a corrupted y payload that the coder's end check catches
-    ystart = len(base) - sum(pic.sizes.y_size)
-    for i in range(ystart + 4, len(base)):
-        b = bytearray(base)
-        b[i] ^= 0x10
-        try:
-            decoder.decode(bytes(b), models=[model])
-        except BitstreamError:
-            out.append(("y_payload_bitflip", bytes(b), f"bit 4 of byte {i} (in y_data) flipped"))
-            break
+    out.append(_first_caught_bitflip("y_payload_bitflip", base, len(base) - sum(pic.sizes.y_size) + 4, model,
+                                     "in y_data"))
     # z payload
     zstart = H + 4 * (1 + pic.header.num_y_substreams)
     out.append(("z_state_zero", _set(base, zstart, 0, 4), "the first z coder state below 2^16"))
@@ -259,15 +243,23 @@ def invalid_streams(base, base_qmap, model, base_ctx, model_ctx):
                 "context_enabled, but the model it names has no context networks"))
     cpic = decoder.picture(base_ctx)
     S = cpic.header.num_y_substreams
-    for i in range(H + 4 * (1 + S) + cpic.sizes.z_size + sum(cpic.sizes.y_size[:S // 2]) + 4, len(base_ctx)):
-        b = bytearray(base_ctx)
+    phase1 = H + 4 * (1 + S) + cpic.sizes.z_size + sum(cpic.sizes.y_size[:S // 2])
+    out.append(_first_caught_bitflip("context_phase1_bitflip", base_ctx, phase1 + 4, model_ctx,
+                                     "in a phase-1 y substream"))
+    return out
+
+
+def _first_caught_bitflip(name, base, start, model, where):
+    """The stream with bit 4 flipped in the first byte from ``start`` on whose
+    corruption the coder's end check catches."""
+    for i in range(start, len(base)):
+        b = bytearray(base)
         b[i] ^= 0x10
         try:
-            decoder.decode(bytes(b), models=[model_ctx])
+            decoder.decode(bytes(b), models=[model])
         except BitstreamError:
-            out.append(("context_phase1_bitflip", bytes(b), f"bit 4 of byte {i} (in a phase-1 y substream) flipped"))
-            break
-    return out
+            return name, bytes(b), f"bit 4 of byte {i} ({where}) flipped"
+    raise RuntimeError(f"{name}: no bit flip from byte {start} on is caught")
 
 
 # ------------------------------------------------------------------ driver

@@ -29,6 +29,13 @@ def tiny(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def tiny_ctx(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("models") / "tiny-ctx-w16.npz")
+    export(os.path.join(DATA, "tiny-ctx-float.npz"), path, DATA, weight_bits=16, n_images=2)
+    return Model(path)
+
+
+@pytest.fixture(scope="module")
 def kodak_crop():
     return np.asarray(Image.open(KODIM23).convert("RGB"))[200:297, 300:431].copy()   # 97 x 131
 
@@ -48,11 +55,14 @@ def test_roundtrip_identical_on_numpy_and_cpu(tiny, rng, h, w):
 
 
 @pytest.mark.skipif(not CUDA, reason="no CUDA GPU and NUMBA_ENABLE_CUDASIM is not set")
-def test_roundtrip_identical_on_cuda(tiny, rng):
+@pytest.mark.parametrize("name,S", [("tiny", 3), ("tiny_ctx", 4)])        # without and with the context
+def test_roundtrip_identical_on_cuda(request, rng, name, S):
+    m = request.getfixturevalue(name)
     rgb = image(rng, 9, 20)
-    data = encoder.encode(rgb, beta=0.8, model=tiny, num_y_substreams=3)
-    assert np.array_equal(decoder.decode(data, backend="cuda", models=[tiny]),
-                          decoder.decode(data, backend="numpy", models=[tiny]))
+    data = encoder.encode(rgb, beta=0.8, model=m, num_y_substreams=S)
+    assert decoder.picture(data).header.context_enabled == (name == "tiny_ctx")
+    assert np.array_equal(decoder.decode(data, backend="cuda", models=[m]),
+                          decoder.decode(data, backend="numpy", models=[m]))
 
 
 def test_shipped_model_decodes_identically_and_well(kodak_crop):
@@ -241,13 +251,6 @@ def test_refined_encode_with_the_shipped_model(kodak_crop, tiny, tmp_path, capsy
 
 # ------------------------------------------------------------------ the checkerboard context (clause 6.4)
 
-@pytest.fixture(scope="module")
-def tiny_ctx(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("models") / "tiny-ctx-w16.npz")
-    export(os.path.join(DATA, "tiny-ctx-float.npz"), path, DATA, weight_bits=16, n_images=2)
-    return Model(path)
-
-
 @pytest.mark.parametrize("h,w,S", [(1, 1, 2), (17, 33, 2), (70, 130, 6), (64, 64, 64)])
 def test_context_roundtrip_identical_on_numpy_and_cpu(tiny_ctx, rng, h, w, S):
     assert tiny_ctx.context
@@ -260,13 +263,6 @@ def test_context_roundtrip_identical_on_numpy_and_cpu(tiny_ctx, rng, h, w, S):
     # the encoder's own reconstruction (the same integer g_cm, g_ep) is what the decoder makes
     assert np.array_equal(an.reconstruct(encoder.beta_to_code(0.4)), out["cpu"])
 
-
-@pytest.mark.skipif(not CUDA, reason="no CUDA GPU and NUMBA_ENABLE_CUDASIM is not set")
-def test_context_roundtrip_identical_on_cuda(tiny_ctx, rng):
-    rgb = image(rng, 9, 20)
-    data = encoder.encode(rgb, beta=0.8, model=tiny_ctx, num_y_substreams=4)
-    assert np.array_equal(decoder.decode(data, backend="cuda", models=[tiny_ctx]),
-                          decoder.decode(data, backend="numpy", models=[tiny_ctx]))
 
 
 def test_context_refines_only_the_non_anchors_and_saves_bits(tiny_ctx, kodak_crop):
