@@ -161,6 +161,11 @@ def test_cli_encode_decode_and_clean_errors(tmp_path, kodak_crop):
     assert r.returncode == 0, r.stderr
     r = run_cli("info", str(tmp_path / "a.rcd"))
     assert r.returncode == 0 and "131 x 97" in r.stdout and "num_y_substreams" in r.stdout
+    assert "context on" in r.stdout                                   # the shipped model's default
+    r = run_cli("encode", str(src), str(tmp_path / "n.rcd"), "--beta", "0.4", "--no-context")
+    assert r.returncode == 0, r.stderr
+    assert "context off" in run_cli("info", str(tmp_path / "n.rcd")).stdout
+    assert np.array_equal(refcodec.decode((tmp_path / "n.rcd").read_bytes()).shape, kodak_crop.shape)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")),
                           refcodec.decode((tmp_path / "a.rcd").read_bytes()))
     (tmp_path / "junk.rcd").write_bytes(b"RCDC\x01garbage")
