@@ -294,3 +294,22 @@ def test_context_needs_a_model_with_context_networks(tiny, tiny_ctx, rng):
     with pytest.raises(BitstreamError, match="context") as e:
         decoder.decode(write_picture(h, pic.z_data, pic.y_data), models=[tiny])
     assert e.value.field == "tool_flags"
+
+
+def test_context_model_files_are_checked(tiny_ctx, tmp_path):
+    """A model file whose context networks are missing, mis-shaped or able to
+    overflow is refused with a ModelError naming the layer."""
+    npz = dict(np.load(tiny_ctx.path))
+
+    def refused(arrays, match):
+        path = tmp_path / "bad.npz"
+        np.savez(path, **arrays)
+        with pytest.raises(ModelError, match=match):
+            Model(str(path))
+
+    refused({k: v for k, v in npz.items() if k != "g_cm.0.w"}, "g_cm.0.w")
+    w = npz["g_ep.0.w"]
+    refused({**npz, "g_ep.0.w": w[..., :-1].copy()}, r"layer g_ep\.0: takes")
+    big = w.copy()
+    big[2] = np.iinfo(w.dtype).max
+    refused({**npz, "g_ep.0.w": big}, r"layer g_ep\.0: output channel 2")
