@@ -86,3 +86,21 @@ def test_refine_study_merges_runs_over_disjoint_images(tmp_path, capsys):
                "points": {"plain": plain[:3], "refined": refined[:3]}}, open(tmp_path / "c.json", "w"))
     with pytest.raises(SystemExit, match="differ"):
         refine_study.main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "c.json")])
+
+
+def test_context_study_codes_both_ways(tmp_path, capsys):
+    """context_study: the same image at every beta with and without the
+    checkerboard context, real streams of the shipped model, and a BD-rate."""
+    import json
+    import numpy as np
+    from PIL import Image
+    from refcodec.eval import context_study
+    im = np.asarray(Image.open("tests/data/kodim23.png").convert("RGB"))[100:228, 200:392]
+    (tmp_path / "k").mkdir()
+    Image.fromarray(im).save(tmp_path / "k" / "a.png")
+    context_study.main(["--kodak", str(tmp_path / "k"), "--betas", "0.1,0.4,0.7,1", "--json", str(tmp_path / "p.json")])
+    out = capsys.readouterr().out
+    assert "BD-rate context vs none, PSNR-RGB" in out
+    pts = json.loads((tmp_path / "p.json").read_text())["points"]
+    assert len(pts["none"]) == len(pts["context"]) == 4 and all(len(v) == 1 for v in pts["context"])
+    assert pts["none"] != pts["context"]
