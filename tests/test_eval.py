@@ -104,3 +104,26 @@ def test_context_study_codes_both_ways(tmp_path, capsys):
     pts = json.loads((tmp_path / "p.json").read_text())["points"]
     assert len(pts["none"]) == len(pts["context"]) == 4 and all(len(v) == 1 for v in pts["context"])
     assert pts["none"] != pts["context"]
+
+
+def test_backend_identity_compares_and_resumes(tmp_path, capsys):
+    """backend_identity: one stream per image and beta, decoded on each
+    backend and compared by hash; a second run with the same --json decodes
+    nothing again."""
+    import json
+    import numpy as np
+    from PIL import Image
+    from refcodec.eval import backend_identity
+    im = np.asarray(Image.open("tests/data/kodim23.png").convert("RGB"))[:70, :90]
+    (tmp_path / "k").mkdir()
+    Image.fromarray(im).save(tmp_path / "k" / "a.png")
+    argv = ["--kodak", str(tmp_path / "k"), "--betas", "0.2,0.8", "--backends", "numpy,cpu",
+            "--json", str(tmp_path / "d.json")]
+    assert backend_identity.main(argv) == 0
+    assert "2 of 2 streams decode identically on numpy, cpu" in capsys.readouterr().out
+    done = json.loads((tmp_path / "d.json").read_text())
+    assert len(done) == 2 and all(set(v) == {"numpy", "cpu"} for v in done.values())
+    (tmp_path / "d.json").write_text(json.dumps({k: {**v, "cpu": {"sha256": "0" * 64, "seconds": 0}}
+                                                 for k, v in done.items()}))
+    assert backend_identity.main(argv) == 1                 # a recorded difference is reported, not re-decoded
+    assert "DIFFER" in capsys.readouterr().out
