@@ -27,7 +27,7 @@ def m():
 def reach(crop, m):
     an = encoder.Analysis(crop, m)
     c = RateCounter(m)
-    S = encoder.default_substreams(an.hy)
+    S = an.default_substreams()
     return estimate_bpp(an, c, 0, S), estimate_bpp(an, c, BETA_CODE_MAX, S)
 
 
@@ -80,11 +80,13 @@ def test_bisect_baseline_meets_the_tolerance(crop, m, reach):
     assert abs(res.bpp - target) <= 0.01 * target and res.method == "bisect"
 
 
-@pytest.mark.parametrize("factor", [1 / 1.2, 1.3, 1.6])
+@pytest.mark.parametrize("factor", [1 / 1.1, 1.3, 1.6])
 def test_a_uniform_quality_map_extends_the_range(crop, m, reach, factor):
     """Beyond the gain unit's range the fast method goes on with a uniform
     quality map (Q < 0 below beta = 0, Q > 0 above beta = 1) and still meets
-    the tolerance; extend=False keeps the old out-of-range error."""
+    the tolerance; extend=False keeps the old out-of-range error.  (Below:
+    beta = 0 already spends only ~190 bytes on this 192 x 256 crop, of which
+    ~160 are the container and z, so 10 % below is what a map can reach.)"""
     from refcodec.syntax import picture
     lo, hi = reach
     target = (lo if factor < 1 else hi) * factor
