@@ -263,6 +263,53 @@ def decode_numpy(data, lengths, starts, rows, cdf, cdf_len, offset):
 # numba CPU: the same process, one prange task per substream.
 # ===========================================================================
 
+class Tables(tuple):
+    """The CDF tables ``(cdf, cdf_len, offset)`` of one entropy model, with
+    what the coders derive from them (the encoder's row and symbol tables,
+    the decoders' LUT) computed once, on first use, instead of per call.
+
+    A tuple, so ``cdf, cdf_len, offset = tables`` and ``*tables`` still give
+    the three arrays.  It keeps its own copies of them (``copy=True``), so
+    the derived tables cannot go stale: do not modify the arrays it holds.
+    Pass it as the ``cdf`` argument of :func:`encode` / :func:`decode`
+    (leaving ``cdf_len`` and ``offset`` out), as a model does for every
+    stream it codes.
+    """
+
+    def __new__(cls, cdf, cdf_len, offset, copy=True):
+        arrays = (np.array(cdf, copy=copy), np.array(cdf_len, copy=copy), np.array(offset, copy=copy))
+        self = super().__new__(cls, arrays)
+        self._encoder = self._lut = None
+        return self
+
+    @property
+    def encoder(self):
+        """``(rt, st)`` of :func:`encoder_table`."""
+        if self._encoder is None:
+            self._encoder = encoder_table(*self)
+        return self._encoder
+
+    @property
+    def lut(self):
+        """The decoders' LUT of :func:`build_lut`."""
+        if self._lut is None:
+            self._lut = build_lut(self[0], self[1])
+        return self._lut
+
+
+def as_tables(cdf, cdf_len=None, offset=None):
+    """``cdf`` itself when it is a :class:`Tables`, else the three arrays
+    (or a plain 3-tuple of them) wrapped without copies: the derived tables
+    then live for one call."""
+    if isinstance(cdf, tuple):
+        if cdf_len is not None or offset is not None:
+            raise TypeError("pass either a Tables or the three arrays cdf, cdf_len, offset")
+        return cdf if isinstance(cdf, Tables) else Tables(*cdf, copy=False)
+    if cdf_len is None or offset is None:
+        raise TypeError("cdf_len and offset are needed with a bare cdf array")
+    return Tables(cdf, cdf_len, offset, copy=False)
+
+
 #: Entries per row of the encoder's row table and per symbol of its symbol table.
 _RT, _ST = 4, 4
 
@@ -575,11 +622,13 @@ def _regions(starts):
     return np.concatenate([[0], np.cumsum(MAX_WORDS_PER_SYMBOL * n_per + 2 * STATES)]).astype(np.int64)
 
 
-def encode_cpu(values, rows, starts, cdf, cdf_len, offset):
+def encode_cpu(values, rows, starts, cdf, cdf_len=None, offset=None):
+    """``cdf``: a :class:`Tables` (derived tables reused) or the cdf array."""
+    tables = as_tables(cdf, cdf_len, offset)
     region = _regions(starts)
     buf = np.empty(int(region[-1]), np.uint16)
     first = np.empty(starts.size - 1, np.int64)
-    _encode_cpu(values, rows, starts, *encoder_table(cdf, cdf_len, offset), buf, region, first)
+    _encode_cpu(values, rows, starts, *tables.encoder, buf, region, first)
     return [buf[first[s]:region[s + 1]].astype("<u2", copy=False).tobytes() for s in range(starts.size - 1)]
 
 
@@ -591,11 +640,13 @@ def _words(data, lengths):
     return w, wstart
 
 
-def decode_cpu(data, lengths, starts, rows, cdf, cdf_len, offset):
+def decode_cpu(data, lengths, starts, rows, cdf, cdf_len=None, offset=None):
+    """``cdf``: a :class:`Tables` (derived tables reused) or the cdf array."""
+    tables = as_tables(cdf, cdf_len, offset)
     w, wstart = _words(data, lengths)
     values = np.zeros(int(starts[-1]), np.int32)
     status = np.zeros(starts.size - 1, np.int32)
-    _decode_cpu(w, wstart, starts, rows, cdf, cdf_len, offset, build_lut(cdf, cdf_len), values, status)
+    _decode_cpu(w, wstart, starts, rows, *tables, tables.lut, values, status)
     return values, status
 
 
@@ -613,12 +664,15 @@ def _prepare(values_or_rows, rows, starts):
     return rows, starts
 
 
-def encode(values, rows, starts, cdf, cdf_len, offset, backend="cpu"):
+def encode(values, rows, starts, cdf, cdf_len=None, offset=None, backend="cpu"):
     """Encode ``values`` (int32) with table rows ``rows`` into one bytes
     object per substream.  Values must lie in [VALUE_MIN, VALUE_MAX] and rows
-    in [0, R)."""
+    in [0, R).  The tables: the arrays ``cdf, cdf_len, offset``, or one
+    :class:`Tables` as ``cdf``."""
     from refcodec.errors import RefcodecError
     check_backend(backend)
+    tables = as_tables(cdf, cdf_len, offset)
+    cdf, cdf_len, offset = tables
     values = np.ascontiguousarray(values, np.int32)
     rows, starts = _prepare(values, rows, starts)
     if values.shape != rows.shape:
@@ -630,18 +684,20 @@ def encode(values, rows, starts, cdf, cdf_len, offset, backend="cpu"):
     if backend == "numpy":
         return encode_numpy(values, rows, starts, cdf, cdf_len, offset)
     if backend == "cpu":
-        return encode_cpu(values, rows, starts, cdf, cdf_len, offset)
+        return encode_cpu(values, rows, starts, tables)
     from .cuda import rans as cuda_rans
-    return cuda_rans.encode_cuda(values, rows, starts, cdf, cdf_len, offset, _regions(starts))
+    return cuda_rans.encode_cuda(values, rows, starts, tables, _regions(starts))
 
 
-def decode(data, lengths, starts, rows, cdf, cdf_len, offset, backend="cpu"):
+def decode(data, lengths, starts, rows, cdf, cdf_len=None, offset=None, backend="cpu"):
     """Decode the substreams concatenated in ``data`` (byte lengths
-    ``lengths``, each even).  Returns the int32 values; raises
-    :class:`refcodec.errors.EntropyDecodingError` naming the first bad
-    substream."""
+    ``lengths``, each even) with the tables of :func:`encode`.  Returns the
+    int32 values; raises :class:`refcodec.errors.EntropyDecodingError`
+    naming the first bad substream."""
     from refcodec.errors import EntropyDecodingError, RefcodecError
     check_backend(backend)
+    tables = as_tables(cdf, cdf_len, offset)
+    cdf, cdf_len, offset = tables
     rows, starts = _prepare(rows, rows, starts)
     lengths = np.asarray(lengths, np.int64)
     if lengths.shape != (starts.size - 1,) or np.any(lengths % 2) or np.any(lengths < 0) \
@@ -653,12 +709,11 @@ def decode(data, lengths, starts, rows, cdf, cdf_len, offset, backend="cpu"):
     if backend == "numpy":
         values, status = decode_numpy(data, lengths, starts, rows, cdf, cdf_len, offset)
     elif backend == "cpu":
-        values, status = decode_cpu(data, lengths, starts, rows, cdf, cdf_len, offset)
+        values, status = decode_cpu(data, lengths, starts, rows, tables)
     else:
         from .cuda import rans as cuda_rans
         w, wstart = _words(data, lengths)
-        values, status = cuda_rans.decode_cuda(w, wstart, starts, rows, cdf, cdf_len, offset,
-                                               build_lut(cdf, cdf_len))
+        values, status = cuda_rans.decode_cuda(w, wstart, starts, rows, cdf, cdf_len, offset, tables.lut)
     bad = np.flatnonzero(status)
     if bad.size:
         s = int(bad[0])

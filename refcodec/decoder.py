@@ -139,7 +139,7 @@ def decode_latents(pic, model, backend):
     Z, M = a["Z"], a["M"]
     nz = hz * wz * Z
     z = rans.decode(pic.z_data, [len(pic.z_data)], np.array([0, nz], np.int64), z_rows(hz, wz, Z),
-                    *model.z_tables, backend=backend).reshape(hz, wz, Z)
+                    model.z_tables, backend=backend).reshape(hz, wz, Z)
     zr = 1 << (model.z_bits - 1)
     params = model.h_s(np.clip(z, -zr, zr - 1).astype(np.int16), backend=backend)
     mu_q, s_q = params[..., :M], params[..., M:]
@@ -167,13 +167,13 @@ def decode_latents(pic, model, backend):
             data = pic.y_data[phase * S:(phase + 1) * S]
             q[pos[phase]] = rans.decode(b"".join(data), [len(d) for d in data],
                                         phase_substream_starts(hy, wy, M, S, phase),
-                                        rows[pos[phase]].reshape(-1), *model.y_tables,
+                                        rows[pos[phase]].reshape(-1), model.y_tables,
                                         backend=backend).reshape(-1, M)
         q, rows = q.reshape(hy, wy, M), rows.reshape(-1)
     else:
         rows = y_rows(s_q, shift, p["p_s"], a["sigma_levels"])
         starts = y_substream_starts(hy, wy, M, h.num_y_substreams)
-        q = rans.decode(b"".join(pic.y_data), [len(d) for d in pic.y_data], starts, rows, *model.y_tables,
+        q = rans.decode(b"".join(pic.y_data), [len(d) for d in pic.y_data], starts, rows, model.y_tables,
                         backend=backend).reshape(hy, wy, M)
     y_hat_q = dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], model.ig_p)
     return y_hat_q, mu_q, q, rows

@@ -47,14 +47,14 @@ def y_substreams(model, q, rows, hy, wy, S, context, backend="cpu"):
     context S / 2 bands of the anchors, then S / 2 of the other positions."""
     M = model.arch["M"]
     if not context:
-        return rans.encode(q, rows, y_substream_starts(hy, wy, M, S), *model.y_tables, backend=backend)
+        return rans.encode(q, rows, y_substream_starts(hy, wy, M, S), model.y_tables, backend=backend)
     if S % 2:
         raise RefcodecError(f"num_y_substreams {S}: the checkerboard context needs an even number "
                             "(one half per phase)")
     ys = []
     for phase, pos in enumerate(phase_positions(hy, wy)):
         idx = (pos[:, None] * M + np.arange(M)).reshape(-1)
-        ys += rans.encode(q[idx], rows[idx], phase_substream_starts(hy, wy, M, S // 2, phase), *model.y_tables,
+        ys += rans.encode(q[idx], rows[idx], phase_substream_starts(hy, wy, M, S // 2, phase), model.y_tables,
                           backend=backend)
     return ys
 
@@ -107,7 +107,7 @@ class Analysis:
             m = self.model
             nz = self.z_hat.size
             self._z_stream = rans.encode(self.z_hat.reshape(-1), z_rows(self.hz, self.wz, m.arch["Z"]),
-                                         np.array([0, nz], np.int64), *m.z_tables, backend=self.backend)[0]
+                                         np.array([0, nz], np.int64), m.z_tables, backend=self.backend)[0]
         return self._z_stream
 
     def qmap_grid(self, block_log2):

@@ -192,8 +192,9 @@ class Model:
             raise ModelError(f"{path}: h_s must upsample by 4 and g_s by 16")
         if self.context and (self.g_cm.upscale != 1 or self.g_ep.upscale != 1):
             raise ModelError(f"{path}: g_cm and g_ep must keep the latent grid")
-        self.y_tables = tuple(_array(arrays, k) for k in ("y_cdf", "y_cdf_len", "y_offset"))
-        self.z_tables = tuple(_array(arrays, k) for k in ("z_cdf", "z_cdf_len", "z_offset"))
+        # rans.Tables: the coders' derived tables are built once per model
+        self.y_tables = rans.Tables(*(_array(arrays, k) for k in ("y_cdf", "y_cdf_len", "y_offset")))
+        self.z_tables = rans.Tables(*(_array(arrays, k) for k in ("z_cdf", "z_cdf_len", "z_offset")))
         for name, tabs in (("y", self.y_tables), ("z", self.z_tables)):
             try:
                 rans.check_tables(*tabs)

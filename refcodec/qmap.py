@@ -79,7 +79,7 @@ def reconstruct(dq, hq, wq):
 
 def encode_qmap(Q, sigma_row, y_tables, backend="cpu"):
     d = differences(Q)
-    return rans.encode(d, np.full(d.size, sigma_row, np.int32), np.array([0, d.size], np.int64), *y_tables,
+    return rans.encode(d, np.full(d.size, sigma_row, np.int32), np.array([0, d.size], np.int64), y_tables,
                        backend=backend)[0]
 
 
@@ -88,7 +88,7 @@ def decode_qmap(data, hq, wq, sigma_row, y_tables, backend="cpu"):
         raise BitstreamError(f"qmap_sigma_row {sigma_row} names no table row (the model has "
                              f"{y_tables[0].shape[0]})", field="qmap_sigma_row", clause="5.2")
     n = hq * wq
-    dq = rans.decode(data, [len(data)], np.array([0, n], np.int64), np.full(n, sigma_row, np.int32), *y_tables,
+    dq = rans.decode(data, [len(data)], np.array([0, n], np.int64), np.full(n, sigma_row, np.int32), y_tables,
                      backend=backend)
     return reconstruct(dq, hq, wq)
 

@@ -231,7 +231,7 @@ def invalid_streams(base, base_qmap, model, base_ctx, model_ctx):
     dq = np.zeros(hq * wq, np.int32)
     dq[0] = 9
     qdata = rans.encode(dq, np.full(dq.size, h.qmap_sigma_row, np.int32), np.array([0, dq.size]),
-                        *model.y_tables)[0]
+                        model.y_tables)[0]
     bad = write_picture(h, qpic.z_data, qpic.y_data, qdata)
     out.append(("qmap_value_9", bad, "the quality map decodes to Q = 9"))
     # the checkerboard context

@@ -238,3 +238,33 @@ def test_decoder_lut_is_the_searchsorted_definition(rng):
         want = np.stack([np.searchsorted(cdf[r, :int(cdf_len[r]) + 1], slots, side="right") - 1
                          for r in range(cdf.shape[0])])
         assert np.array_equal(rans.build_lut(cdf, cdf_len), want)
+
+
+def test_prepared_tables_code_as_the_bare_arrays(backend, rng):
+    """A rans.Tables (what a model holds: derived tables built once) gives
+    the bytes and values of the bare arrays, call after call, and keeps its
+    own copies: changing the caller's arrays afterwards changes nothing."""
+    cdf, cdf_len, offset = (a.copy() for a in random_tables(rng))
+    tables = rans.Tables(cdf, cdf_len, offset)
+    rows = rng.integers(0, cdf.shape[0], 3001).astype(np.int32)
+    values = np.clip(offset[rows] + rng.integers(-3, 40, rows.size), -32768, 32767).astype(np.int32)  # escapes too
+    starts = np.array([0, 1000, 1001, 3001], np.int64)
+    ref = rans.encode(values, rows, starts, cdf, cdf_len, offset, backend="numpy")
+    for _ in range(2):
+        streams = rans.encode(values, rows, starts, tables, backend=backend)
+        assert streams == ref
+        out = rans.decode(b"".join(streams), [len(s) for s in streams], starts, rows, tables, backend=backend)
+        assert np.array_equal(out, values)
+    cdf[:] = 0
+    offset[:] = 7
+    assert rans.encode(values, rows, starts, tables, backend=backend) == ref
+
+
+def test_tables_arguments_are_either_one_tables_or_three_arrays():
+    tables = rans.Tables(*GAUSS)
+    one = (np.zeros(1, np.int32), np.zeros(1, np.int32), np.array([0, 1], np.int64))
+    with pytest.raises(TypeError):
+        rans.encode(*one, tables, GAUSS[1], GAUSS[2])
+    with pytest.raises(TypeError):
+        rans.encode(*one, GAUSS[0])
+    assert rans.encode(*one, tables) == rans.encode(*one, *GAUSS) == rans.encode(*one, tuple(GAUSS))

@@ -50,13 +50,14 @@ def _launch(n):
     return (max(1, (n + threads - 1) // threads),), (threads,)
 
 
-def encode_cuda(values, rows, starts, cdf, cdf_len, offset, region):
+def encode_cuda(values, rows, starts, tables, region):
+    """``tables``: a :class:`kernels.rans.Tables`."""
     require_cuda()
     S = starts.size - 1
     buf = cuda.device_array(max(1, int(region[-1])), np.uint16)
     first = cuda.device_array(S, np.int64)
     grid, block = _launch(S)
-    table = [cuda.to_device(a) for a in rans.encoder_table(cdf, cdf_len, offset)]
+    table = [cuda.to_device(a) for a in tables.encoder]
     _encode_kernel[grid, block](cuda.to_device(values), cuda.to_device(rows), cuda.to_device(starts),
                                 *table, buf, cuda.to_device(region), first)
     host = buf.copy_to_host()
