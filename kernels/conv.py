@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from .config import INT16_MAX, INT16_MIN, NJIT, NJIT_INLINE, NJIT_PARALLEL, check_backend
-from .simd import LANES, PIXELS, madd_4x16
+from .simd import BLOCKS, MAX_PIXELS, madd_4x16, madd_8x16, madd_8x32, variant_for
 
 
 def _check_args(x, w, b, shift, lo, hi):
@@ -90,41 +90,67 @@ def conv2d_numpy(x, w, b, shift, lo=INT16_MIN, hi=INT16_MAX):
 
 # --------------------------------------------------------------------------
 # numba CPU.  Each output row is one prange task: its k x k x Cin patches are
-# gathered into a contiguous int16 matrix P (im2col of one row, K = k*k*Cin
-# padded to even), and kernels.simd.madd_4x16 computes 4 pixels x 16 output
-# channels at a time from P and the pair-interleaved weights (AVX2
-# vpmaddwd on x86).  Requantization is done in int64 from the int32 sums.
+# gathered, a tile of pixels at a time (tile_pixels: about 32 KB, so it stays
+# in L1 while every output-channel block reads it), into a contiguous int16
+# matrix P (im2col, K = k*k*Cin padded to even), and a kernels.simd micro-kernel computes a block of
+# pixels x output channels at a time from P and the pair-interleaved weights
+# (vpmaddwd / vpdpwssd on x86; 4 x 16 on AVX2, 8 x 32 on AVX-512, see
+# kernels.simd.BLOCKS).  Requantization is done in int64 from the int32 sums.
 # --------------------------------------------------------------------------
 
-def interleave_weights(w):
-    """(Cout, k, k, Cin) int16/int8 -> int16 (ceil(Cout/16), Kp/2, 16, 2) with
-    Wi[cb, kp, c, j] = w[cb*16 + c].flat[2*kp + j] (zero padded)."""
+def interleave_weights(w, variant=None):
+    """(Cout, k, k, Cin) int16/int8 -> int16 (ceil(Cout/L), Kp/2, L, 2) with
+    Wi[cb, kp, c, j] = w[cb*L + c].flat[2*kp + j] (zero padded), L the lanes
+    of the micro-kernel ``variant`` (by default the host's choice for Cout,
+    :func:`kernels.simd.variant_for`)."""
     cout = w.shape[0]
+    lanes = BLOCKS[variant_for(cout) if variant is None else variant][1]
     K = w[0].size
     kp = K + (K % 2)
-    nblk = -(-cout // LANES)
-    w2 = np.zeros((nblk * LANES, kp), np.int16)
+    nblk = -(-cout // lanes)
+    w2 = np.zeros((nblk * lanes, kp), np.int16)
     w2[:cout, :K] = w.reshape(cout, -1)
-    return np.ascontiguousarray(w2.reshape(nblk, LANES, kp // 2, 2).transpose(0, 2, 1, 3))
+    return np.ascontiguousarray(w2.reshape(nblk, lanes, kp // 2, 2).transpose(0, 2, 1, 3))
+
+
+#: Bytes of im2col patches a tile aims at: it stays in the L1 data cache
+#: while every output-channel block of the layer reads it.
+TILE_BYTES = 32768
+
+
+@njit(**NJIT_INLINE)
+def tile_pixels(kp):
+    """Pixels per im2col tile for patches of kp int16 taps: a multiple of
+    MAX_PIXELS, at least MAX_PIXELS."""
+    return max(MAX_PIXELS, (TILE_BYTES // (2 * kp)) // MAX_PIXELS * MAX_PIXELS)
 
 
 @njit(**NJIT)
-def _im2col_row(x, y, k, P):
-    """P[xo, (ky*k + kx)*cin + ci] = x[y + ky - k//2, xo + kx - k//2, ci]; P is
-    zero-filled by the caller, so the padding taps are left alone.  Each tap
-    copies a run of whole pixels (kx fixed, xo varying) as one slice."""
+def _im2col_tile(x, y, k, xs, n, P):
+    """P[i, (ky*k + kx)*cin + ci] = x[y + ky - k//2, xs + i + kx - k//2, ci]
+    for i < n, 0 where that lies outside the picture.  Only a tile at an
+    edge of the picture is zero-filled first (elsewhere every tap is
+    copied).  For one pixel and one ky the k taps that lie inside the
+    picture are one contiguous run in both x and P: one slice of the flat
+    views (x and P C-contiguous) copies it."""
     h, wd, cin = x.shape
     p = k // 2
+    kp = P.shape[1]
+    if y < p or y + p >= h or xs < p or xs + n + p > wd:
+        P[:n, :] = 0
+    xf = x.reshape(-1)
+    Pf = P.reshape(-1)
     for ky in range(k):
         yy = y + ky - p
         if yy < 0 or yy >= h:
             continue
-        for kx in range(k):
-            j = (ky * k + kx) * cin
-            x0 = max(0, p - kx)                 # first output column whose tap is inside
-            x1 = min(wd, wd + p - kx)           # one past the last
-            for xo in range(x0, x1):
-                P[xo, j:j + cin] = x[yy, xo + kx - p, :]
+        for xo in range(xs, xs + n):
+            ka = max(0, p - xo)                 # first tap kx inside the picture
+            kb = min(k, wd + p - xo)            # one past the last
+            src = (yy * wd + xo + ka - p) * cin
+            dst = (xo - xs) * kp + (ky * k + ka) * cin
+            m = (kb - ka) * cin
+            Pf[dst:dst + m] = xf[src:src + m]
 
 
 @njit(**NJIT_INLINE)
@@ -140,31 +166,50 @@ def _requantize(acc, r, lo, hi):
 
 
 @njit(**NJIT_PARALLEL)
-def _conv2d_cpu(x, Wi, b, shift, k, lo, hi, out):
+def _conv2d_cpu(x, Wi, b, shift, k, lo, hi, variant, out):
     h, wd, cin = x.shape
     cout = out.shape[2]
-    nblk, khalf = Wi.shape[0], Wi.shape[1]
+    nblk, khalf, lanes = Wi.shape[0], Wi.shape[1], Wi.shape[2]
+    pixels = 4 if variant == 0 else 8
+    T = tile_pixels(2 * khalf)
     for y in prange(h):
-        P = np.zeros((wd + PIXELS, 2 * khalf), np.int16)
-        _im2col_row(x, y, k, P)
-        acc = np.empty((PIXELS, LANES), np.int32)
-        for x0 in range(0, wd, PIXELS):
-            for cb in range(nblk):
-                madd_4x16(P, x0, Wi, cb, acc)
-                for p in range(min(PIXELS, wd - x0)):
-                    for c in range(min(LANES, cout - cb * LANES)):
-                        co = cb * LANES + c
-                        v = _requantize(np.int64(acc[p, c]) + np.int64(b[co]), shift[co], lo, hi)
-                        out[y, x0 + p, co] = np.int16(v)
+        # rows past a tile's last pixel are computed and dropped (any content)
+        P = np.zeros((T + MAX_PIXELS, 2 * khalf), np.int16)
+        acc = np.empty((MAX_PIXELS, lanes), np.int32)
+        for xs in range(0, wd, T):
+            n = min(T, wd - xs)
+            _im2col_tile(x, y, k, xs, n, P)
+            for x0 in range(0, n, pixels):
+                for cb in range(nblk):
+                    if variant == 2:
+                        madd_8x32(P, x0, Wi, cb, acc)
+                    elif variant == 1:
+                        madd_8x16(P, x0, Wi, cb, acc)
+                    else:
+                        madd_4x16(P, x0, Wi, cb, acc)
+                    for p in range(min(pixels, n - x0)):
+                        for c in range(min(lanes, cout - cb * lanes)):
+                            co = cb * lanes + c
+                            v = _requantize(np.int64(acc[p, c]) + np.int64(b[co]), shift[co], lo, hi)
+                            out[y, xs + x0 + p, co] = np.int16(v)
 
 
-def conv2d_cpu(x, w, b, shift, lo=INT16_MIN, hi=INT16_MAX, Wi=None):
+def conv2d_cpu(x, w, b, shift, lo=INT16_MIN, hi=INT16_MAX, Wi=None, variant=None):
     """numba CPU convolution; ``Wi`` may carry :func:`interleave_weights` of w
-    (a model does that once when it is loaded)."""
+    (a model does that once when it is loaded).  ``variant``: the micro-kernel
+    (:data:`kernels.simd.BLOCKS`; every one gives the same integers), by
+    default the host's choice for this layer."""
+    if variant is None:
+        variant = variant_for(w.shape[0]) if Wi is None else \
+            (2 if Wi.shape[2] == 32 else variant_for(min(16, w.shape[0])))
     if Wi is None:
-        Wi = interleave_weights(w)
+        Wi = interleave_weights(w, variant)
+    if Wi.shape[2] != BLOCKS[variant][1]:
+        raise ValueError(f"conv2d_cpu: weights interleaved for {Wi.shape[2]} lanes, variant {variant} "
+                         f"needs {BLOCKS[variant][1]}")
     out = np.empty((x.shape[0], x.shape[1], w.shape[0]), np.int16)
-    _conv2d_cpu(np.ascontiguousarray(x), Wi, b, shift, np.int64(w.shape[1]), np.int64(lo), np.int64(hi), out)
+    _conv2d_cpu(np.ascontiguousarray(x), Wi, b, shift, np.int64(w.shape[1]), np.int64(lo), np.int64(hi),
+                np.int64(variant), out)
     return out
 
 

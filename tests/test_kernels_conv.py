@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from kernels import accumulator_bound, conv2d
-from kernels.conv import conv2d_numpy
+from kernels.conv import conv2d_cpu, conv2d_numpy, interleave_weights
+from kernels.simd import BLOCKS
 from refcodec.errors import RefcodecError
 
 from .conftest import first_mismatch
@@ -42,6 +43,29 @@ def test_conv2d_matches_numpy_oracle(backend, rng, h, w, cin, cout, k, wdtype):
         out = conv2d(x, wt, b, shift, lo, hi, backend=backend)
         assert out.dtype == np.int16 and out.shape == (h, w, cout)
         assert np.array_equal(out, ref), first_mismatch(out, ref)
+
+
+@pytest.mark.parametrize("variant", sorted(BLOCKS))
+def test_every_cpu_micro_kernel_matches_numpy_oracle(rng, variant):
+    """Each blocking of kernels.simd (4x16, 8x16, 8x32; the host uses one of
+    them per layer) gives the oracle's integers, whatever this host's vector
+    width: widths that are not multiples of 8, Cout around 16 and 32, int16
+    extremes in x and w."""
+    shapes = SHAPES + [(3, 17, 5, 33, 3), (2, 13, 64, 12, 3), (2, 9, 2, 40, 1), (1, 8, 9, 16, 3),
+                       (2, 23, 3, 32, 3)]
+    for h, w, cin, cout, k in shapes:
+        for wdtype in (np.int16, np.int8):
+            x = rng.integers(-32768, 32768, (h, w, cin)).astype(np.int16)
+            x.flat[:2] = (-32768, 32767)
+            wt, b, shift = random_layer(rng, cin, cout, k, wdtype)
+            ref = conv2d_numpy(x, wt, b, shift, -100, 32767)
+            out = conv2d_cpu(x, wt, b, shift, -100, 32767, variant=variant)
+            assert np.array_equal(out, ref), (h, w, cin, cout, k, first_mismatch(out, ref))
+            Wi = interleave_weights(wt, variant)
+            assert Wi.shape[2] == BLOCKS[variant][1]
+            assert np.array_equal(conv2d_cpu(x, wt, b, shift, -100, 32767, Wi=Wi, variant=variant), ref)
+    with pytest.raises(ValueError):
+        conv2d_cpu(x, wt, b, shift, Wi=interleave_weights(wt, 2), variant=0)
 
 
 def test_numpy_oracle_matches_naive_loops(rng):
