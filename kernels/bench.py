@@ -5,7 +5,8 @@ Prints one line per comparison::
     NAME: ratio R (ours X UNIT, anchor Y UNIT)
 
 R is our throughput over the anchor's (above 1 means faster), from the
-medians of interleaved repeats in this one run:
+medians of interleaved repeats in this one run (each comparison alternates
+its two contenders):
 
 * integer convolution on numba CPU against PyTorch float32 ``conv2d`` on the
   same shapes and thread count (multiply-accumulates per second), on the
@@ -141,19 +142,19 @@ def bench_rans(repeats, threads):
         data = b"".join(streams)
         lengths = [len(s) for s in streams]
         assert np.array_equal(rans.decode_cpu(data, lengths, starts, rows, tables)[0], values)
-        med = interleaved({
-            "enc": lambda: rans.encode_cpu(values, rows, starts, tables),
-            "dec": lambda: rans.decode_cpu(data, lengths, starts, rows, tables),
-            "cat_enc": cat_encode, "cat_dec": cat_decode,
-            "g_enc": gauss_encode, "g_dec": gauss_decode,
-        }, repeats)
+        ours = {"enc": lambda: rans.encode_cpu(values, rows, starts, tables),
+                "dec": lambda: rans.decode_cpu(data, lengths, starts, rows, tables)}
+        anchors = {("enc", "categorical"): cat_encode, ("dec", "categorical"): cat_decode,
+                   ("enc", "quantized-gaussian"): gauss_encode, ("dec", "quantized-gaussian"): gauss_decode}
         tag = f"{S} substream{'s' if S > 1 else ''}, {threads if S > 1 else 1} thread{'s' if S > 1 and threads > 1 else ''}"
-        for op in ("enc", "dec"):
+        for (op, anchor), fn in anchors.items():
+            # each comparison interleaves its own two contenders only, so each
+            # runs right after the other (a third coder's long calls would
+            # leave the caches cold for whoever follows them)
+            med = interleaved({"ours": ours[op], "anchor": fn}, repeats)
             word = "encode" if op == "enc" else "decode"
-            line(f"rans {word} vs constriction categorical [{n} symbols, {tag}]",
-                 n / med[op] / 1e6, n / med[f"cat_{op}"] / 1e6, "Msym/s")
-            line(f"rans {word} vs constriction quantized-gaussian [{n} symbols, {tag}]",
-                 n / med[op] / 1e6, n / med[f"g_{op}"] / 1e6, "Msym/s")
+            line(f"rans {word} vs constriction {anchor} [{n} symbols, {tag}]",
+                 n / med["ours"] / 1e6, n / med["anchor"] / 1e6, "Msym/s")
     ideal = rans.ideal_bits(values[:20000], rows[:20000], cdf, cdf_len, offset) / 8
     print(f"# size check on 20000 symbols: ideal {ideal:.0f} bytes; constriction categorical "
           f"{len(cat_data) * 4} bytes for all {n}; ours {len(data)} bytes for all {n}")
