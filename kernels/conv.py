@@ -89,11 +89,12 @@ def conv2d_numpy(x, w, b, shift, lo=INT16_MIN, hi=INT16_MAX):
 
 
 # --------------------------------------------------------------------------
-# numba CPU.  Each output row is one prange task: its k x k x Cin patches are
-# gathered, a tile of pixels at a time (tile_pixels: about 32 KB, so it stays
-# in L1 while every output-channel block reads it), into a contiguous int16
-# matrix P (im2col, K = k*k*Cin padded to even), and a kernels.simd micro-kernel computes a block of
-# pixels x output channels at a time from P and the pair-interleaved weights
+# numba CPU.  Each output row is one prange task, in blocks of pixels.  A
+# kernels.simd micro-kernel computes a block of pixels x output channels at
+# a time from the pair-interleaved weights and the k x k x Cin patches
+# (K = k*k*Cin, padded to even): read straight from x inside the picture
+# (the k taps of one kernel row are contiguous there), gathered into a small
+# im2col matrix P at its edges
 # (vpmaddwd / vpdpwssd on x86; 4 x 16 on AVX2, 8 x 32 on AVX-512, see
 # kernels.simd.BLOCKS).  Requantization is done in int64 from the int32 sums.
 # --------------------------------------------------------------------------
@@ -111,18 +112,6 @@ def interleave_weights(w, variant=None):
     w2 = np.zeros((nblk * lanes, kp), np.int16)
     w2[:cout, :K] = w.reshape(cout, -1)
     return np.ascontiguousarray(w2.reshape(nblk, lanes, kp // 2, 2).transpose(0, 2, 1, 3))
-
-
-#: Bytes of im2col patches a tile aims at: it stays in the L1 data cache
-#: while every output-channel block of the layer reads it.
-TILE_BYTES = 32768
-
-
-@njit(**NJIT_INLINE)
-def tile_pixels(kp):
-    """Pixels per im2col tile for patches of kp int16 taps: a multiple of
-    MAX_PIXELS, at least MAX_PIXELS."""
-    return max(MAX_PIXELS, (TILE_BYTES // (2 * kp)) // MAX_PIXELS * MAX_PIXELS)
 
 
 @njit(**NJIT)
@@ -165,33 +154,55 @@ def _requantize(acc, r, lo, hi):
     return acc
 
 
+@njit(**NJIT_INLINE)
+def _madd(variant, X, off, pstride, kp0, nkp, Wi, cb, acc):
+    if variant == 2:
+        madd_8x32(X, off, pstride, kp0, nkp, Wi, cb, acc)
+    elif variant == 1:
+        madd_8x16(X, off, pstride, kp0, nkp, Wi, cb, acc)
+    else:
+        madd_4x16(X, off, pstride, kp0, nkp, Wi, cb, acc)
+
+
 @njit(**NJIT_PARALLEL)
 def _conv2d_cpu(x, Wi, b, shift, k, lo, hi, variant, out):
     h, wd, cin = x.shape
     cout = out.shape[2]
     nblk, khalf, lanes = Wi.shape[0], Wi.shape[1], Wi.shape[2]
+    kp = 2 * khalf
     pixels = 4 if variant == 0 else 8
-    T = tile_pixels(2 * khalf)
+    pad = k // 2
+    # Direct path: where all k taps of a kernel row lie inside the picture,
+    # they are k * cin contiguous int16 in x, so the micro-kernel reads x
+    # itself, one kernel row at a time, when those runs hold whole tap pairs
+    # (k * cin even).  Elsewhere (picture edges, a last partial block, odd
+    # k * cin) the block's patches are gathered into P first.
+    direct = (k * cin) % 2 == 0
+    seg = (k * cin) // 2
+    xf = x.reshape(-1)
     for y in prange(h):
-        # rows past a tile's last pixel are computed and dropped (any content)
-        P = np.zeros((T + MAX_PIXELS, 2 * khalf), np.int16)
+        P = np.zeros((MAX_PIXELS, kp), np.int16)
+        Pf = P.reshape(-1)
         acc = np.empty((MAX_PIXELS, lanes), np.int32)
-        for xs in range(0, wd, T):
-            n = min(T, wd - xs)
-            _im2col_tile(x, y, k, xs, n, P)
-            for x0 in range(0, n, pixels):
-                for cb in range(nblk):
-                    if variant == 2:
-                        madd_8x32(P, x0, Wi, cb, acc)
-                    elif variant == 1:
-                        madd_8x16(P, x0, Wi, cb, acc)
-                    else:
-                        madd_4x16(P, x0, Wi, cb, acc)
-                    for p in range(min(pixels, n - x0)):
-                        for c in range(min(lanes, cout - cb * lanes)):
-                            co = cb * lanes + c
-                            v = _requantize(np.int64(acc[p, c]) + np.int64(b[co]), shift[co], lo, hi)
-                            out[y, xs + x0 + p, co] = np.int16(v)
+        for x0 in range(0, wd, pixels):
+            n = min(pixels, wd - x0)
+            inner = direct and x0 >= pad and x0 + pixels + pad <= wd
+            if not inner:
+                _im2col_tile(x, y, k, x0, n, P)
+            for cb in range(nblk):
+                acc[:] = 0
+                if inner:
+                    for ky in range(k):
+                        yy = y + ky - pad
+                        if 0 <= yy < h:
+                            _madd(variant, xf, (yy * wd + x0 - pad) * cin, cin, ky * seg, seg, Wi, cb, acc)
+                else:
+                    _madd(variant, Pf, 0, kp, 0, khalf, Wi, cb, acc)
+                for p in range(n):
+                    for c in range(min(lanes, cout - cb * lanes)):
+                        co = cb * lanes + c
+                        v = _requantize(np.int64(acc[p, c]) + np.int64(b[co]), shift[co], lo, hi)
+                        out[y, x0 + p, co] = np.int16(v)
 
 
 def conv2d_cpu(x, w, b, shift, lo=INT16_MIN, hi=INT16_MAX, Wi=None, variant=None):

@@ -12,15 +12,15 @@ instructions for the same result.
 
 Semantics of a PIXELS x LANES block (all i32, wrapping; exact when the layer
 satisfies the no-overflow bound of SPEC.md clause 7.1, because every partial
-sum is then below 2^31)::
+sum is then below 2^31), see :func:`make_madd`::
 
-    acc[p, c] = sum_{k < K} P[p0 + p, k] * Wi[cb, k // 2, c, k % 2]
-                for p < PIXELS, c < LANES
+    acc[p, c] += sum_{kp < nkp, j < 2} X[off + p * pstride + 2 kp + j]
+                                       * Wi[cb, kp0 + kp, c, j]
+                 for p < PIXELS, c < LANES
 
-P is an int16 (rows, K) C-contiguous array with K even; Wi an int16
-(blocks, K/2, LANES, 2) C-contiguous array (weights of LANES output
-channels, interleaved in pairs of input taps); acc an int32 C-contiguous
-array with rows of at least LANES.
+X is a flat int16 array; Wi an int16 (blocks, K/2, LANES, 2) C-contiguous
+array (weights of LANES output channels, interleaved in pairs of input
+taps); acc an int32 C-contiguous array with rows of at least LANES.
 
 Three blockings, all exact on every CPU; which is fastest depends on the
 vector registers (:data:`WIDE`):
@@ -72,45 +72,58 @@ def variant_for(cout, wide=None):
 
 
 def make_madd(PIXELS, LANES, VW):
-    """The intrinsic ``madd(P, p0, Wi, cb, acc)`` of one PIXELS x LANES block
-    on VW-lane i32 vectors (LANES a multiple of VW)."""
+    """The intrinsic ``madd(X, off, pstride, kp0, nkp, Wi, cb, acc)`` of one
+    PIXELS x LANES block on VW-lane i32 vectors (LANES a multiple of VW)::
+
+        acc[p, c] += sum_{kp < nkp, j < 2} X[off + p * pstride + 2 kp + j]
+                                           * Wi[cb, kp0 + kp, c, j]
+
+    X is a flat (1-D, contiguous) int16 array: an im2col matrix (off the
+    first pixel's row, pstride its row length) or the activations themselves
+    (pstride = Cin: consecutive pixels of one picture row), which spares the
+    copy wherever the taps of one kernel row are contiguous there."""
     H = LANES // VW
 
     @intrinsic
-    def madd(typingctx, P, p0, Wi, cb, acc):
-        sig = types.void(P, p0, Wi, cb, acc)
+    def madd(typingctx, X, off, pstride, kp0, nkp, Wi, cb, acc):
+        sig = types.void(X, off, pstride, kp0, nkp, Wi, cb, acc)
 
         def codegen(context, builder, signature, args):
-            P_, p0_, Wi_, cb_, acc_ = args
-            pa = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=P_)
-            wa = cgutils.create_struct_proxy(signature.args[2])(context, builder, value=Wi_)
-            aa = cgutils.create_struct_proxy(signature.args[4])(context, builder, value=acc_)
+            X_, off_, pstride_, kp0_, nkp_, Wi_, cb_, acc_ = args
+            xa = cgutils.create_struct_proxy(signature.args[0])(context, builder, value=X_)
+            wa = cgutils.create_struct_proxy(signature.args[5])(context, builder, value=Wi_)
+            aa = cgutils.create_struct_proxy(signature.args[7])(context, builder, value=acc_)
             i64, i32, i16 = ir.IntType(64), ir.IntType(32), ir.IntType(16)
             vx16, vx32, vacc = ir.VectorType(i16, 2 * VW), ir.VectorType(i32, 2 * VW), ir.VectorType(i32, VW)
             c64 = lambda v: ir.Constant(i64, v)  # noqa: E731
 
-            k_half = builder.ashr(builder.extract_value(pa.shape, 1), c64(1))
-            p_stride = builder.extract_value(pa.strides, 0)
+            nkp = builder.sext(nkp_, i64)
             w_base = builder.add(builder.ptrtoint(wa.data, i64),
                                  builder.mul(builder.sext(cb_, i64), builder.extract_value(wa.strides, 0)))
-            p_base = builder.ptrtoint(pa.data, i64)
-            p0 = builder.sext(p0_, i64)
-            rows = [builder.add(p_base, builder.mul(builder.add(p0, c64(p)), p_stride)) for p in range(PIXELS)]
+            w_base = builder.add(w_base, builder.mul(builder.sext(kp0_, i64), c64(LANES * 2 * 2)))
+            x_base = builder.add(builder.ptrtoint(xa.data, i64), builder.mul(builder.sext(off_, i64), c64(2)))
+            pstride = builder.mul(builder.sext(pstride_, i64), c64(2))
+            rows = [builder.add(x_base, builder.mul(c64(p), pstride)) for p in range(PIXELS)]
             even = ir.Constant(vacc, [2 * i for i in range(VW)])
             odd = ir.Constant(vacc, [2 * i + 1 for i in range(VW)])
-            zero = ir.Constant(vacc, None)
+            a_base = builder.ptrtoint(aa.data, i64)
+            a_stride = builder.extract_value(aa.strides, 0)
+            a_ptr = [[builder.inttoptr(builder.add(builder.add(a_base, builder.mul(c64(p), a_stride)),
+                                                   c64(4 * VW * h)), vacc.as_pointer())
+                      for h in range(H)] for p in range(PIXELS)]
+            init = [builder.load(a_ptr[p][h], align=4) for p in range(PIXELS) for h in range(H)]
 
             entry = builder.block
             loop = builder.append_basic_block("madd.loop")
             done = builder.append_basic_block("madd.done")
-            builder.cbranch(builder.icmp_signed(">", k_half, c64(0)), loop, done)
+            builder.cbranch(builder.icmp_signed(">", nkp, c64(0)), loop, done)
             builder.position_at_end(loop)
             kp = builder.phi(i64)
             kp.add_incoming(c64(0), entry)
             accs = []
-            for _ in range(H * PIXELS):
+            for v in init:
                 phi = builder.phi(vacc)
-                phi.add_incoming(zero, entry)
+                phi.add_incoming(v, entry)
                 accs.append(phi)
             # weights of tap pair kp: LANES channels x 2 taps, VW channels per vector
             w_off = builder.add(w_base, builder.mul(kp, c64(LANES * 2 * 2)))
@@ -131,21 +144,17 @@ def make_madd(PIXELS, LANES, VW):
             kp.add_incoming(kn, loop)
             for a, n in zip(accs, new):
                 a.add_incoming(n, loop)
-            builder.cbranch(builder.icmp_signed("<", kn, k_half), loop, done)
+            builder.cbranch(builder.icmp_signed("<", kn, nkp), loop, done)
 
             builder.position_at_end(done)
             finals = []
             for j in range(H * PIXELS):
                 phi = builder.phi(vacc)
-                phi.add_incoming(zero, entry)
+                phi.add_incoming(init[j], entry)
                 phi.add_incoming(new[j], loop)
                 finals.append(phi)
-            a_base = builder.ptrtoint(aa.data, i64)
-            a_stride = builder.extract_value(aa.strides, 0)
-            for p in range(PIXELS):
-                for h in range(H):
-                    ptr = builder.add(builder.add(a_base, builder.mul(c64(p), a_stride)), c64(4 * VW * h))
-                    builder.store(finals[H * p + h], builder.inttoptr(ptr, vacc.as_pointer()), align=4)
+            for j, v in enumerate(finals):
+                builder.store(v, a_ptr[j // H][j % H], align=4)
             return context.get_dummy_value()
 
         return sig, codegen

@@ -27,9 +27,13 @@ def random_layer(rng, cin, cout, k, wdtype=np.int16, in_max=32768):
     return w, b, shift
 
 
+#: Rows wide enough, and k * cin even, for the numba CPU kernel's direct
+#: path (the micro-kernel reading x itself between the picture's edges).
+DIRECT = [(3, 37, 6, 33, 3), (2, 40, 2, 40, 5), (3, 27, 130, 7, 1)]
+
 SHAPES = [  # h, w, cin, cout, k
     (1, 1, 1, 1, 1), (1, 1, 3, 7, 3), (5, 7, 3, 4, 3), (2, 9, 7, 130, 1),
-    (3, 5, 130, 3, 3), (4, 3, 1, 1, 5), (6, 6, 16, 8, 3),
+    (3, 5, 130, 3, 3), (4, 3, 1, 1, 5), (6, 6, 16, 8, 3), DIRECT[0],
 ]
 
 
@@ -52,11 +56,12 @@ def test_every_cpu_micro_kernel_matches_numpy_oracle(rng, variant):
     width: widths that are not multiples of 8, Cout around 16 and 32, int16
     extremes in x and w."""
     shapes = SHAPES + [(3, 17, 5, 33, 3), (2, 13, 64, 12, 3), (2, 9, 2, 40, 1), (1, 8, 9, 16, 3),
-                       (2, 23, 3, 32, 3)]
+                       (2, 23, 3, 32, 3), DIRECT[0], DIRECT[1], DIRECT[2], (3, 29, 64, 12, 3)]
     for h, w, cin, cout, k in shapes:
         for wdtype in (np.int16, np.int8):
             x = rng.integers(-32768, 32768, (h, w, cin)).astype(np.int16)
-            x.flat[:2] = (-32768, 32767)
+            x.flat[rng.integers(0, x.size, 1 + x.size // 8)] = -32768
+            x.flat[rng.integers(0, x.size, 1 + x.size // 8)] = 32767
             wt, b, shift = random_layer(rng, cin, cout, k, wdtype)
             ref = conv2d_numpy(x, wt, b, shift, -100, 32767)
             out = conv2d_cpu(x, wt, b, shift, -100, 32767, variant=variant)
