@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from .config import INT16_MAX, INT16_MIN, NJIT, NJIT_INLINE, NJIT_PARALLEL, check_backend
-from .simd import BLOCKS, MAX_PIXELS, madd_4x16, madd_8x16, madd_8x32, variant_for
+from .simd import BLOCKS, MAX_PIXELS, PIXELS_0, madd_6x16, madd_8x16, madd_8x32, variant_for
 
 
 def _check_args(x, w, b, shift, lo, hi):
@@ -95,7 +95,7 @@ def conv2d_numpy(x, w, b, shift, lo=INT16_MIN, hi=INT16_MAX):
 # (K = k*k*Cin, padded to even): read straight from x inside the picture
 # (the k taps of one kernel row are contiguous there), gathered into a small
 # im2col matrix P at its edges
-# (vpmaddwd / vpdpwssd on x86; 4 x 16 on AVX2, 8 x 32 on AVX-512, see
+# (vpmaddwd / vpdpwssd on x86; 6 x 16 on AVX2, 8 x 32 on AVX-512, see
 # kernels.simd.BLOCKS).  Requantization is done in int64 from the int32 sums.
 # --------------------------------------------------------------------------
 
@@ -161,7 +161,7 @@ def _madd(variant, X, off, pstride, kp0, nkp, Wi, cb, acc):
     elif variant == 1:
         madd_8x16(X, off, pstride, kp0, nkp, Wi, cb, acc)
     else:
-        madd_4x16(X, off, pstride, kp0, nkp, Wi, cb, acc)
+        madd_6x16(X, off, pstride, kp0, nkp, Wi, cb, acc)
 
 
 @njit(**NJIT_PARALLEL)
@@ -170,7 +170,7 @@ def _conv2d_cpu(x, Wi, b, shift, k, lo, hi, variant, out):
     cout = out.shape[2]
     nblk, khalf, lanes = Wi.shape[0], Wi.shape[1], Wi.shape[2]
     kp = 2 * khalf
-    pixels = 4 if variant == 0 else 8
+    pixels = PIXELS_0 if variant == 0 else MAX_PIXELS
     pad = k // 2
     # Direct path: where all k taps of a kernel row lie inside the picture,
     # they are k * cin contiguous int16 in x, so the micro-kernel reads x

@@ -51,7 +51,7 @@ def test_conv2d_matches_numpy_oracle(backend, rng, h, w, cin, cout, k, wdtype):
 
 @pytest.mark.parametrize("variant", sorted(BLOCKS))
 def test_every_cpu_micro_kernel_matches_numpy_oracle(rng, variant):
-    """Each blocking of kernels.simd (4x16, 8x16, 8x32; the host uses one of
+    """Each blocking of kernels.simd (6x16, 8x16, 8x32; the host uses one of
     them per layer) gives the oracle's integers, whatever this host's vector
     width: widths that are not multiples of 8, Cout around 16 and 32, int16
     extremes in x and w."""
