@@ -116,12 +116,12 @@ def cmd_encode(args):
         warnings.simplefilter("ignore")          # reported below, once, as a refcodec warning
         res = match(rgb, args.bpp, model=_models(args), method=args.method, tolerance=args.tolerance,
                     side=args.side, nearest=args.nearest, num_y_substreams=args.substreams, **_qmap_args(args),
-                    refine=args.refine, context=args.context)
+                    refine=args.refine, context=args.context, rdoq=args.rdoq)
         data, info = res.data, res.as_dict()
     else:
         beta = 0.5 if args.beta is None else args.beta
         data = encode(rgb, beta=beta, model=_models(args), num_y_substreams=args.substreams, **_qmap_args(args),
-                      refine=args.refine, context=args.context)
+                      refine=args.refine, context=args.context, rdoq=args.rdoq)
         info = {"beta": beta, "trials": 1, "seconds": time.perf_counter() - t0, "method": "fixed-beta",
                 "bytes": len(data), "target_bpp": None}
     try:
@@ -253,6 +253,8 @@ def main(argv=None):
     e.add_argument("--roi-q", default="6,-3", help="Q inside,outside the region of a PNG mask (default 6,-3)")
     e.add_argument("--no-context", dest="context", action="store_false", default=None,
                    help="code without the checkerboard context (on by default when the model has it)")
+    e.add_argument("--rdoq", type=float, default=None, metavar="C",
+                   help="rate weight of the rate-aware rounding of y (default 0.04; 0 rounds to nearest)")
     e.add_argument("--refine", type=int, default=0, metavar="N",
                    help="optimize the latents for this picture with N gradient steps (slow; needs PyTorch)")
     d = sub.add_parser("decode", help="decode a stream to PNG")

@@ -277,7 +277,9 @@ def generate(out):
     for vid, img, h, w, mname, beta, S, qkind, block, tags in VECTORS:
         m = models[mname]
         rgb = IMAGES[img](h, w)
-        an = encoder.Analysis(rgb, m)
+        # rounding to nearest, as these vectors were first generated (an
+        # encoder choice the decoder never sees; rate-aware rounding came later)
+        an = encoder.Analysis(rgb, m, rdoq=0)
         if qkind == "escape":
             Q, data = None, craft_escapes(an, encoder.beta_to_code(beta), S)
         else:

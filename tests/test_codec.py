@@ -313,3 +313,50 @@ def test_context_model_files_are_checked(tiny_ctx, tmp_path):
     big = w.copy()
     big[2] = np.iinfo(w.dtype).max
     refused({**npz, "g_ep.0.w": big}, r"layer g_ep\.0: output channel 2")
+
+
+def test_symbol_bits_is_the_information_content_of_the_coder(tiny, rng):
+    """encoder.symbol_bits, the rate term of the rate-aware rounding, restates
+    the coder's cost: -log2 of the frequency, and for values outside a row's
+    range the escape, its nb field and nb bits (kernels.rans.ideal_bits)."""
+    from kernels import rans
+    cdf, cdf_len, offset = tiny.y_tables
+    rows = rng.integers(0, cdf.shape[0], 3000).astype(np.int32)
+    q = np.round(rng.normal(0, 1, rows.size) * np.exp(rng.uniform(0, 6, rows.size))).astype(np.int64)
+    q[:6] = [32767, -32768, 1000, -1000, 0, 1]
+    bits = encoder.symbol_bits(tiny, q, rows)
+    assert np.any(q > offset[rows] + cdf_len[rows] - 2)         # escapes were tested
+    want = rans.ideal_bits(q.astype(np.int32), rows, cdf, cdf_len, offset)
+    assert bits.sum() == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("context", [False, True])
+def test_rate_aware_rounding(context, kodak_crop):
+    """Each q is the floor or the ceiling of v = (y - mu) * gain, whichever
+    costs less in (v - q)^2 + RDOQ * bits(q); rdoq=0 rounds to nearest; the
+    stream is smaller than with rounding to nearest and decodes to exactly
+    what the encoder predicts.  (The shipped model: the tiny test models'
+    wide distributions make bits(q) nearly flat.)"""
+    m = Model.default()
+    code = encoder.beta_to_code(0.6)
+    near = encoder.Analysis(kodak_crop, m, context=context, rdoq=0)
+    rdo = encoder.Analysis(kodak_crop, m, context=context)
+    assert rdo.rdoq == encoder.RDOQ > 0
+    q0, rows0, mu0, ig = near.coded(code)
+    mu = mu0.astype(np.float64) / (1 << m.prec["p_mu"])
+    v = (near.y - mu) * ((1 << m.ig_p) / ig.astype(np.float64))
+    assert np.array_equal(q0, np.round(v))
+    q, rows, mu_q, ig = rdo.coded(code)
+    if not context:             # without the context mu and the rows do not depend on q
+        assert np.array_equal(rows, rows0)
+        r = rows.reshape(q.shape)
+        assert np.all((q == np.floor(v)) | (q == np.floor(v) + 1))
+        other = np.where(q == np.floor(v), q + 1, q - 1)
+        cost = lambda t: (v - t) ** 2 + encoder.RDOQ * encoder.symbol_bits(m, t, r)   # noqa: E731
+        assert np.all(cost(q) <= cost(other) + 1e-12)
+        assert np.any(q != q0)
+    data, data0 = rdo.stream(code), near.stream(code)
+    assert len(data) < len(data0)
+    assert np.array_equal(decoder.decode(data, models=[m]), rdo.reconstruct(code))
+    with pytest.raises(RefcodecError, match="rdoq"):
+        encoder.Analysis(kodak_crop, m, rdoq=-0.1)

@@ -140,10 +140,10 @@ def _accept(r, target, tol, side):
 
 def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
                backend="cpu", max_trials=12, qmap=None, qmap_block_log2=None, roi_q=(6, -3), extend=True,
-               refine=0, context=None):
+               refine=0, context=None, rdoq=None):
     from ..encoder import rdo_map, resolve_qmap
     t0 = time.perf_counter()
-    an = Analysis(rgb, model, backend, context=context)
+    an = Analysis(rgb, model, backend, context=context, rdoq=rdoq)
     S = num_y_substreams or an.default_substreams()
     counter = RateCounter(model)
     trials0 = 0
@@ -156,7 +156,7 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
             code0, t, _, _ = _search(an, counter, None, 0, S, target_bpp, tolerance, side, max_trials, model)
             trials0 += t
             an = Analysis(rgb, model, backend, latents=refine_latents(rgb, model, code0 / BETA_CODE_MAX, refine),
-                          context=context)
+                          context=context, rdoq=rdoq)
     if isinstance(qmap, str) and qmap == "rdo":
         # the map trades distortion for rate at the picture's own RD slope where
         # it will be coded: find that operating point on the flat map first
@@ -394,7 +394,8 @@ def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_tria
 
 
 def match_bisect(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
-                 backend="cpu", max_trials=20, qmap=None, qmap_block_log2=None, roi_q=(6, -3), context=None):
+                 backend="cpu", max_trials=20, qmap=None, qmap_block_log2=None, roi_q=(6, -3), context=None,
+                 rdoq=None):
     """Baseline: bisection over beta, a full encode and decode per trial."""
     from ..decoder import decode
     from ..encoder import encode
@@ -406,7 +407,8 @@ def match_bisect(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fa
     while trials < max_trials and hi >= lo:
         code = (lo + hi) // 2
         data = encode(rgb, beta=code / BETA_CODE_MAX, model=model, num_y_substreams=num_y_substreams,
-                      backend=backend, qmap=qmap, qmap_block_log2=qmap_block_log2, roi_q=roi_q, context=context)
+                      backend=backend, qmap=qmap, qmap_block_log2=qmap_block_log2, roi_q=roi_q, context=context,
+                      rdoq=rdoq)
         decode(data, backend=backend, models=[model])        # the loss evaluation of the VM's search
         trials += 1
         r = 8 * len(data) / npx
