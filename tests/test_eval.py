@@ -106,6 +106,23 @@ def test_context_study_codes_both_ways(tmp_path, capsys):
     assert pts["none"] != pts["context"]
 
 
+def test_rdoq_study_compares_rate_weights(tmp_path, capsys):
+    """rdoq_study: real streams at every beta for each rate weight, BD-rate
+    against rounding to nearest (0, which is +0.00 % against itself)."""
+    import numpy as np
+    from PIL import Image
+    from refcodec.eval import rdoq_study
+    im = np.asarray(Image.open("tests/data/kodim23.png").convert("RGB"))[100:228, 200:392]
+    (tmp_path / "k").mkdir()
+    Image.fromarray(im).save(tmp_path / "k" / "a.png")
+    rdoq_study.main(["--kodak", str(tmp_path / "k"), "--values", "0.04,0.5", "--betas", "0.4,0.6,0.8,1"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = {ln.split()[0]: ln.split() for ln in lines if ln[:1].isdigit()}
+    assert set(rows) == {"0", "0.04", "0.5"}
+    assert rows["0"][1] == "+0.00"
+    assert float(rows["0.5"][1]) != 0.0
+
+
 def test_backend_identity_compares_and_resumes(tmp_path, capsys):
     """backend_identity: one stream per image and beta, decoded on each
     backend and compared by hash; a second run with the same --json decodes
