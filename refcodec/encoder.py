@@ -6,7 +6,7 @@ integer hyper-synthesis, so both sides see the same table rows and means.
     mu, s = h_s(clamp(z_hat))                 integer, as the decoder
     q = round((y - mu) * 2^IG_P / inv_gain)   coded with the table rows of s + gain
 
-(``round`` of y: rate-aware by default, see :data:`RDOQ`.)  With the checkerboard context (clause 6.4) the anchors are quantized first;
+(``round`` of y: rate-aware by default, see :data:`RDOQ_KNOTS`.)  With the checkerboard context (clause 6.4) the anchors are quantized first;
 the decoder's integer g_cm and g_ep then give mu and s of the other positions
 from the anchors' y_hat, exactly as the decoder will compute them.
 """
@@ -27,13 +27,21 @@ from .syntax.picture_header import CONTEXT_FLAG, LEVEL, QMAP_BLOCK_LOG2_MAX, QUA
 
 #: Rate-aware rounding of y (an encoder choice; the decoder never sees it).
 #: With v = (y - mu) * gain, each latent takes floor(v) or floor(v) + 1,
-#: whichever has the smaller ``(v - q)^2 + RDOQ * bits(q)``, bits(q) the
-#: exact cost of q under its table row (escapes included): plain rounding
-#: when RDOQ = 0.  The value 0.04 minimized BD-rate (PSNR-RGB) on 8 Kodak
-#: images, 7 rates, over 0.02 ... 0.15: -3.8 % against rounding to nearest
-#: (a deadzone alone, floor(|v| + 0.45), gave -2.2 %).
-RDOQ = 0.04
+#: whichever has the smaller ``(v - q)^2 + C * bits(q)``, bits(q) the exact
+#: cost of q under its table row (escapes included): plain rounding when
+#: C = 0.  By default C follows beta (:func:`rdoq_weight`) through these
+#: (beta, C) knots, linear between them and constant outside: on 8 Kodak
+#: images (refcodec.eval.rdoq_study, step-39,000 model) the best constant C
+#: was 0.04-0.05 at beta 0.3-0.6 (-6.2 % BD-rate PSNR-RGB against rounding
+#: to nearest) but 0.01-0.02 at beta 0.7-1 (-0.3 %; 0.04 there: +0.1 %).
+RDOQ_KNOTS = ((0.6, 0.05), (0.9, 0.015))
 RDOQ_MAX = 1.0
+
+
+def rdoq_weight(beta_code):
+    """The default rate weight C of the rounding of y at beta_code."""
+    (b0, c0), (b1, c1) = RDOQ_KNOTS
+    return float(np.interp(beta_code / 65535, [b0, b1], [c0, c1]))
 
 
 def symbol_bits(model, q, rows):
@@ -110,11 +118,12 @@ class Analysis:
         grids of the padded picture) replaces the analysis transforms, for
         encoders that optimize the latents themselves (refcodec.eval.refine_study).
         ``context``: code with the checkerboard context (clause 6.4); by
-        default whenever the model has it.  ``rdoq``: the rate weight of
-        the rounding of y (:data:`RDOQ` by default; 0 rounds to nearest)."""
+        default whenever the model has it.  ``rdoq``: the rate weight C of
+        the rounding of y (None: :func:`rdoq_weight` of each rate; 0 rounds
+        to nearest)."""
         check_image(rgb)
-        self.rdoq = RDOQ if rdoq is None else float(rdoq)
-        if not 0 <= self.rdoq <= RDOQ_MAX:
+        self.rdoq = None if rdoq is None else float(rdoq)
+        if self.rdoq is not None and not 0 <= self.rdoq <= RDOQ_MAX:
             raise RefcodecError(f"rdoq {rdoq!r} outside [0, {RDOQ_MAX}]")
         if context and not model.context:
             raise RefcodecError("this model has no context networks (g_cm, g_ep): it cannot code with the "
@@ -162,28 +171,30 @@ class Analysis:
         shift, ig = gain_maps(m, beta_code, Q_lat)
         mu_q, s_q = self.mu_q, self.s_q
         levels = m.arch["sigma_levels"]
-        q = self._round(mu_q, ig, y_rows(s_q, shift, p["p_s"], levels))
+        c = rdoq_weight(beta_code) if self.rdoq is None else self.rdoq
+        q = self._round(mu_q, ig, y_rows(s_q, shift, p["p_s"], levels), c)
         if self.context:
             y_hat_q = dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], m.ig_p)
             mu_q, s_q = context_params(m, y_hat_q, mu_q, s_q, self.backend)
             q = np.where(anchor_mask(self.hy, self.wy)[:, :, None], q,
-                         self._round(mu_q, ig, y_rows(s_q, shift, p["p_s"], levels)))
+                         self._round(mu_q, ig, y_rows(s_q, shift, p["p_s"], levels), c))
         rows = y_rows(s_q, shift, p["p_s"], levels)
         return q, rows, mu_q, ig
 
-    def _round(self, mu_q, ig, rows):
+    def _round(self, mu_q, ig, rows, c):
         """q from y, mean mu_q and inverse gain ig; ``rows`` (flat) the table
-        rows the symbols will be coded with (rate-aware rounding, RDOQ)."""
+        rows the symbols will be coded with, c the rate weight (rate-aware
+        rounding, RDOQ_KNOTS; 0: to nearest)."""
         m = self.model
         mu = mu_q.astype(np.float64) / (1 << m.prec["p_mu"])
         v = (self.y - mu) * ((1 << m.ig_p) / ig.astype(np.float64))
-        if self.rdoq == 0:
+        if c == 0:
             q = np.round(v)
         else:
             q0 = np.clip(np.floor(v), -32768, 32766)
             rows = rows.reshape(v.shape)
-            cost0 = (v - q0) ** 2 + self.rdoq * symbol_bits(m, q0, rows)
-            cost1 = (q0 + 1 - v) ** 2 + self.rdoq * symbol_bits(m, q0 + 1, rows)
+            cost0 = (v - q0) ** 2 + c * symbol_bits(m, q0, rows)
+            cost1 = (q0 + 1 - v) ** 2 + c * symbol_bits(m, q0 + 1, rows)
             q = np.where(cost1 < cost0, q0 + 1, q0)
         return np.clip(q, -32768, 32767).astype(np.int32)
 
@@ -456,7 +467,7 @@ def encode(rgb, beta=0.5, model=None, num_y_substreams=None, backend="cpu", qmap
     steps first (refcodec.refine; needs PyTorch): same syntax, fewer bits.
     ``context=False`` codes without the checkerboard context (on by default
     when the model has it).  ``rdoq``: the rate weight of the rounding of y
-    (:data:`RDOQ` by default, 0: round to nearest)."""
+    (None: :func:`rdoq_weight` of beta; 0: round to nearest)."""
     from . import model as model_mod
     model = model or model_mod.load()
     if refine:

@@ -341,7 +341,8 @@ def test_rate_aware_rounding(context, kodak_crop):
     code = encoder.beta_to_code(0.6)
     near = encoder.Analysis(kodak_crop, m, context=context, rdoq=0)
     rdo = encoder.Analysis(kodak_crop, m, context=context)
-    assert rdo.rdoq == encoder.RDOQ > 0
+    c = encoder.rdoq_weight(code)
+    assert rdo.rdoq is None and 0.015 <= c <= 0.05
     q0, rows0, mu0, ig = near.coded(code)
     mu = mu0.astype(np.float64) / (1 << m.prec["p_mu"])
     v = (near.y - mu) * ((1 << m.ig_p) / ig.astype(np.float64))
@@ -352,7 +353,7 @@ def test_rate_aware_rounding(context, kodak_crop):
         r = rows.reshape(q.shape)
         assert np.all((q == np.floor(v)) | (q == np.floor(v) + 1))
         other = np.where(q == np.floor(v), q + 1, q - 1)
-        cost = lambda t: (v - t) ** 2 + encoder.RDOQ * encoder.symbol_bits(m, t, r)   # noqa: E731
+        cost = lambda t: (v - t) ** 2 + c * encoder.symbol_bits(m, t, r)   # noqa: E731
         assert np.all(cost(q) <= cost(other) + 1e-12)
         assert np.any(q != q0)
     data, data0 = rdo.stream(code), near.stream(code)
@@ -360,3 +361,6 @@ def test_rate_aware_rounding(context, kodak_crop):
     assert np.array_equal(decoder.decode(data, models=[m]), rdo.reconstruct(code))
     with pytest.raises(RefcodecError, match="rdoq"):
         encoder.Analysis(kodak_crop, m, rdoq=-0.1)
+    # the default weight follows beta: constant ends, falling in between
+    w = [encoder.rdoq_weight(encoder.beta_to_code(b)) for b in (0, 0.6, 0.75, 0.9, 1)]
+    assert w[0] == w[1] == 0.05 and w[1] > w[2] > w[3] and w[3] == w[4] == 0.015

@@ -115,11 +115,11 @@ def test_rdoq_study_compares_rate_weights(tmp_path, capsys):
     im = np.asarray(Image.open("tests/data/kodim23.png").convert("RGB"))[100:228, 200:392]
     (tmp_path / "k").mkdir()
     Image.fromarray(im).save(tmp_path / "k" / "a.png")
-    rdoq_study.main(["--kodak", str(tmp_path / "k"), "--values", "0.04,0.5", "--betas", "0.4,0.6,0.8,1"])
+    rdoq_study.main(["--kodak", str(tmp_path / "k"), "--values", "auto,0.04,0.5", "--betas", "0.4,0.6,0.8,1"])
     lines = capsys.readouterr().out.splitlines()
-    rows = {ln.split()[0]: ln.split() for ln in lines if ln[:1].isdigit()}
-    assert set(rows) == {"0", "0.04", "0.5"}
-    assert rows["0"][1] == "+0.00"
+    rows = {ln.split()[0]: ln.split() for ln in lines if ln[:1].isdigit() or ln.startswith("auto")}
+    assert set(rows) == {"0.0", "auto", "0.04", "0.5"}
+    assert rows["0.0"][1] == "+0.00"
     assert float(rows["0.5"][1]) != 0.0
 
 

@@ -1,6 +1,6 @@
 """What rate-aware rounding of y buys, and at which rate weight.
 
-``python -m refcodec.eval.rdoq_study [--kodak DIR] [--images N] [--values 0.02,0.04,0.06] [--betas ...]``
+``python -m refcodec.eval.rdoq_study [--kodak DIR] [--images N] [--values auto,0.02,0.04] [--betas ...]``
 
 For each image the analysis runs once; then for each rate weight C (and for
 C = 0, rounding to nearest, the reference) and each beta the encoder codes a
@@ -30,7 +30,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m refcodec.eval.rdoq_study", description=__doc__.split("\n")[0])
     p.add_argument("--kodak", default=os.path.join(SHARED, "data", "kodak"))
     p.add_argument("--images", type=int, default=8)
-    p.add_argument("--values", default="0.02,0.03,0.04,0.05,0.06,0.08")
+    p.add_argument("--values", default="auto,0.02,0.04,0.06",
+                   help="rate weights C, 'auto' the encoder's default (a weight per beta)")
     p.add_argument("--betas", default="0.35,0.45,0.55,0.65,0.75,0.85,0.95")
     p.add_argument("--model", default=None, help="model file (default: the shipped W16A16 model)")
     args = p.parse_args(argv)
@@ -39,7 +40,8 @@ def main(argv=None):
     if not files:
         raise SystemExit(f"no PNG images in {args.kodak}")
     files = files[::max(1, len(files) // args.images)][:args.images]
-    values = [0.0] + [float(v) for v in args.values.split(",") if float(v) != 0]
+    # "auto": the encoder's default, the weight of each beta (encoder.rdoq_weight)
+    values = [0.0] + [v if v == "auto" else float(v) for v in args.values.split(",") if v == "auto" or float(v) != 0]
     betas = [float(b) for b in args.betas.split(",")]
     m = model_mod.load(args.model)
     t0 = time.time()
@@ -50,7 +52,7 @@ def main(argv=None):
         npx = rgb.shape[0] * rgb.shape[1]
         base = encoder.Analysis(rgb, m, rdoq=0)
         for c in values:
-            base.rdoq = c                   # the analysis is shared; only the rounding changes
+            base.rdoq = None if c == "auto" else c     # the analysis is shared; only the rounding changes
             rows = []
             for b in betas:
                 code = encoder.beta_to_code(b)
@@ -68,7 +70,7 @@ def main(argv=None):
         bd = [bd_rate(ref[i, :, 0], ref[i, :, 1], r[i, :, 0], r[i, :, 1]) for i in range(len(files))]
         bdy = [bd_rate(ref[i, :, 0], ref[i, :, 2], r[i, :, 0], r[i, :, 2]) for i in range(len(files))]
         curve = " ".join(f"{a:.3f}/{q:.2f}" for a, q, _ in r.mean(0))
-        print(f"{c:<7g} {np.mean(bd):+9.2f} % {np.mean(bdy):+9.2f} %   {curve}")
+        print(f"{c:<7} {np.mean(bd):+9.2f} % {np.mean(bdy):+9.2f} %   {curve}")
 
 
 if __name__ == "__main__":
