@@ -12,11 +12,15 @@ weights:
 * ``int-entropy`` -- the real stream of the W16A16 codec (integer h_s,
   integer tables, rANS) decoded by the *float* g_s: isolates the integer
   entropy network and the coder;
-* ``W16A16``, ``W8A16`` -- the real streams, decoded by the integer decoder.
+* ``W16A16``, ``W8A16`` -- the real streams, decoded by the integer decoder;
+* ``codec`` -- the W16A16 codec as it ships: its encoder's rate-aware
+  rounding of y (encoder.RDOQ_KNOTS) instead of rounding to nearest.
 
-and prints mean RD points and BD-rates (pchip, PSNR-RGB and PSNR-Y): each
-integer variant against the float decoder, and W16A16 against the classical
-and learned anchors of ../shared/anchors.
+The first four round y to nearest, as the float reference does, so that
+they differ by the integer networks alone.  Prints mean RD points and
+BD-rates (pchip, PSNR-RGB and PSNR-Y): each integer variant against the
+float decoder, the codec against W16A16 (what the rounding buys), and the
+codec against the classical and learned anchors of ../shared/anchors.
 """
 
 import argparse
@@ -91,14 +95,14 @@ def main(argv=None):
     m16, m8 = model_mod.load(args.w16), model_mod.load(args.w8)
     betas = [float(b) for b in args.betas.split(",")]
     files = sorted(glob.glob(os.path.join(args.kodak, "*.png")))[:args.images]
-    names = ("float", "int-entropy", "W16A16", "W8A16")
+    names = ("float", "int-entropy", "W16A16", "W8A16", "codec")
     pts = {n: {b: [] for b in betas} for n in names}
     t0 = time.time()
     for f in files:
         rgb = np.asarray(Image.open(f).convert("RGB"))
         npx = rgb.shape[0] * rgb.shape[1]
-        an16 = encoder.Analysis(rgb, m16)
-        an8 = encoder.Analysis(rgb, m8)
+        an16 = encoder.Analysis(rgb, m16, rdoq=0)      # rounding to nearest, as float_decode
+        an8 = encoder.Analysis(rgb, m8, rdoq=0)
         counter = RateCounter(m16)
         S = an16.default_substreams()
         fixed = _fixed_bytes(an16, S)
@@ -114,6 +118,10 @@ def main(argv=None):
             pts["W16A16"][b].append(metrics(rgb, decoder.decode(data16, models=[m16]), 8 * len(data16) / npx))
             data8 = an8.stream(code)
             pts["W8A16"][b].append(metrics(rgb, decoder.decode(data8, models=[m8]), 8 * len(data8) / npx))
+            an16.rdoq = None                            # the shipped encoder's rounding
+            data = an16.stream(code)
+            pts["codec"][b].append(metrics(rgb, decoder.decode(data, models=[m16]), 8 * len(data) / npx))
+            an16.rdoq = 0
         print(f"# {os.path.basename(f)} done ({time.time() - t0:.0f} s)", flush=True)
 
     mean = {n: [{k: float(np.mean([d[k] for d in pts[n][b]])) for k in ("bpp", "psnr_rgb", "psnr_y", "msssim")}
@@ -127,21 +135,28 @@ def main(argv=None):
         return [q["bpp"] for q in mean[n]], [q[key] for q in mean[n]]
 
     print("\nBD-rate (pchip) against the float decoder:")
-    for n in names[1:]:
+    for n in names[1:4]:
         print(f"  {n:12s} PSNR-RGB {bd_rate(*curve('float', 'psnr_rgb'), *curve(n, 'psnr_rgb')):+.2f} %   "
               f"PSNR-Y {bd_rate(*curve('float', 'psnr_y'), *curve(n, 'psnr_y')):+.2f} %")
     print(f"  g_s only     PSNR-RGB {bd_rate(*curve('int-entropy', 'psnr_rgb'), *curve('W16A16', 'psnr_rgb')):+.2f} %"
           " (W16A16 against int-entropy)")
+    print(f"  codec        PSNR-RGB {bd_rate(*curve('W16A16', 'psnr_rgb'), *curve('codec', 'psnr_rgb')):+.2f} %   "
+          f"PSNR-Y {bd_rate(*curve('W16A16', 'psnr_y'), *curve('codec', 'psnr_y')):+.2f} % "
+          "(rate-aware rounding against W16A16 rounding to nearest)")
     if os.path.isdir(args.anchors):
         rd = json.load(open(os.path.join(args.anchors, "kodak_rd.json")))
         ca = json.load(open(os.path.join(args.anchors, "compressai_kodak.json")))
-        print("\nBD-rate of W16A16 (PSNR-RGB) against the anchors (negative = fewer bits than the anchor):")
+        print("\nBD-rate (PSNR-RGB) against the anchors (negative = fewer bits than the anchor): "
+              "the codec (W16A16, rate-aware rounding), and W16A16 rounding to nearest")
         for k in ("vvenc_ai_420", "x265_ai_444", "avif_444", "webp", "jxl", "jpeg"):
             a = rd[k]
-            print(f"  vs {k:14s} {bd_rate([q['bpp'] for q in a], [q['psnr_rgb'] for q in a], *curve('W16A16', 'psnr_rgb')):+.1f} %")
+            ab = [q['bpp'] for q in a], [q['psnr_rgb'] for q in a]
+            print(f"  vs {k:14s} {bd_rate(*ab, *curve('codec', 'psnr_rgb')):+.1f} %   "
+                  f"({bd_rate(*ab, *curve('W16A16', 'psnr_rgb')):+.1f} %)")
         hp = ca["8bit-decoded/kodak/compressai-bmshj2018-hyperprior_mse_ans_cuda"]["points"]
-        print(f"  vs bmshj2018-hyperprior (CompressAI) "
-              f"{bd_rate([q['bpp'] for q in hp], [q['psnr_rgb'] for q in hp], *curve('W16A16', 'psnr_rgb')):+.1f} %")
+        hb = [q['bpp'] for q in hp], [q['psnr_rgb'] for q in hp]
+        print(f"  vs bmshj2018-hyperprior (CompressAI) {bd_rate(*hb, *curve('codec', 'psnr_rgb')):+.1f} %   "
+              f"({bd_rate(*hb, *curve('W16A16', 'psnr_rgb')):+.1f} %)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"betas": betas, "mean": mean}, f, indent=1)
