@@ -279,7 +279,7 @@ class Tables(tuple):
     def __new__(cls, cdf, cdf_len, offset, copy=True):
         arrays = (np.array(cdf, copy=copy), np.array(cdf_len, copy=copy), np.array(offset, copy=copy))
         self = super().__new__(cls, arrays)
-        self._encoder = self._lut = None
+        self._encoder = self._lut = self._cost = None
         return self
 
     @property
@@ -295,6 +295,26 @@ class Tables(tuple):
         if self._lut is None:
             self._lut = build_lut(self[0], self[1])
         return self._lut
+
+    def symbol_bits(self, values, rows):
+        """The information content in bits (float64) of each symbol, values
+        and table rows of the same shape, as the coder codes it:
+        -log2(freq / 2^16), and outside a row's range the escape symbol,
+        NB_BITS and nb bits -- :func:`ideal_bits` per symbol, vectorized."""
+        if self._cost is None:
+            freq = np.diff(self[0].astype(np.int64), axis=1)
+            self._cost = np.where(freq > 0, PRECISION - np.log2(np.maximum(freq, 1)), 0.0)
+        v = np.asarray(values, np.int64)
+        n = self[1][rows].astype(np.int64)
+        lo = self[2][rows].astype(np.int64)
+        hi = lo + n - 2
+        inside = (v >= lo) & (v <= hi)
+        bits = self._cost[rows, np.where(inside, v - lo, n - 1)]
+        if not inside.all():
+            ve, loe, hie = v[~inside], lo[~inside], hi[~inside]
+            u = np.where(ve < loe, 2 * (loe - ve) - 1, 2 * (ve - hie) - 2)
+            bits[~inside] += NB_BITS + np.floor(np.log2(u + 1))
+        return bits
 
 
 def as_tables(cdf, cdf_len=None, offset=None):

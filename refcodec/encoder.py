@@ -28,12 +28,13 @@ from .syntax.picture_header import CONTEXT_FLAG, LEVEL, QMAP_BLOCK_LOG2_MAX, QUA
 #: Rate-aware rounding of y (an encoder choice; the decoder never sees it).
 #: With v = (y - mu) * gain, each latent takes floor(v) or floor(v) + 1,
 #: whichever has the smaller ``(v - q)^2 + C * bits(q)``, bits(q) the exact
-#: cost of q under its table row (escapes included): plain rounding when
-#: C = 0.  By default C follows beta (:func:`rdoq_weight`) through these
-#: (beta, C) knots, linear between them and constant outside: on 8 Kodak
-#: images (refcodec.eval.rdoq_study, step-39,000 model) the best constant C
-#: was 0.04-0.05 at beta 0.3-0.6 (-6.2 % BD-rate PSNR-RGB against rounding
-#: to nearest) but 0.01-0.02 at beta 0.7-1 (-0.3 %; 0.04 there: +0.1 %).
+#: cost of q under its table row (escapes included; Tables.symbol_bits of
+#: kernels.rans): plain rounding when C = 0.  By default C follows beta
+#: (:func:`rdoq_weight`) through these (beta, C) knots, linear between them
+#: and constant outside: on 8 Kodak images (refcodec.eval.rdoq_study,
+#: step-39,000 model) the best constant C was 0.04-0.05 at beta 0.3-0.6
+#: (-6.2 % BD-rate PSNR-RGB against rounding to nearest) but 0.01-0.02 at
+#: beta 0.7-1 (-0.3 %; 0.04 there: +0.1 %).
 RDOQ_KNOTS = ((0.6, 0.05), (0.9, 0.015))
 RDOQ_MAX = 1.0
 
@@ -42,29 +43,6 @@ def rdoq_weight(beta_code):
     """The default rate weight C of the rounding of y at beta_code."""
     (b0, c0), (b1, c1) = RDOQ_KNOTS
     return float(np.interp(beta_code / 65535, [b0, b1], [c0, c1]))
-
-
-def symbol_bits(model, q, rows):
-    """The exact bits of symbols q under table rows ``rows`` (same shape) of
-    the y tables, as kernels.rans codes them: -log2(freq / 2^16), and for a
-    value outside the row's range the escape symbol, NB_BITS and nb bits."""
-    bits = getattr(model, "_y_bits", None)
-    cdf, cdf_len, offset = model.y_tables
-    if bits is None:
-        freq = np.diff(cdf.astype(np.int64), axis=1)
-        bits = np.where(freq > 0, rans.PRECISION - np.log2(np.maximum(freq, 1)), np.inf)
-        model._y_bits = bits
-    lo = offset[rows].astype(np.int64)
-    top = cdf_len[rows].astype(np.int64) - 2
-    t = q.astype(np.int64) - lo
-    inside = (t >= 0) & (t <= top)
-    out = bits[rows, np.where(inside, t, top + 1)]
-    if not inside.all():
-        hi = lo + top
-        u = np.where(q < lo, 2 * (lo - q) - 1, 2 * (q - hi) - 2)
-        nb = np.floor(np.log2(np.maximum(u + 1, 1))).astype(np.int64)
-        out = out + np.where(inside, 0, rans.NB_BITS + nb)
-    return out
 
 
 def check_image(rgb):
@@ -172,13 +150,13 @@ class Analysis:
         mu_q, s_q = self.mu_q, self.s_q
         levels = m.arch["sigma_levels"]
         c = rdoq_weight(beta_code) if self.rdoq is None else self.rdoq
-        q = self._round(mu_q, ig, y_rows(s_q, shift, p["p_s"], levels), c)
+        rows = y_rows(s_q, shift, p["p_s"], levels)
+        q = self._round(mu_q, ig, rows, c)
         if self.context:
             y_hat_q = dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], m.ig_p)
             mu_q, s_q = context_params(m, y_hat_q, mu_q, s_q, self.backend)
-            q = np.where(anchor_mask(self.hy, self.wy)[:, :, None], q,
-                         self._round(mu_q, ig, y_rows(s_q, shift, p["p_s"], levels), c))
-        rows = y_rows(s_q, shift, p["p_s"], levels)
+            rows = y_rows(s_q, shift, p["p_s"], levels)
+            q = np.where(anchor_mask(self.hy, self.wy)[:, :, None], q, self._round(mu_q, ig, rows, c))
         return q, rows, mu_q, ig
 
     def _round(self, mu_q, ig, rows, c):
@@ -193,8 +171,8 @@ class Analysis:
         else:
             q0 = np.clip(np.floor(v), -32768, 32766)
             rows = rows.reshape(v.shape)
-            cost0 = (v - q0) ** 2 + c * symbol_bits(m, q0, rows)
-            cost1 = (q0 + 1 - v) ** 2 + c * symbol_bits(m, q0 + 1, rows)
+            cost0 = (v - q0) ** 2 + c * m.y_tables.symbol_bits(q0, rows)
+            cost1 = (q0 + 1 - v) ** 2 + c * m.y_tables.symbol_bits(q0 + 1, rows)
             q = np.where(cost1 < cost0, q0 + 1, q0)
         return np.clip(q, -32768, 32767).astype(np.int32)
 

@@ -316,15 +316,16 @@ def test_context_model_files_are_checked(tiny_ctx, tmp_path):
 
 
 def test_symbol_bits_is_the_information_content_of_the_coder(tiny, rng):
-    """encoder.symbol_bits, the rate term of the rate-aware rounding, restates
-    the coder's cost: -log2 of the frequency, and for values outside a row's
-    range the escape, its nb field and nb bits (kernels.rans.ideal_bits)."""
+    """Tables.symbol_bits, the rate term of the rate-aware rounding and of
+    the rate matcher's counter, restates the coder's cost: -log2 of the
+    frequency, and for values outside a row's range the escape, its nb
+    field and nb bits (kernels.rans.ideal_bits)."""
     from kernels import rans
     cdf, cdf_len, offset = tiny.y_tables
     rows = rng.integers(0, cdf.shape[0], 3000).astype(np.int32)
     q = np.round(rng.normal(0, 1, rows.size) * np.exp(rng.uniform(0, 6, rows.size))).astype(np.int64)
     q[:6] = [32767, -32768, 1000, -1000, 0, 1]
-    bits = encoder.symbol_bits(tiny, q, rows)
+    bits = tiny.y_tables.symbol_bits(q, rows)
     assert np.any(q > offset[rows] + cdf_len[rows] - 2)         # escapes were tested
     want = rans.ideal_bits(q.astype(np.int32), rows, cdf, cdf_len, offset)
     assert bits.sum() == pytest.approx(want, rel=1e-12)
@@ -353,7 +354,7 @@ def test_rate_aware_rounding(context, kodak_crop):
         r = rows.reshape(q.shape)
         assert np.all((q == np.floor(v)) | (q == np.floor(v) + 1))
         other = np.where(q == np.floor(v), q + 1, q - 1)
-        cost = lambda t: (v - t) ** 2 + c * encoder.symbol_bits(m, t, r)   # noqa: E731
+        cost = lambda t: (v - t) ** 2 + c * m.y_tables.symbol_bits(t, r)   # noqa: E731
         assert np.all(cost(q) <= cost(other) + 1e-12)
         assert np.any(q != q0)
     data, data0 = rdo.stream(code), near.stream(code)

@@ -72,30 +72,15 @@ class MatchResult:
 
 
 class RateCounter:
-    """Exact information content of the y symbols under the integer tables."""
+    """Exact information content of the y symbols under the integer tables
+    (kernels.rans.Tables.symbol_bits)."""
 
     def __init__(self, model):
-        cdf, cdf_len, offset = model.y_tables
-        self.cdf = cdf.astype(np.int64)
-        self.cdf_len = cdf_len.astype(np.int64)
-        self.offset = offset.astype(np.int64)
-        freq = np.diff(self.cdf, axis=1)
-        with np.errstate(divide="ignore"):
-            self.cost = np.where(freq > 0, 16.0 - np.log2(np.maximum(freq, 1)), 0.0)   # bits per symbol
+        self.tables = model.y_tables
 
     def symbol_bits(self, q, rows):
         """Information content of each symbol (escape bits included)."""
-        n = self.cdf_len[rows]
-        lo = self.offset[rows]
-        hi = lo + n - 2
-        inside = (q >= lo) & (q <= hi)
-        sym = np.where(inside, q - lo, n - 1)
-        bits = self.cost[rows, sym]
-        if not inside.all():
-            qe, loe, hie = q[~inside], lo[~inside], hi[~inside]
-            u = np.where(qe < loe, 2 * (loe - qe) - 1, 2 * (qe - hie) - 2)
-            bits[~inside] += 5 + np.floor(np.log2(u + 1))
-        return bits
+        return self.tables.symbol_bits(q, rows)
 
     def bits(self, q, rows):
         return float(self.symbol_bits(q, rows).sum())
