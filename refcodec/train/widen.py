@@ -1,0 +1,112 @@
+"""Widen a trained model's latent y: ``python -m refcodec.train.widen IN.npz OUT.npz --M 192``.
+
+The PSNR of a model at high rates is bounded by what g_s can reconstruct
+from M latent channels at 1/16 of the resolution: 128 channels are 1/6 of
+the pixel values, and on Kodak the reconstruction g_s(g_a(x)) of the
+unquantized latents, or of latents optimized for the picture, stays below
+33 dB on kodim01 however many bits are spent.  Training a wider model from
+scratch costs days on CPUs; this tool grows the trained one instead.  It
+writes float weights (the trainer's ``--init`` format) with M' > M latent
+channels, the old channels keeping their weights and the new ones:
+
+- g_a: new output filters drawn at GA_SPREAD of the old ones' spread: small
+  latents, rounded to zero at low rates;
+- g_s: the new input weights drawn at GS_SPREAD of the old spread (nearly
+  silent, they still carry the distortion's gradient, straight through the
+  rounding, to g_a's new filters);
+- h_a, g_cm and g_ep's first layer: the new inputs weighted by zero;
+- h_s and g_ep's last layer: the new means start at 0 (weights and bias),
+  the new sigma indices two octaves below the old ones (NEW_S_BIAS),
+  weights zero: the new latents, mostly zero at first, cost few bits;
+- the gain vectors: each rate point's mean log2 gain for the new channels.
+
+The old channels' latents and the entropy model of z are unchanged, so the
+old part of the rate is unchanged too; the new part costs a few bits and
+adds a small perturbation until training puts it to use.
+"""
+
+import argparse
+import json
+
+import numpy as np
+
+
+#: Spread of the new channels' weights, relative to the old ones': g_a's new filters, g_s's new inputs.
+GA_SPREAD = 0.03
+GS_SPREAD = 0.3
+#: The new channels' sigma index bias: two octaves below an old channel's (about 0), so that
+#: the new latents, zero at first almost everywhere, cost almost nothing.
+NEW_S_BIAS = -16.0
+
+
+def widen(arrays, arch, M2, seed=0):
+    """(arrays, arch) with M2 latent channels (see the module's docstring)."""
+    M = arch["M"]
+    if M2 <= M:
+        raise ValueError(f"--M {M2}: the model has {M} latent channels already")
+    rng = np.random.default_rng(seed)
+    a = {k: v.copy() for k, v in arrays.items()}
+    d = M2 - M
+
+    def rows(w, new):            # append rows (output channels) to w
+        return np.concatenate([w, new.astype(w.dtype)], axis=0)
+
+    def cols(w, new, at):        # insert input channels into w at index at
+        return np.concatenate([w[:, :at], new.astype(w.dtype), w[:, at:]], axis=1)
+
+    w = a["g_a.6.weight"]
+    a["g_a.6.weight"] = rows(w, rng.normal(0, GA_SPREAD * w.std(), (d,) + w.shape[1:]))
+    a["g_a.6.bias"] = rows(a["g_a.6.bias"], np.zeros(d))
+    w = a["h_a.0.weight"]
+    a["h_a.0.weight"] = cols(w, np.zeros((w.shape[0], d) + w.shape[2:]), M)
+    w = a["g_s.0.weight"]
+    a["g_s.0.weight"] = cols(w, rng.normal(0, GS_SPREAD * w.std(), (w.shape[0], d) + w.shape[2:]), M)
+
+    def mean_scale_out(prefix):  # a last layer whose 2M outputs are M means then M sigma indices
+        w, b = a[prefix + ".weight"], a[prefix + ".bias"]
+        zw = np.zeros((d,) + w.shape[1:], w.dtype)
+        a[prefix + ".weight"] = np.concatenate([w[:M], zw, w[M:], zw], axis=0)
+        a[prefix + ".bias"] = np.concatenate([b[:M], np.zeros(d, b.dtype), b[M:],
+                                              np.full(d, NEW_S_BIAS, b.dtype)])
+
+    last_h_s = max(int(k.split(".")[1]) for k in a if k.startswith("h_s.") and k.endswith(".weight"))
+    mean_scale_out(f"h_s.{last_h_s}")
+    if "g_cm" in arch:
+        w = a["g_cm.0.weight"]
+        a["g_cm.0.weight"] = cols(w, np.zeros((w.shape[0], d) + w.shape[2:]), M)
+        w = a["g_ep.0.weight"]               # inputs: M means, M sigma indices, C context features
+        z = np.zeros((w.shape[0], d) + w.shape[2:])
+        a["g_ep.0.weight"] = cols(cols(w, z, 2 * M), z, M)
+        last = max(int(k.split(".")[1]) for k in a if k.startswith("g_ep.") and k.endswith(".weight"))
+        mean_scale_out(f"g_ep.{last}")
+        b = a[f"g_ep.{last}.bias"]           # corrections: the new ones start at zero
+        b[M2 + M:] = 0
+    g = a["log2_gain"]
+    a["log2_gain"] = np.concatenate([g, np.repeat(g.mean(axis=1, keepdims=True), d, axis=1)], axis=1)
+
+    from .. import arch as A
+    arch2 = A.make_arch(N=arch["N"], M=M2, Z=arch["Z"], NH=arch["NH"], K=arch["K"],
+                        C=arch.get("C", 0), NE=arch.get("NE", 320))
+    for k in ("sigma_min", "sigma_per_octave", "sigma_levels", "lambdas"):
+        arch2[k] = arch[k]
+    return a, arch2
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m refcodec.train.widen", description=__doc__.split("\n")[0])
+    p.add_argument("src", help="float weights (.npz, as the trainer exports them)")
+    p.add_argument("dst")
+    p.add_argument("--M", type=int, required=True, help="the new number of latent channels")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    data = np.load(args.src)
+    meta = json.loads(bytes(data["__meta__"]).decode())
+    arrays = {k: data[k] for k in data.files if k != "__meta__"}
+    a, arch2 = widen(arrays, meta["arch"], args.M, args.seed)
+    meta = dict(meta, arch=arch2, widened_from=meta["arch"]["M"], kodak_score=float("inf"))
+    np.savez_compressed(args.dst, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **a)
+    print(f"{args.src} (M={meta['widened_from']}) -> {args.dst} (M={args.M}), step {meta.get('step', 0)}")
+
+
+if __name__ == "__main__":
+    main()

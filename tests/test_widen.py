@@ -1,0 +1,72 @@
+"""refcodec.train.widen: a model grown to more latent channels computes what
+it computed before on the old channels (the new ones silent in g_s)."""
+
+import numpy as np
+import pytest
+
+from refcodec import arch as A
+from refcodec.train import widen as W
+
+torch = pytest.importorskip("torch")
+
+
+def tiny(M, seed=0):
+    from refcodec.train.nets import HyperpriorTorch
+    torch.manual_seed(seed)
+    m = HyperpriorTorch(A.make_arch(N=8, M=M, Z=6, NH=8, C=5, NE=7))
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m.eval()
+
+
+def widened(m, M2, monkeypatch, gs_spread=0.0):
+    from refcodec.train.nets import HyperpriorTorch
+    monkeypatch.setattr(W, "GS_SPREAD", gs_spread)
+    arrays = {k: v.detach().numpy() for k, v in m.state_dict().items()}
+    a, arch2 = W.widen(arrays, m.arch, M2)
+    w = HyperpriorTorch(arch2)
+    w.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in a.items()})
+    return w.eval()
+
+
+def test_widened_model_keeps_the_old_channels(monkeypatch):
+    M, M2 = 12, 17
+    m = tiny(M)
+    w = widened(m, M2, monkeypatch)
+    x = torch.rand(1, 3, 64, 128)
+    beta = torch.tensor([0.7])
+    with torch.no_grad():
+        y, y2 = m.g_a(m.to_ycbcr(x)), w.g_a(w.to_ycbcr(x))
+        assert torch.equal(y2[:, :M], y)
+        assert y2[:, M:].abs().max() > 0                      # the new latents exist
+        z, z2 = m.h_a(y), w.h_a(y2)
+        torch.testing.assert_close(z2, z, rtol=0, atol=1e-6)
+        z_hat = torch.round(z)
+        p, p2 = m.h_s(z_hat), w.h_s(z_hat)
+        torch.testing.assert_close(p2[:, :M], p[:, :M], rtol=0, atol=1e-6)             # means
+        torch.testing.assert_close(p2[:, M2:M2 + M], p[:, M:], rtol=0, atol=1e-6)       # sigma indices
+        assert torch.all(p2[:, M:M2] == 0) and torch.all(p2[:, M2 + M:] == W.NEW_S_BIAS)
+        # the context: old channels refined as before, new ones not at all
+        mu, s = p.chunk(2, dim=1)
+        mu2, s2 = p2.chunk(2, dim=1)
+        g, g2 = torch.exp2(m.gain(beta))[:, :, None, None], torch.exp2(w.gain(beta))[:, :, None, None]
+        torch.testing.assert_close(g2[:, :M], g, rtol=0, atol=0)
+        from refcodec.train.nets import ste_round
+        c_mu, c_s = m.checkerboard(y, mu, s, g, ste_round)
+        c_mu2, c_s2 = w.checkerboard(y2, mu2, s2, g2, ste_round)
+        torch.testing.assert_close(c_mu2[:, :M], c_mu, rtol=0, atol=1e-5)
+        torch.testing.assert_close(c_s2[:, :M], c_s, rtol=0, atol=1e-5)
+        torch.testing.assert_close(c_mu2[:, M:], mu2[:, M:], rtol=0, atol=0)
+        # the reconstruction ignores the new channels (GS_SPREAD 0); their bits come on top
+        x_hat, by, bz = m(x, beta, noise=False)
+        x_hat2, by2, bz2 = w(x, beta, noise=False)
+        torch.testing.assert_close(x_hat2, x_hat, rtol=0, atol=1e-5)
+        torch.testing.assert_close(bz2, bz, rtol=0, atol=1e-4)
+        assert float(by2) >= float(by) - 1e-3
+
+
+def test_widen_refuses_to_narrow(monkeypatch):
+    m = tiny(12)
+    with pytest.raises(ValueError, match="latent channels"):
+        widened(m, 12, monkeypatch)
