@@ -125,3 +125,27 @@ def test_latent_refinement_lowers_the_training_loss():
     t = lambda a: torch.from_numpy(a).float().permute(2, 0, 1)[None]  # noqa: E731
     assert yr.shape == (8, 8, net.arch["M"]) and zr.shape == (2, 2, net.arch["Z"])
     assert loss(t(yr), t(zr)) < 0.95 * before        # 0.052 -> 0.043 here
+
+
+def test_bf16_training_layers_stay_close_and_evaluation_stays_float32(model):
+    """The trainer's --bf16: inner layers of g_a and g_s in bfloat16 while
+    training (close to float32), never in evaluation (identical)."""
+    x = torch.rand(2, 3, 64, 64)
+    beta = torch.tensor([0.2, 0.9])
+    try:
+        with torch.no_grad():
+            ref = model(x, beta, noise=False)
+            model.set_bf16(True)
+            same = model(x, beta, noise=False)                  # eval mode: float32
+            model.train()
+            mixed = model.g_s(model.g_a(model.to_ycbcr(x)))
+            model.eval()
+            full = model.g_s(model.g_a(model.to_ycbcr(x)))
+    finally:
+        model.set_bf16(False)
+        model.eval()
+    for a, b in zip(ref, same):
+        assert torch.equal(a, b)
+    assert mixed.dtype == torch.float32
+    assert not torch.equal(mixed, full)                        # bfloat16 did run
+    torch.testing.assert_close(mixed, full, rtol=0, atol=0.05 * float(full.abs().max()))

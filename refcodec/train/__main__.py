@@ -145,6 +145,10 @@ def main(argv=None):
     p.add_argument("--train", default="all", metavar="NET,...",
                    help="train only these networks (for example g_a,h_a: the encoder alone, every "
                         "normative part frozen, so the integer decoder of an exported model is unchanged)")
+    p.add_argument("--bf16", action="store_true",
+                   help="run the wide inner layers of g_a and g_s in bfloat16 while training (about 2x "
+                        "faster on CPUs with AVX512-BF16, gradients within ~8 %% of float32's); the "
+                        "Kodak evaluations and the exports stay float32")
     p.add_argument("--reset-best", action="store_true",
                    help="forget the best Kodak score (after a change of the lambda range)")
     args = p.parse_args(argv)
@@ -164,6 +168,7 @@ def main(argv=None):
     model = HyperpriorTorch(arch).to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
+    model.set_bf16(args.bf16)
     if args.train != "all":
         nets = tuple(n.strip() + "." for n in args.train.split(",") if n.strip())
         unknown = [n for n in nets if not any(k.startswith(n) for k, _ in model.named_parameters())]
@@ -218,7 +223,7 @@ def main(argv=None):
     say(f"{len(images)} training images loaded in {time.time() - t0:.1f}s; arch N={N} M={M} Z={Z} NH={NH}; "
         f"{sum(p.numel() for p in model.parameters())} parameters "
         f"({sum(p.numel() for p in model.parameters() if p.requires_grad)} trained: {args.train}); batch {args.batch}x{args.crop}^2, lr {args.lr}, "
-        f"device {device}")
+        f"device {device}{', bfloat16 inner layers' if args.bf16 else ''}")
     kodak = []
     if os.path.isdir(args.kodak):
         files = sorted(glob.glob(os.path.join(args.kodak, "*.png")))

@@ -52,6 +52,28 @@ class IGDN(nn.Module):
         return x * F.conv2d(x.abs(), gamma[:, :, None, None], beta)
 
 
+class Sequential(nn.Sequential):
+    """``nn.Sequential`` whose layers ``lo`` to ``hi - 1`` may run in bfloat16
+    while training (``bf16 = (lo, hi)``; the trainer's ``--bf16``): the
+    layers around them, evaluation and export stay float32."""
+
+    bf16 = None
+
+    def forward(self, x):
+        if self.bf16 is None or not self.training:
+            return super().forward(x)
+        lo, hi = self.bf16
+        for m in self[:lo]:
+            x = m(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            for m in self[lo:hi]:
+                x = m(x)
+        x = x.float()
+        for m in self[hi:]:
+            x = m(x)
+        return x
+
+
 def build(layers):
     mods = []
     for layer in layers:
@@ -69,7 +91,7 @@ def build(layers):
             mods.append(nn.ReLU())
         else:
             raise ValueError(f"unknown layer op {op!r}")
-    return nn.Sequential(*mods)
+    return Sequential(*mods)
 
 
 class FactorizedPrior(nn.Module):
@@ -145,6 +167,16 @@ class HyperpriorTorch(nn.Module):
         self.log2_gain = nn.Parameter(init[:, None].repeat(1, M).clone())
         self.register_buffer("rgb_to_ycbcr", torch.tensor(A.RGB_TO_YCBCR))
         self.register_buffer("ycbcr_to_rgb", torch.tensor(A.YCBCR_TO_RGB))
+
+    def set_bf16(self, on=True):
+        """Run the wide inner layers of g_a and g_s in bfloat16 while training
+        (2-2.5x faster on CPUs with AVX512-BF16): all of g_a but its last
+        convolution, all of g_s but its first and last; the latents y, the
+        hyper networks, the context networks, the rates and the output stay
+        float32."""
+        self.g_a.bf16 = (0, len(self.g_a) - 1) if on else None
+        last = max(i for i, m in enumerate(self.g_s) if isinstance(m, nn.Conv2d))
+        self.g_s.bf16 = (1, last) if on else None
 
     def to_ycbcr(self, x):
         y = torch.einsum("ij,bjhw->bihw", self.rgb_to_ycbcr, x)
