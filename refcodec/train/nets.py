@@ -174,9 +174,10 @@ class HyperpriorTorch(nn.Module):
         convolution, all of g_s but its first and last; the latents y, the
         hyper networks, the context networks, the rates and the output stay
         float32."""
-        self.g_a.bf16 = (0, len(self.g_a) - 1) if on else None
-        last = max(i for i, m in enumerate(self.g_s) if isinstance(m, nn.Conv2d))
-        self.g_s.bf16 = (1, last) if on else None
+        def convs(net):
+            return [i for i, m in enumerate(net) if isinstance(m, nn.Conv2d)]
+        self.g_a.bf16 = (0, convs(self.g_a)[-1]) if on else None
+        self.g_s.bf16 = (convs(self.g_s)[0] + 1, convs(self.g_s)[-1]) if on else None
 
     def to_ycbcr(self, x):
         y = torch.einsum("ij,bjhw->bihw", self.rgb_to_ycbcr, x)
