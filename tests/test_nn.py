@@ -149,3 +149,23 @@ def test_bf16_training_layers_stay_close_and_evaluation_stays_float32(model):
     assert mixed.dtype == torch.float32
     assert not torch.equal(mixed, full)                        # bfloat16 did run
     torch.testing.assert_close(mixed, full, rtol=0, atol=0.05 * float(full.abs().max()))
+
+
+def test_trainer_beta_draw_moves_the_chosen_fraction_above_the_floor():
+    """--beta-floor LO --beta-floor-frac F: a fraction F of the crops draws
+    beta from U[LO, 1]; the rest (and F = 0) from U[0, 1]."""
+    from refcodec.train.__main__ import draw_beta
+    torch.manual_seed(0)
+    plain = draw_beta(200_000)
+    torch.manual_seed(0)
+    same = draw_beta(200_000, 0.3, 0.0)
+    assert torch.equal(plain, same)
+    torch.manual_seed(0)
+    b = draw_beta(200_000, 0.3, 0.5)
+    assert 0 <= float(b.min()) and float(b.max()) <= 1
+    # below the floor only the uniform half lands: 0.5 * 0.3 of the crops
+    assert abs(float((b < 0.3).float().mean()) - 0.15) < 0.005
+    # above it, uniform: each tenth of [0.3, 1] holds the same share
+    hi = b[b >= 0.3]
+    counts = torch.histc(hi, bins=7, min=0.3, max=1.0) / hi.numel()
+    assert float((counts - 1 / 7).abs().max()) < 0.01

@@ -52,6 +52,21 @@ def load_images(root, max_images=None, min_side=128):
     return images
 
 
+def draw_beta(batch, floor=0.0, frac=0.0, device="cpu"):
+    """Rate parameters of one batch: beta ~ U[0, 1], except that a fraction
+    ``frac`` of the crops (each independently) draws from U[floor, 1] instead.
+
+    ``floor > 0`` moves training effort from the lowest rates (beta < floor,
+    below ~0.1 bpp on Kodak, under every BD-rate range) to the rates that are
+    measured; ``frac = 0`` is the plain uniform draw.
+    """
+    beta = torch.rand(batch, device=device)
+    if frac > 0 and floor > 0:
+        high = torch.rand(batch, device=device) < frac
+        beta = torch.where(high, floor + (1 - floor) * beta, beta)
+    return beta
+
+
 def random_batch(images, rng, batch, crop):
     out = np.empty((batch, crop, crop, 3), np.uint8)
     for i in range(batch):
@@ -149,9 +164,15 @@ def main(argv=None):
                    help="run the wide inner layers of g_a and g_s in bfloat16 while training (about 2x "
                         "faster on CPUs with AVX512-BF16, gradients within ~8 %% of float32's); the "
                         "Kodak evaluations and the exports stay float32")
+    p.add_argument("--beta-floor", type=float, default=0.0, metavar="LO",
+                   help="with --beta-floor-frac F: a fraction F of the crops draws beta from U[LO, 1] "
+                        "instead of U[0, 1] (more training at the measured rates)")
+    p.add_argument("--beta-floor-frac", type=float, default=0.0, metavar="F")
     p.add_argument("--reset-best", action="store_true",
                    help="forget the best Kodak score (after a change of the lambda range)")
     args = p.parse_args(argv)
+    if not (0 <= args.beta_floor < 1 and 0 <= args.beta_floor_frac <= 1):
+        p.error("--beta-floor must be in [0, 1) and --beta-floor-frac in [0, 1]")
 
     torch.set_num_threads(args.threads)
     os.makedirs(args.run, exist_ok=True)
@@ -223,7 +244,8 @@ def main(argv=None):
     say(f"{len(images)} training images loaded in {time.time() - t0:.1f}s; arch N={N} M={M} Z={Z} NH={NH}; "
         f"{sum(p.numel() for p in model.parameters())} parameters "
         f"({sum(p.numel() for p in model.parameters() if p.requires_grad)} trained: {args.train}); batch {args.batch}x{args.crop}^2, lr {args.lr}, "
-        f"device {device}{', bfloat16 inner layers' if args.bf16 else ''}")
+        f"device {device}{', bfloat16 inner layers' if args.bf16 else ''}"
+        f"{f', beta from U[{args.beta_floor}, 1] for {args.beta_floor_frac:.0%} of crops' if args.beta_floor_frac and args.beta_floor else ''}")
     kodak = []
     if os.path.isdir(args.kodak):
         files = sorted(glob.glob(os.path.join(args.kodak, "*.png")))
@@ -254,7 +276,7 @@ def main(argv=None):
         x = random_batch(images, rng, args.batch, args.crop).to(device)
         if device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
-        beta = torch.rand(args.batch, device=device)
+        beta = draw_beta(args.batch, args.beta_floor, args.beta_floor_frac, device)
         npx = x.shape[2] * x.shape[3]
         if rate_only:
             bits_y, bits_z = model.rates(x, beta)
