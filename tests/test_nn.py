@@ -165,7 +165,7 @@ def test_trainer_beta_draw_moves_the_chosen_fraction_above_the_floor():
     assert 0 <= float(b.min()) and float(b.max()) <= 1
     # below the floor only the uniform half lands: 0.5 * 0.3 of the crops
     assert abs(float((b < 0.3).float().mean()) - 0.15) < 0.005
-    # above it, uniform: each tenth of [0.3, 1] holds the same share
+    # above it, uniform: each 0.1-wide bin of [0.3, 1] holds the same share
     hi = b[b >= 0.3]
     counts = torch.histc(hi, bins=7, min=0.3, max=1.0) / hi.numel()
     assert float((counts - 1 / 7).abs().max()) < 0.01

@@ -1,7 +1,8 @@
 """Train the refcodec model: ``python -m refcodec.train``.
 
 Variable-rate training of the mean-scale hyperprior of :mod:`refcodec.arch`:
-every crop in a batch draws its own rate parameter beta ~ U[0, 1], which picks
+every crop in a batch draws its own rate parameter beta ~ U[0, 1] (or, for a
+fraction of the crops, U[--beta-floor, 1]: :func:`draw_beta`), which picks
 both its gain vector (interpolated in the log domain between the K trained
 rate points) and its distortion weight lambda(beta), log-interpolated between
 LAMBDA_MIN and LAMBDA_MAX.
@@ -241,11 +242,12 @@ def main(argv=None):
     torch.manual_seed(args.seed + step)
     t0 = time.time()
     images = load_images(args.data, min_side=args.crop)
+    draw = (f", beta from U[{args.beta_floor}, 1] for {args.beta_floor_frac:.0%} of crops"
+            if args.beta_floor and args.beta_floor_frac else "")
     say(f"{len(images)} training images loaded in {time.time() - t0:.1f}s; arch N={N} M={M} Z={Z} NH={NH}; "
         f"{sum(p.numel() for p in model.parameters())} parameters "
         f"({sum(p.numel() for p in model.parameters() if p.requires_grad)} trained: {args.train}); batch {args.batch}x{args.crop}^2, lr {args.lr}, "
-        f"device {device}{', bfloat16 inner layers' if args.bf16 else ''}"
-        f"{f', beta from U[{args.beta_floor}, 1] for {args.beta_floor_frac:.0%} of crops' if args.beta_floor_frac and args.beta_floor else ''}")
+        f"device {device}{', bfloat16 inner layers' if args.bf16 else ''}{draw}")
     kodak = []
     if os.path.isdir(args.kodak):
         files = sorted(glob.glob(os.path.join(args.kodak, "*.png")))
