@@ -54,14 +54,17 @@ def torch_model(float_weights):
     return _NETS[key], torch
 
 
-def sga_round(torch, v, tau):
+def sga_round(torch, v, tau, generator=None):
     """Stochastic Gumbel annealing (Yang et al. 2020): v moves to floor(v) or
     floor(v) + 1 with a Gumbel-softmax weight that favours the nearer one and
-    hardens as the temperature tau falls to 0."""
+    hardens as the temperature tau falls to 0.  The Gumbel noise comes from
+    ``generator`` (refine seeds its own: the same picture gives the same
+    stream on every run)."""
     f = torch.floor(v)
     d = (v - f).clamp(1e-6, 1 - 1e-6)
     logits = torch.stack([-torch.atanh(d), -torch.atanh(1 - d)], dim=-1) / tau
-    w = torch.nn.functional.gumbel_softmax(logits, tau=1.0, hard=False, dim=-1)
+    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype).clamp(1e-20, 1 - 1e-7)
+    w = torch.softmax(logits - torch.log(-torch.log(u)), dim=-1)
     return f + w[..., 1]
 
 
@@ -84,10 +87,11 @@ def refine(net, torch, x, beta, iters=ITERS, lr=LR, method="sga"):
     b = torch.tensor([float(beta)])
     lam = float(net.lam(b))
     npx = x.shape[2] * x.shape[3]
+    gen = torch.Generator().manual_seed(0)
     for it in range(iters):
         if method == "sga":
             tau = 0.5 * (0.1 ** (it / max(1, iters - 1)))
-            x_hat, bits_y, bits_z = net.from_latents(y, z, b, rounding=lambda v: sga_round(torch, v, tau))
+            x_hat, bits_y, bits_z = net.from_latents(y, z, b, rounding=lambda v: sga_round(torch, v, tau, gen))
         else:
             x_hat, bits_y, bits_z = net.from_latents(y, z, b)
         loss = (bits_y + bits_z).sum() / npx + lam * 255 ** 2 * ((x_hat - x) ** 2).mean()

@@ -240,6 +240,7 @@ def test_refined_encode_with_the_shipped_model(kodak_crop, tiny, tmp_path, capsy
     plain = encoder.encode(crop, beta=0.4)
     refined = encoder.encode(crop, beta=0.4, refine=5)
     assert refined != plain and refined[:4] == plain[:4]
+    assert encoder.encode(crop, beta=0.4, refine=5) == refined      # seeded: the same stream every run
     out = decoder.decode(refined, backend="cpu")
     assert np.array_equal(out, decoder.decode(refined, backend="numpy")) and out.shape == crop.shape
     r = match(crop, 0.5, refine=3)
