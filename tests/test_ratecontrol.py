@@ -73,6 +73,26 @@ def test_out_of_range_targets(crop, m, reach):
         match(crop, -1, m)
 
 
+@pytest.mark.parametrize("method", ["fast", "bisect"])
+def test_a_missed_tolerance_is_said(crop, m, method):
+    """Inside the reachable range a window narrower than one byte cannot be
+    met (a 16 x 16 picture, a target half a byte between two sizes, a 0.1 %
+    tolerance): the closest stream comes back with a warning that gives its
+    rate, not silently."""
+    tiny = crop[:16, :16].copy()
+    n0, n1 = (len(encoder.encode(tiny, beta=b, model=m)) for b in (0.0, 1.0))
+    assert n1 > n0 + 2
+    target = 8 * ((n0 + n1) // 2 + 0.5) / 256
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        res = match(tiny, target, m, method=method, tolerance=0.001)
+    assert abs(res.bpp / target - 1) > 0.001
+    said = [n for n in res.warnings if n.startswith("tolerance not met")]
+    assert len(said) == 1 and f"{res.bpp:.4f} bpp" in said[0], res.warnings
+    assert any("tolerance not met" in str(x.message) for x in w)
+    assert decoder.decode(res.data).shape == tiny.shape
+
+
 def test_bisect_baseline_meets_the_tolerance(crop, m, reach):
     lo, hi = reach
     target = (lo * hi) ** 0.5

@@ -184,6 +184,10 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
             trials += 1
             data = an.stream(chosen, S, Q, qmap_block_log2)
             bpp = 8 * len(data) / (an.width * an.height)
+    if not limited and not _accept(bpp, target_bpp, tolerance, side):
+        _tolerance_missed(bpp, target_bpp, tolerance, side, an.width * an.height, notes)
+    elif not limited:
+        notes[:] = [n for n in notes if not n.startswith("tolerance not met")]     # a later search met it
     ext = int(Q.flat[0]) if extended else 0
     return MatchResult(data=data, bpp=bpp, target_bpp=target_bpp, beta=chosen / BETA_CODE_MAX, beta_code=chosen,
                        trials=trials, seconds=time.perf_counter() - t0, method="fast", warnings=notes,
@@ -281,6 +285,22 @@ def _extend(an, counter, S, target_bpp, tolerance, side, max_trials, model, near
     chosen, more, notes, _ = _search(an, counter, Q, k, S, target_bpp, tolerance, side, max_trials, model,
                                      known=known)
     return chosen, trials + more, notes, Q, k, False
+
+
+def _tolerance_missed(bpp, target_bpp, tolerance, side, npx, notes):
+    """Say that the written stream is outside the tolerance, and by how much.
+
+    Within the reachable range this happens when no beta gives a stream of a
+    size inside the window (on a small picture one byte is ``800 / npx`` % of
+    a 1 bpp stream), or when the trial budget ran out.  The stream is still
+    the closest one found; the caller decides what to do with it."""
+    notes[:] = [n for n in notes if not n.startswith("tolerance not met")]
+    window = f"-{tolerance:.1%} ... 0" if side == "below" else f"\u00b1{tolerance:.1%}"
+    byte = 800 / (npx * target_bpp)
+    notes.append(f"tolerance not met: the written stream is {bpp:.4f} bpp, {bpp / target_bpp - 1:+.2%} from the "
+                 f"target {target_bpp} bpp (window {window}; one byte is {byte:.2f} % of the target here); "
+                 f"using the closest point")
+    warnings.warn(notes[-1])
 
 
 def _out_of_range(target_bpp, reach, nearest, notes, how=""):
@@ -410,7 +430,8 @@ def match_bisect(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fa
     if best is None or not _accept(best[1], target_bpp, tolerance, side):
         if not nearest and best is not None and (lo > BETA_CODE_MAX or hi < 0):
             raise RateError(f"target {target_bpp} bpp is outside the reachable range for this image")
-        notes.append("tolerance not met; using the closest point")
+        if best is not None:
+            _tolerance_missed(best[1], target_bpp, tolerance, side, npx, notes)
     if best is None:
         raise RateError(f"target {target_bpp} bpp is below the lowest reachable rate for this image")
     code, r, data = best
