@@ -139,8 +139,44 @@ def test_backend_identity_compares_and_resumes(tmp_path, capsys):
     assert backend_identity.main(argv) == 0
     assert "2 of 2 streams decode identically on numpy, cpu" in capsys.readouterr().out
     done = json.loads((tmp_path / "d.json").read_text())
-    assert len(done) == 2 and all(set(v) == {"numpy", "cpu"} for v in done.values())
+    assert len(done) == 2 and all(set(v) == {"stream", "bytes", "numpy", "cpu"} for v in done.values())
     (tmp_path / "d.json").write_text(json.dumps({k: {**v, "cpu": {"sha256": "0" * 64, "seconds": 0}}
                                                  for k, v in done.items()}))
     assert backend_identity.main(argv) == 1                 # a recorded difference is reported, not re-decoded
     assert "DIFFER" in capsys.readouterr().out
+
+
+def test_backend_identity_decodes_carried_streams(tmp_path, capsys, monkeypatch):
+    """--streams: the streams encoded here are written to a folder; without
+    the Kodak folder the run decodes that folder's streams alone, skips the
+    backends recorded for the same bytes, and starts a stream over when its
+    bytes differ from the record (the GPU check's way)."""
+    import json
+    import numpy as np
+    from PIL import Image
+    from refcodec import decoder
+    from refcodec.eval import backend_identity
+    im = np.asarray(Image.open("tests/data/kodim23.png").convert("RGB"))[:40, :50]
+    (tmp_path / "k").mkdir()
+    Image.fromarray(im).save(tmp_path / "k" / "a.png")
+    S, J = tmp_path / "s", tmp_path / "d.json"
+    argv = ["--kodak", str(tmp_path / "k"), "--betas", "0.2,0.8", "--backends", "numpy", "--json", str(J),
+            "--streams", str(S)]
+    assert backend_identity.main(argv) == 0
+    assert sorted(p.name for p in S.iterdir()) == ["a_beta0.2.rcd", "a_beta0.8.rcd"]
+    capsys.readouterr()
+    calls = []
+    real = decoder.decode
+    monkeypatch.setattr(decoder, "decode", lambda data, backend, **kw: calls.append(backend) or real(data, backend, **kw))
+    gone = ["--kodak", str(tmp_path / "nowhere"), "--backends", "numpy,cpu", "--json", str(J), "--streams", str(S)]
+    assert backend_identity.main(gone) == 0
+    assert calls == ["cpu", "cpu"]                          # numpy was recorded for these bytes
+    assert "2 of 2 streams decode identically on numpy, cpu" in capsys.readouterr().out
+    (S / "a_beta0.2.rcd").write_bytes((S / "a_beta0.8.rcd").read_bytes())
+    calls.clear()
+    assert backend_identity.main(gone) == 0
+    assert calls == ["numpy", "cpu"]                        # other bytes under the name: decoded again
+    done = json.loads(J.read_text())
+    assert done["a beta 0.2"]["stream"] == done["a beta 0.8"]["stream"]
+    with pytest.raises(SystemExit, match="no .rcd streams"):
+        backend_identity.main(["--kodak", str(tmp_path / "nowhere"), "--streams", str(tmp_path / "empty")])
