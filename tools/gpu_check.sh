@@ -23,7 +23,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 if [ "${1:-}" = prepare ]; then
     set -e
     mkdir -p gpu
-    python -m refcodec.eval.backend_identity --backends numpy,cpu --streams gpu/streams --json gpu/identity.json
+    ${PYTHON:-python} -m refcodec.eval.backend_identity --backends numpy,cpu --streams gpu/streams --json gpu/identity.json
     du -sh gpu
     exit 0
 fi
