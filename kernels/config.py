@@ -36,11 +36,11 @@ def _sources(root=PACKAGE):
 
 
 @functools.lru_cache(maxsize=8)
-def _digest(stamps):
+def _digest(root, stamps):
     h = hashlib.sha256()
     for path, _, _ in stamps:
         with open(path, "rb") as f:
-            h.update(os.path.relpath(path, PACKAGE).encode() + b"\0" + f.read() + b"\0")
+            h.update(os.path.relpath(path, root).encode() + b"\0" + f.read() + b"\0")
     return h.digest()
 
 
@@ -48,7 +48,7 @@ def package_digest(root=PACKAGE):
     """SHA-256 of every ``.py`` file under ``root`` (names and contents): the
     source stamp of every cached kernel.  Memoized on the files' (mtime, size)."""
     stamps = tuple((p, st.st_mtime_ns, st.st_size) for p in _sources(root) for st in (os.stat(p),))
-    return _digest(stamps)
+    return _digest(root, stamps)
 
 
 def _stamp_kernels_with_the_package():

@@ -184,10 +184,11 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
             trials += 1
             data = an.stream(chosen, S, Q, qmap_block_log2)
             bpp = 8 * len(data) / (an.width * an.height)
-    if not limited and not _accept(bpp, target_bpp, tolerance, side):
-        _tolerance_missed(bpp, target_bpp, tolerance, side, an.width * an.height, notes)
-    elif not limited:
-        notes[:] = [n for n in notes if not n.startswith("tolerance not met")]     # a later search met it
+    if not limited:
+        # a search's own miss is superseded by what the written stream shows
+        notes[:] = [n for n in notes if not n.startswith("tolerance not met")]
+        if not _accept(bpp, target_bpp, tolerance, side):
+            _tolerance_missed(bpp, target_bpp, tolerance, side, an.width * an.height, notes)
     ext = int(Q.flat[0]) if extended else 0
     return MatchResult(data=data, bpp=bpp, target_bpp=target_bpp, beta=chosen / BETA_CODE_MAX, beta_code=chosen,
                        trials=trials, seconds=time.perf_counter() - t0, method="fast", warnings=notes,
@@ -294,7 +295,6 @@ def _tolerance_missed(bpp, target_bpp, tolerance, side, npx, notes):
     size inside the window (on a small picture one byte is ``800 / npx`` % of
     a 1 bpp stream), or when the trial budget ran out.  The stream is still
     the closest one found; the caller decides what to do with it."""
-    notes[:] = [n for n in notes if not n.startswith("tolerance not met")]
     window = f"-{tolerance:.1%} ... 0" if side == "below" else f"\u00b1{tolerance:.1%}"
     byte = 800 / (npx * target_bpp)
     notes.append(f"tolerance not met: the written stream is {bpp:.4f} bpp, {bpp / target_bpp - 1:+.2%} from the "
