@@ -45,8 +45,19 @@ def _models(root, manifest):
 
 
 def check(root, backend="cpu", subset=None, log=print):
-    """Check every vector (or those with ``subset`` in their tags); returns (passed, failed)."""
+    """Check every vector (or those with ``subset`` in their tags); returns (passed, failed).
+
+    An unavailable backend (``cuda`` without a GPU or the simulator) and a
+    subset no vector has are refused up front (RefcodecError), so that a
+    count never includes vectors that did not run on the backend."""
+    from kernels.config import require_backend
+    require_backend(backend)
     manifest = load_manifest(root)
+    if subset:
+        tags = sorted({t for v in manifest["vectors"] for t in v.get("tags", [])}
+                      | {t for v in manifest.get("invalid", []) for t in v.get("tags", ["invalid"])})
+        if subset not in tags:
+            raise RefcodecError(f"no conformance vector has the tag {subset!r} (tags: {', '.join(tags)})")
     models = list(_models(root, manifest).values())
     passed = failed = 0
     for v in manifest["vectors"]:

@@ -113,11 +113,17 @@ def dequantize(mu_q, q, inv_gain, p_mu, p_y, ig_p):
     return np.clip((acc + (1 << (ig_p - 1))) >> ig_p, -32768, 32767).astype(np.int16)
 
 
-def colour_transform(x_q, p_x):
-    """Clause 6.6: int16 Y', Cb, Cr at p_x fractional bits -> uint8 RGB."""
+def colour_transform(x_q, p_x, monochrome=False):
+    """Clause 6.6: int16 Y', Cb, Cr at p_x fractional bits -> uint8 RGB.
+    ``monochrome`` (tool_flags bit 2): R = G = B from Y' alone, Cb and Cr unread.
+    The accumulator fits int64 easily: |C| < 2^25 times |v| <= 2^15, three terms."""
     v = x_q.astype(np.int64)
-    acc = v @ COLOUR_MATRIX.T + LUMA_OFFSET * (1 << p_x)
     sh = 16 + p_x
+    if monochrome:
+        acc = v[..., :1] * COLOUR_MATRIX[0, 0] + LUMA_OFFSET * (1 << p_x)
+        g = np.clip((acc + (1 << (sh - 1))) >> sh, 0, 255).astype(np.uint8)
+        return np.repeat(g, 3, axis=-1)
+    acc = v @ COLOUR_MATRIX.T + LUMA_OFFSET * (1 << p_x)
     return np.clip((acc + (1 << (sh - 1))) >> sh, 0, 255).astype(np.uint8)
 
 
@@ -188,7 +194,7 @@ G_S_BAND = 32
 G_S_MARGIN = 3
 
 
-def synthesize(model, y_hat_q, height, width, backend="cpu", band=G_S_BAND, margin=G_S_MARGIN):
+def synthesize(model, y_hat_q, height, width, backend="cpu", band=G_S_BAND, margin=G_S_MARGIN, monochrome=False):
     """Clauses 6.5-6.6 by bands of latent rows: uint8 RGB (height, width, 3)."""
     hy = y_hat_q.shape[0]
     up = model.g_s.upscale
@@ -201,15 +207,22 @@ def synthesize(model, y_hat_q, height, width, backend="cpu", band=G_S_BAND, marg
         p0, p1 = a * up, min(b * up, height)
         if p0 >= height:
             break
-        out[p0:p1] = colour_transform(rows[:p1 - p0, :width], model.prec["p_x"])
+        out[p0:p1] = colour_transform(rows[:p1 - p0, :width], model.prec["p_x"], monochrome)
     return out
 
 
 def decode(data, backend="cpu", models=None):
-    """Decode a refcodec stream to a uint8 (height, width, 3) RGB array."""
+    """Decode a refcodec stream to a uint8 (height, width, 3) RGB array
+    (R = G = B for a monochrome stream).  ``models``: the models to choose
+    from by model_id; by default every model that ships with refcodec."""
     from . import model as model_mod
+    from kernels.config import require_backend
+    require_backend(backend)
     pic = picture(data)
-    models = models if models is not None else [model_mod.load()]
-    model = find_model(pic.header.model_id, models)
+    if models is None:
+        model = model_mod.shipped(pic.header.model_id)
+    else:
+        model = find_model(pic.header.model_id, models)
     y_hat_q, *_ = decode_latents(pic, model, backend)
-    return synthesize(model, y_hat_q, pic.header.height, pic.header.width, backend)
+    return synthesize(model, y_hat_q, pic.header.height, pic.header.width, backend,
+                      monochrome=pic.header.monochrome)

@@ -11,6 +11,8 @@ the decoder's integer g_cm and g_ep then give mu and s of the other positions
 from the anchors' y_hat, exactly as the decoder will compute them.
 """
 
+import os
+
 import numpy as np
 
 from kernels import rans
@@ -22,7 +24,7 @@ from .errors import ImageError, RefcodecError
 from .export import to_ycbcr
 from .nn import run_float
 from .syntax import PictureHeader, write_picture
-from .syntax.picture_header import CONTEXT_FLAG, LEVEL, QMAP_BLOCK_LOG2_MAX, QUALITY_MAP_FLAG
+from .syntax.picture_header import CONTEXT_FLAG, LEVEL, MONOCHROME_FLAG, QMAP_BLOCK_LOG2_MAX, QUALITY_MAP_FLAG
 
 
 #: Rate-aware rounding of y (an encoder choice; the decoder never sees it).
@@ -54,6 +56,47 @@ def check_image(rgb):
         raise ImageError(f"picture size {w} x {h} outside the level limits (SPEC.md clause 9)")
 
 
+ODD_SUBSTREAMS = ("num_y_substreams {S} is odd: with the checkerboard context (on by default when the model has "
+                  "it) the substreams come in pairs, one per phase; give an even number, or code without the "
+                  "context (--no-context / context=False)")
+
+
+def check_substreams(num_y_substreams, model, context):
+    """The parity rule of clause 5.2, once the model is known (before any work)."""
+    if num_y_substreams and num_y_substreams % 2 and (model.context if context is None else context):
+        raise RefcodecError(ODD_SUBSTREAMS.format(S=num_y_substreams))
+
+
+def check_options(num_y_substreams=None, qmap=None, qmap_block_log2=None, roi_q=(6, -3), refine=0,
+                  context=None):
+    """Refuse encoder options outside their ranges with one clear RefcodecError
+    (before any work is done)."""
+    S = num_y_substreams
+    if S is not None:
+        if isinstance(S, bool) or not isinstance(S, (int, np.integer)) \
+                or not 1 <= S <= LEVEL["max_y_substreams"]:
+            raise RefcodecError(f"num_y_substreams {S!r} outside 1 ... {LEVEL['max_y_substreams']}")
+        if S % 2 and context:
+            raise RefcodecError(ODD_SUBSTREAMS.format(S=S))
+    k = qmap_block_log2
+    if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer))
+                          or not 0 <= k <= QMAP_BLOCK_LOG2_MAX):
+        raise RefcodecError(f"qmap_block_log2 {k!r} outside 0 ... {QMAP_BLOCK_LOG2_MAX}")
+    try:
+        fg, bg = roi_q
+        ok = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and qm.Q_MIN <= v <= qm.Q_MAX
+                 for v in (fg, bg))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise RefcodecError(f"roi_q must be two integers (inside, outside) in [{qm.Q_MIN}, {qm.Q_MAX}], "
+                            f"got {roi_q!r}")
+    if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
+        raise RefcodecError(f"refine must be a number of steps >= 0, got {refine!r}")
+    if isinstance(qmap, str) and qmap not in ("flat", "activity", "rdo") and not os.path.isfile(qmap):
+        raise qm.QualityMapError(f"quality map {qmap!r}: not flat, activity or rdo, and no such file")
+
+
 def default_substreams(hy, context=False):
     """The encoder's number of y substreams: up to 4 (per checkerboard phase
     with the context tool), one per 8 latent rows at least."""
@@ -69,8 +112,7 @@ def y_substreams(model, q, rows, hy, wy, S, context, backend="cpu"):
     if not context:
         return rans.encode(q, rows, y_substream_starts(hy, wy, M, S), model.y_tables, backend=backend)
     if S % 2:
-        raise RefcodecError(f"num_y_substreams {S}: the checkerboard context needs an even number "
-                            "(one half per phase)")
+        raise RefcodecError(ODD_SUBSTREAMS.format(S=S))
     ys = []
     for phase, pos in enumerate(phase_positions(hy, wy)):
         idx = (pos[:, None] * M + np.arange(M)).reshape(-1)
@@ -87,19 +129,58 @@ def pad_to_grid(rgb):
     return np.pad(rgb, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
 
 
+#: The float analysis g_a runs on bands of latent rows of at most about
+#: ANALYSIS_BAND_PIXELS pixels, each with ANALYSIS_MARGIN more latent rows
+#: above and below (g_a's receptive field spans 2 latent rows each way:
+#: four 5 x 5 convolutions of stride 2, 61 pixels), so the encoder's memory
+#: follows the band, not the picture: a 48-megapixel picture encodes in
+#: under 3 GB.  Pictures of up to 4 megapixels (Kodak, the vectors, 4K at
+#: most two bands) run in one piece.
+ANALYSIS_BAND_PIXELS = 4 << 20
+ANALYSIS_MARGIN = 4
+
+
+def analysis_transform(model, rgb, band_pixels=ANALYSIS_BAND_PIXELS, margin=ANALYSIS_MARGIN):
+    """y = g_a(YCbCr of the edge-padded picture), float32 (Hy, Wy, M), by bands
+    of latent rows.  A band's margin rows are computed and dropped, so each
+    kept row sees the picture as the whole-picture transform does."""
+    a = model.arch
+    h, w = rgb.shape[:2]
+    (hp, wp), (hy, wy), _ = grid_sizes(w, h)
+    band = max(1, band_pixels // (256 * wy))
+    if band >= hy:
+        return run_float(a["g_a"], model.enc, "g_a", to_ycbcr(pad_to_grid(rgb)))
+    y = np.empty((hy, wy, a["M"]), np.float32)
+    cols = np.minimum(np.arange(wp), w - 1)
+    for r0 in range(0, hy, band):
+        r1 = min(r0 + band, hy)
+        a0, a1 = max(0, r0 - margin), min(hy, r1 + margin)
+        rows = np.minimum(np.arange(16 * a0, 16 * a1), h - 1)          # edge padding, as pad_to_grid
+        tile = rgb[rows[:, None], cols[None, :]]
+        y[r0:r1] = run_float(a["g_a"], model.enc, "g_a", to_ycbcr(tile))[r0 - a0:r1 - a0]
+    return y
+
+
 class Analysis:
     """The float analysis of one picture (y, z_hat, and the integer h_s output),
     reusable across rates: only the y quantization depends on beta."""
 
-    def __init__(self, rgb, model, backend="cpu", latents=None, context=None, rdoq=None):
+    def __init__(self, rgb, model, backend="cpu", latents=None, context=None, rdoq=None, monochrome=None):
         """``latents=(y, z)`` (float, H x W x C at the latent and hyper-latent
         grids of the padded picture) replaces the analysis transforms, for
         encoders that optimize the latents themselves (refcodec.eval.refine_study).
         ``context``: code with the checkerboard context (clause 6.4); by
         default whenever the model has it.  ``rdoq``: the rate weight C of
         the rounding of y (None: :func:`rdoq_weight` of each rate; 0 rounds
-        to nearest)."""
+        to nearest).  ``monochrome``: code the picture as gray (tool_flags
+        bit 2, clause 6.6: the decoder outputs R = G = B from luma); by
+        default when every pixel has R = G = B."""
         check_image(rgb)
+        from .imageio import is_gray
+        gray = is_gray(rgb)
+        if monochrome and not gray:
+            raise RefcodecError("monochrome coding needs a gray picture (R = G = B in every pixel)")
+        self.monochrome = gray if monochrome is None else bool(monochrome)
         self.rdoq = None if rdoq is None else float(rdoq)
         if self.rdoq is not None and not 0 <= self.rdoq <= RDOQ_MAX:
             raise RefcodecError(f"rdoq {rdoq!r} outside [0, {RDOQ_MAX}]")
@@ -112,7 +193,7 @@ class Analysis:
         _, (self.hy, self.wy), (self.hz, self.wz) = grid_sizes(self.width, self.height)
         a = model.arch
         if latents is None:
-            self.y = run_float(a["g_a"], model.enc, "g_a", to_ycbcr(pad_to_grid(rgb)))
+            self.y = analysis_transform(model, rgb)
             z = run_float(a["h_a"], model.enc, "h_a", self.y)
         else:
             self.y, z = latents
@@ -185,13 +266,12 @@ class Analysis:
     def reconstruct(self, beta_code, Q=None, block_log2=0):
         """The decoder's picture for this analysis at beta_code (no stream):
         dequantization, integer g_s and colour transform, as clause 6."""
-        from .decoder import colour_transform
+        from .decoder import synthesize
         m = self.model
         p = m.prec
         q, _, mu_q, ig = self.coded(beta_code, Q, block_log2)
         y_hat_q = dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], m.ig_p)
-        rgb = colour_transform(m.g_s(y_hat_q, backend=self.backend), p["p_x"])
-        return rgb[:self.height, :self.width]
+        return synthesize(m, y_hat_q, self.height, self.width, self.backend, monochrome=self.monochrome)
 
     def default_substreams(self):
         return default_substreams(self.hy, self.context)
@@ -208,7 +288,8 @@ class Analysis:
         S = num_y_substreams or self.default_substreams()
         ys = y_substreams(m, q, rows, self.hy, self.wy, S, self.context, self.backend)
         q_data, row = (None, 0) if Q is None else self.qmap_stream(Q, block_log2)
-        flags = (0 if Q is None else QUALITY_MAP_FLAG) | (CONTEXT_FLAG if self.context else 0)
+        flags = ((0 if Q is None else QUALITY_MAP_FLAG) | (CONTEXT_FLAG if self.context else 0)
+                 | (MONOCHROME_FLAG if self.monochrome else 0))
         header = PictureHeader(model_id=m.model_id, width=self.width, height=self.height, beta_code=beta_code,
                                num_y_substreams=S, tool_flags=flags,
                                qmap_block_log2=block_log2 if Q is not None else 0, qmap_sigma_row=row)
@@ -402,7 +483,7 @@ def resolve_qmap(an, rgb, qmap, block_log2=None, roi_q=(6, -3), beta_code=32768)
     """(Q, block_log2) for a strategy: the rdo strategy picks its block size
     when ``block_log2`` is None; the others then use 0 (16 x 16 pixels)."""
     if isinstance(qmap, str) and qmap == "rdo":
-        return rdo_map(an, rgb, block_log2, beta_code)[0]
+        return rdo_map(an, rgb, block_log2, beta_code)
     k = 0 if block_log2 is None else block_log2
     return quality_map(an, rgb, qmap, k, roi_q, beta_code), k
 
@@ -438,22 +519,27 @@ def quality_map(an, rgb, qmap, block_log2=0, roi_q=(6, -3), beta_code=32768):
 
 
 def encode(rgb, beta=0.5, model=None, num_y_substreams=None, backend="cpu", qmap=None, qmap_block_log2=None,
-           roi_q=(6, -3), refine=0, context=None, rdoq=None):
+           roi_q=(6, -3), refine=0, context=None, rdoq=None, monochrome=None):
     """Encode a uint8 (H, W, 3) RGB array at rate parameter beta in [0, 1].
 
     ``refine=N`` optimizes the latents for this picture with N gradient
     steps first (refcodec.refine; needs PyTorch): same syntax, fewer bits.
     ``context=False`` codes without the checkerboard context (on by default
     when the model has it).  ``rdoq``: the rate weight of the rounding of y
-    (None: :func:`rdoq_weight` of beta; 0: round to nearest)."""
+    (None: :func:`rdoq_weight` of beta; 0: round to nearest).  ``monochrome``:
+    see :class:`Analysis` (by default when R = G = B everywhere)."""
     from . import model as model_mod
+    check_options(num_y_substreams, qmap, qmap_block_log2, roi_q, refine, context)
+    if not (isinstance(beta, (int, float, np.floating)) and 0 <= beta <= 1):
+        raise RefcodecError(f"beta must be a number in [0, 1], got {beta!r}")
     model = model or model_mod.load()
+    check_substreams(num_y_substreams, model, context)
     if refine:
         from .refine import refine_latents
         check_image(rgb)
         an = Analysis(rgb, model, backend, latents=refine_latents(rgb, model, beta, refine), context=context,
-                      rdoq=rdoq)
+                      rdoq=rdoq, monochrome=monochrome)
     else:
-        an = Analysis(rgb, model, backend, context=context, rdoq=rdoq)
+        an = Analysis(rgb, model, backend, context=context, rdoq=rdoq, monochrome=monochrome)
     Q, k = resolve_qmap(an, rgb, qmap, qmap_block_log2, roi_q, beta_to_code(beta))
     return an.stream(beta_to_code(beta), num_y_substreams, Q, k)

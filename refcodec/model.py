@@ -142,6 +142,8 @@ class Model:
         except OSError as e:
             raise ModelError(f"cannot read model file {path}: {e.strerror}") from None
         self.model_id = hashlib.sha256(raw).digest()[:8]
+        if raw[:4] not in (b"PK\x03\x04", b"PK\x05\x06"):
+            raise ModelError(f"{path} is not a refcodec model file (not an .npz archive)")
         try:
             npz = np.load(io.BytesIO(raw), allow_pickle=False)
             # the encoder's float weights are read on first use (a decoder never needs them)
@@ -242,3 +244,39 @@ def load(path=None):
     if path not in _cache:
         _cache[path] = Model(path)
     return _cache[path]
+
+
+_ids = {}
+
+
+def shipped_models():
+    """{model_id: path} of every model that ships in refcodec/models
+    (``refcodec-*.npz``; the float training weights are not decoder models).
+    The ids are the files' SHA-256 prefixes (clause 5.2), computed once."""
+    out = {}
+    for name in sorted(os.listdir(MODELS_DIR)):
+        if not (name.startswith("refcodec-") and name.endswith(".npz")):
+            continue
+        path = os.path.join(MODELS_DIR, name)
+        st = os.stat(path)
+        key = (path, st.st_mtime_ns, st.st_size)
+        if key not in _ids:
+            with open(path, "rb") as f:
+                _ids[key] = hashlib.sha256(f.read()).digest()[:8]
+        out[_ids[key]] = path
+    return out
+
+
+def shipped(model_id):
+    """The shipped model whose id is ``model_id`` (the default decoder knows
+    them all); BitstreamError when none is."""
+    from .errors import BitstreamError
+    default = load()
+    if default.model_id == model_id:
+        return default
+    models = shipped_models()
+    if model_id not in models:
+        raise BitstreamError(f"model_id {model_id.hex()} names no model that ships with refcodec (have "
+                             f"{', '.join(k.hex() + ' ' + os.path.basename(v) for k, v in models.items())}); "
+                             "give its model file with --model", field="model_id", clause="5.2")
+    return load(models[model_id])

@@ -38,7 +38,8 @@ def torch_model(float_weights):
     try:
         import torch
     except ImportError:
-        raise RefcodecError("latent refinement needs PyTorch: pip install 'refcodec[train]'") from None
+        raise RefcodecError("latent refinement needs PyTorch (the train extra): pip install -e '.[train]' "
+                            "in a checkout, or pip install torch==2.13.0") from None
     key = os.path.abspath(float_weights)
     if key not in _NETS:
         from .export import load_float

@@ -192,6 +192,22 @@ def test_banded_synthesis_with_the_shipped_model(rng):
     assert np.array_equal(whole, decoder.synthesize(m, y_hat, 112, 64, band=2))
 
 
+@pytest.mark.parametrize("band_pixels", [1, 3 * 256 * 12, 10 ** 9])
+def test_banded_analysis_equals_the_whole_picture(band_pixels):
+    """g_a by bands of latent rows (a margin beyond its receptive field on each
+    side) gives the whole picture's y: bands of one latent row, of three, and
+    one band; odd sizes, so the edge padding falls inside a band."""
+    from refcodec.encoder import analysis_transform, pad_to_grid
+    from refcodec.export import to_ycbcr
+    from refcodec.nn import run_float
+    m = Model.default()
+    rgb = np.asarray(Image.open(KODIM23).convert("RGB"))[:131, :141]
+    whole = run_float(m.arch["g_a"], m.enc, "g_a", to_ycbcr(pad_to_grid(rgb)))
+    banded = analysis_transform(m, rgb, band_pixels=band_pixels)
+    assert banded.shape == whole.shape == (12, 12, m.arch["M"])
+    np.testing.assert_allclose(banded, whole, rtol=0, atol=1e-4 * np.abs(whole).max())
+
+
 @pytest.mark.parametrize("mutate", ["header_list", "missing_arch", "bad_precision", "bad_version"])
 def test_malformed_model_headers_are_refused(tiny, tmp_path, mutate):
     import json as _json

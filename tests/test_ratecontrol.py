@@ -100,6 +100,24 @@ def test_bisect_baseline_meets_the_tolerance(crop, m, reach):
     assert abs(res.bpp - target) <= 0.01 * target and res.method == "bisect"
 
 
+@pytest.mark.parametrize("factor", [1 / 1.1, 1.6])
+def test_bisection_reaches_what_the_fast_method_reaches(crop, m, reach, factor):
+    """The bisection baseline goes beyond the gain unit's range too (a
+    uniform map, |Q| by bisection at the end beta, then beta), so --method
+    bisect reaches every rate --method fast does; beyond even Q = +-8 it
+    names the range it measured."""
+    from refcodec.syntax import picture
+    lo, hi = reach
+    target = (lo if factor < 1 else hi) * factor
+    res = match(crop, target, m, method="bisect")
+    assert abs(res.bpp - target) <= 0.01 * target and not res.warnings
+    assert (res.extension_q < 0) == (factor < 1) and res.extension_q != 0
+    assert picture(res.data).header.qmap_block_log2 == 4
+    assert decoder.decode(res.data, models=[m]).shape == crop.shape
+    with pytest.raises(RateError, match=r"outside the reachable range for this image: \d+\.\d+ bpp at most .*Q = 8"):
+        match(crop, hi * 50, m, method="bisect")
+
+
 @pytest.mark.parametrize("factor", [1 / 1.1, 1.3, 1.6])
 def test_a_uniform_quality_map_extends_the_range(crop, m, reach, factor):
     """Beyond the gain unit's range the fast method goes on with a uniform

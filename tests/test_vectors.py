@@ -54,10 +54,33 @@ def test_manifest_covers_the_tools():
     assert {0.0, 1.0, 64} <= {v["beta"] for v in ctx} | {v["substreams"] for v in ctx}
     assert any(v["escapes"] > 0 for v in ctx) and any("cuda" in v["tags"] for v in ctx)
     assert any(v["escapes"] > 0 for v in vs)
+    mono = [v for v in vs if "monochrome" in v["tags"]]          # tool_flags bit 2
+    assert mono and any(v["model"].startswith("conf-ctx") for v in mono) and any("cuda" in v["tags"] for v in mono)
     errors = {i["error"] for i in manifest()["invalid"]}
     assert {"TruncatedStreamError", "BitstreamError", "EntropyDecodingError"} <= errors
     assert {"context_odd_substreams.bin", "context_model_without_networks.bin", "context_phase1_bitflip.bin"} \
         <= {i["file"] for i in manifest()["invalid"]}
+
+
+def test_monochrome_vectors_fail_a_decoder_that_ignores_the_flag():
+    """A decoder that reads tool_flags bit 2 but converts Y, Cb, Cr as for a
+    colour picture outputs other samples (g_s's Cb and Cr are small, not
+    zero): the vectors pin the rule of clause 6.6."""
+    from refcodec import decoder
+    from refcodec.conformance import plane_hashes
+    from refcodec.model import Model
+    m = manifest()
+    for v in (v for v in m["vectors"] if "monochrome" in v["tags"]):
+        folder = os.path.join(VECTORS, v["id"])
+        data = open(os.path.join(folder, "bitstream.bin"), "rb").read()
+        assert decoder.picture(data).header.monochrome
+        model = Model(os.path.join(VECTORS, "models", v["model"]))
+        pic = decoder.picture(data)
+        y_hat, *_ = decoder.decode_latents(pic, model, "cpu")
+        wrong = decoder.synthesize(model, y_hat, v["height"], v["width"], monochrome=False)
+        expected = json.load(open(os.path.join(folder, "expected.json")))["sha256"]
+        assert plane_hashes(wrong)["rgb"] != expected["rgb"]
+        assert plane_hashes(decoder.decode(data, models=[model]))["rgb"] == expected["rgb"]
 
 
 def test_generator_rebuilds_every_vector_byte_for_byte(tmp_path):

@@ -51,7 +51,9 @@ def test_widened_model_keeps_the_old_channels(monkeypatch):
         mu, s = p.chunk(2, dim=1)
         mu2, s2 = p2.chunk(2, dim=1)
         g, g2 = torch.exp2(m.gain(beta))[:, :, None, None], torch.exp2(w.gain(beta))[:, :, None, None]
-        torch.testing.assert_close(g2[:, :M], g, rtol=0, atol=0)
+        # the old channels keep their log2 gain exactly (compared before exp2: torch's exp2 of a
+        # 17-wide row can round a lane differently from a 12-wide one on AVX2 hosts, 1 ulp)
+        assert torch.equal(w.gain(beta)[:, :M], m.gain(beta))
         from refcodec.train.nets import ste_round
         c_mu, c_s = m.checkerboard(y, mu, s, g, ste_round)
         c_mu2, c_s2 = w.checkerboard(y2, mu2, s2, g2, ste_round)

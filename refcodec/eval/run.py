@@ -43,6 +43,13 @@ SETTINGS = {
     "vvc": [22, 26, 30, 34, 38, 42, 46, 50],
 }
 METRICS = ("psnr_rgb", "psnr_y", "psnr_cb", "psnr_cr", "msssim")
+#: Every codec eval knows.
+CODECS = ("refcodec", "jpeg", "webp", "avif", "jxl", "hevc", "vvc")
+#: The image files eval reads (any of them through refcodec.imageio).
+EXTENSIONS = (".png", ".ppm", ".pgm", ".pnm", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp")
+#: The default anchor, and the names ../shared/anchors gives the codecs not installed here.
+DEFAULT_ANCHOR = "vvc"
+ANCHOR_FILE_NAMES = {"vvc": "vvenc_ai_420", "hevc": "x265_ai_444"}
 
 
 # ---------------------------------------------------------------- codecs
@@ -130,7 +137,8 @@ def image_job(path, codec, targets):
     """All points of one codec on one image (a picklable unit of work)."""
     import warnings
     warnings.simplefilter("ignore")
-    rgb = np.asarray(Image.open(path).convert("RGB"))
+    from ..imageio import load_image
+    rgb = load_image(path, warn=False)[0]
     name = os.path.splitext(os.path.basename(path))[0]
     points = []
     if codec == "refcodec":
@@ -233,11 +241,61 @@ def cache_path(cache, path, codec, targets, version):
     return os.path.join(cache, f"{codec}-{os.path.splitext(os.path.basename(path))[0]}-{h.hexdigest()[:16]}.json")
 
 
-def run(image_dir, targets, codecs, anchor, jobs, out, scheduler=None, log=print, cache=None):
-    files = sorted(f for f in os.listdir(image_dir) if f.lower().endswith((".png", ".ppm", ".bmp", ".tif")))
-    files = [os.path.join(image_dir, f) for f in files]
+def _fmt(v):
+    return "n/a" if not np.isfinite(v) else f"{v:+.1f} %"
+
+
+def resolve_anchor(anchor, all_curves, log):
+    """The curve name of the BD-rate anchor.  An anchor the user names must be
+    there (RefcodecError otherwise); the default (vvc) falls back to
+    ../shared/anchors' curve, then to the first codec run, with a note."""
+    from ..errors import RefcodecError
+    name = anchor or DEFAULT_ANCHOR
+    for cand in (name, f"{ANCHOR_FILE_NAMES.get(name, name)} (anchors)"):
+        if cand in all_curves and all_curves[cand]:
+            return cand
+    if anchor is not None:
+        raise RefcodecError(f"--anchor {anchor}: no curve for it in this run (have: "
+                            f"{', '.join(k for k, c in all_curves.items() if c) or 'none'})")
+    have = [k for k, c in all_curves.items() if c]
+    if not have:
+        return None
+    log(f"note: the default anchor {DEFAULT_ANCHOR} is not installed and ../shared/anchors is not there; "
+        f"BD-rates are against {have[0]} (choose one with --anchor)")
+    return have[0]
+
+
+def list_images(image_dir):
+    from ..errors import RefcodecError
+    try:
+        names = sorted(os.listdir(image_dir))
+    except NotADirectoryError:
+        raise RefcodecError(f"eval: {image_dir} is not a directory") from None
+    except OSError as e:
+        raise RefcodecError(f"eval: cannot list {image_dir}: {e.strerror}") from None
+    files = [os.path.join(image_dir, f) for f in names if f.lower().endswith(EXTENSIONS)]
     if not files:
-        raise SystemExit(f"no images in {image_dir}")
+        raise RefcodecError(f"eval: no images in {image_dir} (looked for {', '.join(EXTENSIONS)})")
+    return files
+
+
+def run(image_dir, targets, codecs, anchor, jobs, out, scheduler=None, log=print, cache=None, show_progress=True):
+    from ..errors import RefcodecError
+    from ..imageio import load_image
+    unknown = [c for c in codecs if c not in CODECS]
+    if unknown:
+        raise RefcodecError(f"unknown codec(s) {', '.join(unknown)}; known: {', '.join(CODECS)}")
+    if anchor is not None and anchor not in CODECS:
+        raise RefcodecError(f"--anchor {anchor}: not a codec eval knows ({', '.join(CODECS)})")
+    files = list_images(image_dir)
+    small = []
+    for f in files:           # every image readable before any job starts: one clear error, not a traceback
+        rgb = load_image(f, warn=False)[0]
+        if min(rgb.shape[:2]) < 161:
+            small.append(os.path.basename(f))
+    if small:
+        log(f"note: MS-SSIM needs pictures of at least 161 pixels a side; it is n/a for {', '.join(small)} "
+            "and for the mean curves")
     todo = []
     for c in codecs:
         ok, why = available(c)
@@ -269,7 +327,9 @@ def run(image_dir, targets, codecs, anchor, jobs, out, scheduler=None, log=print
         iterator = dask_completed(futs)
         get = lambda fut: fut.result()  # noqa: E731
     else:
-        pool = ProcessPoolExecutor(max_workers=jobs)
+        # spawned, not forked: a fork of a process whose numba threads already ran can crash
+        import multiprocessing
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
         futs = [pool.submit(image_job, f, c, targets) for f, c in tasks]
         iterator = as_completed(futs)
         get = lambda fut: fut.result()  # noqa: E731
@@ -280,21 +340,26 @@ def run(image_dir, targets, codecs, anchor, jobs, out, scheduler=None, log=print
         if cache:
             with open(keys[(by_name[(name, codec)], codec)], "w") as fh:
                 json.dump(points, fh)
-        progress(k, len(tasks), t0)
-    sys.stderr.write("\n")
+        if show_progress:
+            progress(k, len(tasks), t0)
+    if show_progress and tasks:
+        sys.stderr.write("\r\x1b[K")          # the bar is erased: stderr keeps only what has to be read
+        sys.stderr.flush()
     if scheduler:
         client.close()
     else:
         pool.shutdown()
     curves = {c: mean_curve(per[c]) for c in todo}
-    missing = {"vvc": "vvenc_ai_420", "hevc": "x265_ai_444"}
-    extra = anchor_curves([missing[c] for c in codecs if c in missing and c not in todo])
+    for c in todo:
+        if len(curves[c]) < 4:
+            why = (f"; targets out of an image's reach are left out (asked: {', '.join(map(str, targets))} bpp)"
+                   if c == "refcodec" else "")
+            log(f"note: {c} has {len(curves[c])} point(s) common to every image; a BD-rate needs 4{why}")
+    extra = anchor_curves([ANCHOR_FILE_NAMES[c] for c in codecs if c in ANCHOR_FILE_NAMES and c not in todo])
     all_curves = dict(curves)
     all_curves.update(extra)
-    anchor_name = anchor if anchor in all_curves else (f"{missing.get(anchor, anchor)} (anchors)"
-                                                       if f"{missing.get(anchor, anchor)} (anchors)" in all_curves
-                                                       else next(iter(all_curves)))
-    bd = bd_table(all_curves, anchor_name)
+    anchor_name = resolve_anchor(anchor, all_curves, log)
+    bd = bd_table(all_curves, anchor_name) if anchor_name else {}
     if extra:
         log(f"note: {', '.join(extra)} are the 24-image Kodak means of ../shared/anchors; they match this run "
             "only when DIR is that Kodak set")
@@ -314,16 +379,20 @@ def run(image_dir, targets, codecs, anchor, jobs, out, scheduler=None, log=print
                 w.writerow([c, "mean", p["setting"], p["bpp"]] + [p[m] for m in METRICS])
     with open(os.path.join(out, "bdrate.json"), "w") as f:
         json.dump({"anchor": anchor_name, "bd_rate_percent": bd}, f, indent=1, sort_keys=True)
-    log(f"BD-rate against {anchor_name} (pchip; negative = fewer bits):")
-    log(f"{'codec':28s} {'PSNR-RGB':>10s} {'PSNR-Y':>10s} {'MS-SSIM':>10s}")
-    for name, row in bd.items():
-        log(f"{name:28s} {row['psnr_rgb']:+9.1f}% {row['psnr_y']:+9.1f}% {row['msssim']:+9.1f}%")
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(markdown_table(all_curves, anchor_name, bd, len(files)))
     try:
         plot(all_curves, os.path.join(out, "rd.png"))
     except ImportError:
         log("rd.png not written: matplotlib is not installed (pip install -e '.[eval]')")
+    if not bd:
+        raise RefcodecError(f"no BD-rate could be computed (anchor {anchor_name or 'none'}; curves with at least "
+                            f"4 points: {', '.join(k for k, c in all_curves.items() if len(c) >= 4) or 'none'}); "
+                            f"the RD points are in {out}")
+    log(f"BD-rate against {anchor_name} (pchip; negative = fewer bits):")
+    log(f"{'codec':28s} {'PSNR-RGB':>10s} {'PSNR-Y':>10s} {'MS-SSIM':>10s}")
+    for name, row in bd.items():
+        log(f"{name:28s} {_fmt(row['psnr_rgb']):>10s} {_fmt(row['psnr_y']):>10s} {_fmt(row['msssim']):>10s}")
     return result, bd
 
 
@@ -332,10 +401,12 @@ def markdown_table(curves, anchor, bd, n_images):
     lines = [f"BD-rate against {anchor} ({n_images} images; pchip; negative = fewer bits for the same quality):",
              "", "| codec | PSNR-RGB | PSNR-Y | MS-SSIM (dB) |", "| --- | --- | --- | --- |"]
     for name, row in bd.items():
-        lines.append(f"| {name} | {row['psnr_rgb']:+.1f} % | {row['psnr_y']:+.1f} % | {row['msssim']:+.1f} % |")
+        lines.append(f"| {name} | {_fmt(row['psnr_rgb'])} | {_fmt(row['psnr_y'])} | {_fmt(row['msssim'])} |")
     lines += ["", "Mean RD points (bpp / PSNR-RGB dB / PSNR-Y dB / MS-SSIM):", ""]
     for name, c in curves.items():
-        pts = ", ".join(f"{p['bpp']:.3f} / {p['psnr_rgb']:.2f} / {p['psnr_y']:.2f} / {p['msssim']:.4f}" for p in c)
+        pts = ", ".join(f"{p['bpp']:.3f} / {p['psnr_rgb']:.2f} / {p['psnr_y']:.2f} / "
+                        f"{p['msssim']:.4f}" if np.isfinite(p["msssim"]) else
+                        f"{p['bpp']:.3f} / {p['psnr_rgb']:.2f} / {p['psnr_y']:.2f} / n/a" for p in c)
         lines.append(f"- {name}: {pts}")
     return "\n".join(lines) + "\n"
 

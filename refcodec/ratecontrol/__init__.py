@@ -125,10 +125,10 @@ def _accept(r, target, tol, side):
 
 def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
                backend="cpu", max_trials=12, qmap=None, qmap_block_log2=None, roi_q=(6, -3), extend=True,
-               refine=0, context=None, rdoq=None):
+               refine=0, context=None, rdoq=None, monochrome=None):
     from ..encoder import rdo_map, resolve_qmap
     t0 = time.perf_counter()
-    an = Analysis(rgb, model, backend, context=context, rdoq=rdoq)
+    an = Analysis(rgb, model, backend, context=context, rdoq=rdoq, monochrome=monochrome)
     S = num_y_substreams or an.default_substreams()
     counter = RateCounter(model)
     trials0 = 0
@@ -141,7 +141,7 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
             code0, t, _, _ = _search(an, counter, None, 0, S, target_bpp, tolerance, side, max_trials, model)
             trials0 += t
             an = Analysis(rgb, model, backend, latents=refine_latents(rgb, model, code0 / BETA_CODE_MAX, refine),
-                          context=context, rdoq=rdoq)
+                          context=context, rdoq=rdoq, monochrome=monochrome)
     if isinstance(qmap, str) and qmap == "rdo":
         # the map trades distortion for rate at the picture's own RD slope where
         # it will be coded: find that operating point on the flat map first
@@ -400,51 +400,122 @@ def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_tria
 
 def match_bisect(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
                  backend="cpu", max_trials=20, qmap=None, qmap_block_log2=None, roi_q=(6, -3), context=None,
-                 rdoq=None):
-    """Baseline: bisection over beta, a full encode and decode per trial."""
+                 rdoq=None, extend=True, monochrome=None):
+    """Baseline: bisection over beta, a full encode and decode per trial.
+
+    Beyond the gain unit's range it goes on as the fast method does (without
+    a map of the user's): bisection over a uniform quality map Q at the end
+    of the beta range next to the target, then over beta at that Q."""
     from ..decoder import decode
     from ..encoder import encode
+    from ..qmap import Q_MAX, grid
+    from ..decoder import grid_sizes
     t0 = time.perf_counter()
     npx = rgb.shape[0] * rgb.shape[1]
-    lo, hi = 0, BETA_CODE_MAX
-    best = None
     trials = 0
-    while trials < max_trials and hi >= lo:
-        code = (lo + hi) // 2
-        data = encode(rgb, beta=code / BETA_CODE_MAX, model=model, num_y_substreams=num_y_substreams,
-                      backend=backend, qmap=qmap, qmap_block_log2=qmap_block_log2, roi_q=roi_q, context=context,
-                      rdoq=rdoq)
-        decode(data, backend=backend, models=[model])        # the loss evaluation of the VM's search
-        trials += 1
-        r = 8 * len(data) / npx
-        ok_side = side != "below" or r <= target_bpp
-        if ok_side and (best is None or abs(r - target_bpp) < abs(best[1] - target_bpp)):
-            best = (code, r, data)
-        if _accept(r, target_bpp, tolerance, side):
-            break
-        if r < target_bpp:
-            lo = code + 1
-        else:
-            hi = code - 1
+    seen = {}
+
+    def trial(code, qm_arg, k, tag=None):
+        """(bpp, stream) at code with the map qm_arg; tag: the uniform Q, or None for the user's map."""
+        nonlocal trials
+        key = (code, tag)
+        if key not in seen:
+            data = encode(rgb, beta=code / BETA_CODE_MAX, model=model, num_y_substreams=num_y_substreams,
+                          backend=backend, qmap=qm_arg, qmap_block_log2=k, roi_q=roi_q, context=context,
+                          rdoq=rdoq, monochrome=monochrome)
+            decode(data, backend=backend, models=[model])        # the loss evaluation of the VM's search
+            trials += 1
+            seen[key] = (8 * len(data) / npx, data)
+        return seen[key]
+
+    def bisect(qm_arg, k, budget, tag=None):
+        lo, hi = 0, BETA_CODE_MAX
+        best = None
+        n = 0
+        while n < budget and hi >= lo:
+            code = (lo + hi) // 2
+            r, data = trial(code, qm_arg, k, tag)
+            n += 1
+            ok_side = side != "below" or r <= target_bpp
+            if ok_side and (best is None or abs(r - target_bpp) < abs(best[1] - target_bpp)):
+                best = (code, r, data)
+            if _accept(r, target_bpp, tolerance, side):
+                break
+            if r < target_bpp:
+                lo = code + 1
+            else:
+                hi = code - 1
+        return best, lo > BETA_CODE_MAX, hi < 0
+
+    best, above, below = bisect(qmap, qmap_block_log2, max_trials)
+    ext = 0
+    if (above or below) and qmap is None and extend and not (best and _accept(best[1], target_bpp, tolerance,
+                                                                              side)):
+        # beyond the gain unit: a uniform map (one Q per 256 x 256 pixels), |Q| by bisection at the end beta
+        _, (hy, wy), _ = grid_sizes(rgb.shape[1], rgb.shape[0])
+        shape = grid(hy, wy, EXTEND_BLOCK_LOG2)
+        end, sign = (BETA_CODE_MAX, 1) if above else (0, -1)
+
+        def uniform(v):
+            return np.full(shape, v * sign, np.int32)
+
+        def passes(v):
+            r = trial(end, uniform(v), EXTEND_BLOCK_LOG2, v * sign)[0]
+            return r >= target_bpp * (1 - tolerance) if above else r <= target_bpp
+
+        lo_v, hi_v = 1, Q_MAX
+        if passes(Q_MAX):
+            while lo_v < hi_v:                   # the smallest |Q| that reaches the target
+                mid = (lo_v + hi_v) // 2
+                if passes(mid):
+                    hi_v = mid
+                else:
+                    lo_v = mid + 1
+            best2, _, _ = bisect(uniform(hi_v), EXTEND_BLOCK_LOG2, max_trials, hi_v * sign)
+            if best2 is not None and (best is None or abs(best2[1] - target_bpp) < abs(best[1] - target_bpp)):
+                best, ext = best2, hi_v * sign
     notes = []
     if best is None or not _accept(best[1], target_bpp, tolerance, side):
-        if not nearest and best is not None and (lo > BETA_CODE_MAX or hi < 0):
-            raise RateError(f"target {target_bpp} bpp is outside the reachable range for this image")
-        if best is not None:
+        r_end = seen.get((BETA_CODE_MAX if above else 0, None))
+        if (above or below) and ext == 0:
+            reach = (f"{r_end[0]:.4f} bpp at {'most' if above else 'least'} (beta 0 ... 1)" if r_end else
+                     f"{'below' if above else 'above'} the target at every beta")
+            q_end = seen.get((BETA_CODE_MAX if above else 0, Q_MAX if above else -Q_MAX))
+            if q_end is not None:
+                reach += (f", {q_end[0]:.4f} bpp with a uniform quality map Q = {Q_MAX if above else -Q_MAX}")
+            if not nearest or best is None:
+                raise RateError(f"target {target_bpp} bpp is outside the reachable range for this image: "
+                                f"{reach}")
+            notes.append(f"target {target_bpp} bpp outside the reachable range ({reach}); using the nearest "
+                         "point")
+            warnings.warn(notes[-1])
+        elif best is None:
+            raise RateError(f"no stream at or below the target {target_bpp} bpp for this image")
+        else:
             _tolerance_missed(best[1], target_bpp, tolerance, side, npx, notes)
-    if best is None:
-        raise RateError(f"target {target_bpp} bpp is below the lowest reachable rate for this image")
     code, r, data = best
     return MatchResult(data=data, bpp=r, target_bpp=target_bpp, beta=code / BETA_CODE_MAX, beta_code=code,
-                       trials=trials, seconds=time.perf_counter() - t0, method="bisect", warnings=notes)
+                       trials=trials, seconds=time.perf_counter() - t0, method="bisect", warnings=notes,
+                       extension_q=ext)
 
 
 def match(rgb, target_bpp, model=None, method="fast", **kw):
     """Encode ``rgb`` at ``target_bpp``; returns a :class:`MatchResult`."""
     from .. import model as model_mod
-    if not (isinstance(target_bpp, (int, float)) and target_bpp > 0 and math.isfinite(target_bpp)):
+    from ..encoder import check_options
+    if isinstance(target_bpp, bool) or not (isinstance(target_bpp, (int, float)) and target_bpp > 0
+                                            and math.isfinite(target_bpp)):
         raise RateError(f"target bpp must be a positive number, got {target_bpp!r}")
+    tol = kw.get("tolerance", 0.01)
+    if isinstance(tol, bool) or not (isinstance(tol, (int, float)) and 0 < tol < 1):
+        raise RefcodecError(f"tolerance must be a fraction in (0, 1) (0.01 = 1 %), got {tol!r}")
+    if kw.get("side", "both") not in ("both", "below"):
+        raise RefcodecError(f"side must be 'both' or 'below', got {kw['side']!r}")
+    check_options(kw.get("num_y_substreams"), kw.get("qmap"), kw.get("qmap_block_log2"), kw.get("roi_q", (6, -3)),
+                  kw.get("refine", 0), kw.get("context"))
     model = model or model_mod.load()
+    from ..encoder import check_substreams
+    check_substreams(kw.get("num_y_substreams"), model, kw.get("context"))
     if method == "fast":
         return match_fast(rgb, float(target_bpp), model, **kw)
     if method == "bisect":

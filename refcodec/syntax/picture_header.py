@@ -8,7 +8,8 @@
         height_minus1                           u(16)
         beta_code                               u(16)   beta = beta_code / 65535
         tool_flags                              u(8)    bit 0: quality_map_enabled;
-                                                        bit 1: context_enabled; bits 2-7 reserved (0)
+                                                        bit 1: context_enabled; bit 2: monochrome;
+                                                        bits 3-7 reserved (0)
         num_y_substreams                        u(8)    1 ... 64; even when context_enabled
         if (quality_map_enabled) {
             qmap_block_log2                     u(8)    0 ... 4: a Q value per 2^k x 2^k latent positions
@@ -34,13 +35,14 @@ HEADER_BYTES = 4 + 1 + 8 + 2 + 2 + 2 + 1 + 1
 LEVEL = {
     "max_width": 16384,
     "max_height": 16384,
-    "max_samples": 1 << 25,          # luma samples per picture (e.g. 8192 x 4096)
+    "max_samples": 1 << 26,          # samples per picture (e.g. 8192 x 8192; a 48-megapixel camera's 8064 x 6048)
     "max_y_substreams": 64,
 }
 
 QUALITY_MAP_FLAG = 1
 CONTEXT_FLAG = 2
-TOOL_FLAGS = QUALITY_MAP_FLAG | CONTEXT_FLAG
+MONOCHROME_FLAG = 4
+TOOL_FLAGS = QUALITY_MAP_FLAG | CONTEXT_FLAG | MONOCHROME_FLAG
 QMAP_BLOCK_LOG2_MAX = 4
 
 
@@ -67,6 +69,11 @@ class PictureHeader:
     @property
     def context_enabled(self):
         return bool(self.tool_flags & CONTEXT_FLAG)
+
+    @property
+    def monochrome(self):
+        """Clause 6.6: the output is R = G = B, from the luma channel alone."""
+        return bool(self.tool_flags & MONOCHROME_FLAG)
 
 
 def _fail(msg, field):
