@@ -5,6 +5,7 @@
 * ``refcodec roundtrip IN [--beta B | --bpp T]`` encode, decode, print bpp and PSNR
 * ``refcodec conform [DIR] [--backend]``        check conformance vectors
 * ``refcodec info STREAM``                      print the syntax elements of a stream
+* ``refcodec inspect STREAM --out DIR``         an HTML page of what the decoder does with a stream
 * ``refcodec eval DIR``                         RD curves and BD-rates against classical codecs
 * ``refcodec warmup``                           compile and cache the numba kernels
 * ``refcodec version`` / ``refcodec --version``
@@ -367,6 +368,21 @@ def cmd_info(args, con):
     return 0
 
 
+def cmd_inspect(args, con):
+    from .inspector import inspect
+    data = read_stream(args.input)
+    models = [m for m in [_models(args)] if m is not None] or None
+    original = read_image(args.original, con) if args.original else None
+    t0 = time.perf_counter()
+    with con.progress(f"inspecting {args.input}"):
+        report = inspect(data, args.out, original=original, models=models, backend=args.backend)
+    q = report.get("quality")
+    extra = f", PSNR-RGB {q['psnr_rgb']:.2f} dB" if q else ""
+    con.status(f"{os.path.join(args.out, 'index.html')}: {report['stream']['bytes']} bytes, "
+               f"{report['stream']['bpp']:.4f} bpp{extra} ({time.perf_counter() - t0:.2f} s)")
+    return 0
+
+
 #: The repository's conformance vectors (the default of ``conform``).
 VECTORS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "vectors")
 
@@ -540,6 +556,16 @@ def build_parser():
     inf = sub.add_parser("info", help="print the header and substream sizes of a stream",
                          description="Print the syntax elements of a stream (SPEC.md clause 5).")
     inf.add_argument("input", help="stream file (- for stdin)")
+    ins = sub.add_parser("inspect", help="show what the decoder does with a stream (an HTML page and JSON)",
+                         description="Decode a stream with the integer decoder and write DIR/index.html and "
+                                     "DIR/inspect.json: the header, where the bits go, what each stage produces.")
+    ins.add_argument("input", help="stream file (- for stdin)")
+    ins.add_argument("--out", required=True, metavar="DIR", help="folder for index.html, inspect.json and pictures")
+    ins.add_argument("--original", default=None, metavar="IN.png",
+                     help="the picture that was encoded: adds PSNR, MS-SSIM and an error map")
+    ins.add_argument("--model", default=None, metavar="FILE", help="model file (default: the shipped models)")
+    ins.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default="cpu", help="decoder backend")
+    _common(ins)
     c = sub.add_parser("conform", help="check conformance vectors (bit-exact output, invalid streams rejected)",
                        description="Check a decoder backend against the conformance vectors (SPEC.md clause 10).")
     c.add_argument("dir", nargs="?", default=None,
@@ -564,10 +590,10 @@ def main(argv=None):
             set_threads(args.threads)
         if args.command == "warmup":
             return cmd_warmup(args, con)
-        if args.command in ("encode", "decode", "roundtrip"):
+        if args.command in ("encode", "decode", "roundtrip", "inspect"):
             _start_numba()
         handler = {"encode": cmd_encode, "decode": cmd_decode, "roundtrip": cmd_roundtrip, "conform": cmd_conform,
-                   "eval": cmd_eval, "info": cmd_info}.get(args.command)
+                   "eval": cmd_eval, "info": cmd_info, "inspect": cmd_inspect}.get(args.command)
         if handler is not None:
             return handler(args, con)
         print(f"refcodec {__version__}")

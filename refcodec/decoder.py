@@ -136,9 +136,13 @@ def find_model(model_id, models):
                          clause="5.2")
 
 
-def decode_latents(pic, model, backend):
+def decode_latents(pic, model, backend, trace=None):
     """Clauses 6.2-6.4 up to the dequantized latent: returns (y_hat_q, mu_q, q, rows)
-    (mu_q and rows as coded: refined by the context at the non-anchors)."""
+    (mu_q and rows as coded: refined by the context at the non-anchors).
+
+    ``trace``: a dict that receives the intermediates (z_hat, the hyperprior's
+    mu_hs and s_hs, Q, the coded mu and s, rows, q, y_hat) for tools that
+    show the decoding (refcodec inspect); the decoding is the same."""
     h = pic.header
     a = model.arch
     (hp, wp), (hy, wy), (hz, wz) = grid_sizes(h.width, h.height)
@@ -149,12 +153,16 @@ def decode_latents(pic, model, backend):
     zr = 1 << (model.z_bits - 1)
     params = model.h_s(np.clip(z, -zr, zr - 1).astype(np.int16), backend=backend)
     mu_q, s_q = params[..., :M], params[..., M:]
+    if trace is not None:
+        trace.update(z_hat=z, mu_hs=mu_q, s_hs=s_q, Q=None)
     p = model.prec
     Q_lat = None
     if h.quality_map_enabled:
         hq, wq = qmap.grid(hy, wy, h.qmap_block_log2)
         Q = qmap.decode_qmap(pic.q_data, hq, wq, h.qmap_sigma_row, model.y_tables, backend=backend)
         Q_lat = qmap.expand(Q, h.qmap_block_log2, hy, wy)
+        if trace is not None:
+            trace["Q"] = Q
     shift, ig = gain_maps(model, h.beta_code, Q_lat)
     if h.context_enabled:
         if not model.context:
@@ -176,12 +184,16 @@ def decode_latents(pic, model, backend):
                                         rows[pos[phase]].reshape(-1), model.y_tables,
                                         backend=backend).reshape(-1, M)
         q, rows = q.reshape(hy, wy, M), rows.reshape(-1)
+        s_coded = s_c
     else:
+        s_coded = s_q
         rows = y_rows(s_q, shift, p["p_s"], a["sigma_levels"])
         starts = y_substream_starts(hy, wy, M, h.num_y_substreams)
         q = rans.decode(b"".join(pic.y_data), [len(d) for d in pic.y_data], starts, rows, model.y_tables,
                         backend=backend).reshape(hy, wy, M)
     y_hat_q = dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], model.ig_p)
+    if trace is not None:
+        trace.update(mu=mu_q, s=s_coded, rows=rows, q=q, y_hat=y_hat_q)
     return y_hat_q, mu_q, q, rows
 
 

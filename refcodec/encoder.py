@@ -138,6 +138,8 @@ def pad_to_grid(rgb):
 #: most two bands) run in one piece.
 ANALYSIS_BAND_PIXELS = 4 << 20
 ANALYSIS_MARGIN = 4
+#: Latents the rounding of y treats at once (its float64 temporaries: ~100 MB).
+ROUND_CHUNK = 1 << 20
 
 
 def analysis_transform(model, rgb, band_pixels=ANALYSIS_BAND_PIXELS, margin=ANALYSIS_MARGIN):
@@ -243,19 +245,28 @@ class Analysis:
     def _round(self, mu_q, ig, rows, c):
         """q from y, mean mu_q and inverse gain ig; ``rows`` (flat) the table
         rows the symbols will be coded with, c the rate weight (rate-aware
-        rounding, RDOQ_KNOTS; 0: to nearest)."""
+        rounding, RDOQ_KNOTS; 0: to nearest).  Elementwise, computed by
+        chunks of ROUND_CHUNK latents (its float64 temporaries would
+        otherwise dominate the encoder's memory on large pictures)."""
         m = self.model
-        mu = mu_q.astype(np.float64) / (1 << m.prec["p_mu"])
-        v = (self.y - mu) * ((1 << m.ig_p) / ig.astype(np.float64))
-        if c == 0:
-            q = np.round(v)
-        else:
-            q0 = np.clip(np.floor(v), -32768, 32766)
-            rows = rows.reshape(v.shape)
-            cost0 = (v - q0) ** 2 + c * m.y_tables.symbol_bits(q0, rows)
-            cost1 = (q0 + 1 - v) ** 2 + c * m.y_tables.symbol_bits(q0 + 1, rows)
-            q = np.where(cost1 < cost0, q0 + 1, q0)
-        return np.clip(q, -32768, 32767).astype(np.int32)
+        shape = self.y.shape
+        rows = rows.reshape(shape)
+        ig = np.broadcast_to(ig, shape)
+        q = np.empty(shape, np.int32)
+        step = max(1, ROUND_CHUNK // (shape[1] * shape[2]))
+        for r0 in range(0, shape[0], step):
+            sl = slice(r0, r0 + step)
+            mu = mu_q[sl].astype(np.float64) / (1 << m.prec["p_mu"])
+            v = (self.y[sl] - mu) * ((1 << m.ig_p) / ig[sl].astype(np.float64))
+            if c == 0:
+                qc = np.round(v)
+            else:
+                q0 = np.clip(np.floor(v), -32768, 32766)
+                cost0 = (v - q0) ** 2 + c * m.y_tables.symbol_bits(q0, rows[sl])
+                cost1 = (q0 + 1 - v) ** 2 + c * m.y_tables.symbol_bits(q0 + 1, rows[sl])
+                qc = np.where(cost1 < cost0, q0 + 1, q0)
+            q[sl] = np.clip(qc, -32768, 32767)
+        return q
 
     def quantize(self, beta_code, Q=None, block_log2=0):
         """(q, table rows) of y at rate beta_code, with quality map Q (block grid) or none;

@@ -79,7 +79,7 @@ def readme_commands():
 def test_the_readme_shows_the_commands_it_should():
     cmds = readme_commands()
     first = {shlex.split(c)[1] for c in cmds if c.startswith("refcodec ")}
-    assert {"encode", "decode", "roundtrip", "info", "conform", "eval", "warmup", "--version"} <= first
+    assert {"encode", "decode", "roundtrip", "info", "inspect", "conform", "eval", "warmup", "--version"} <= first
     assert any("encode -" in c and "decode -" in c for c in cmds)      # a pipe through stdin and stdout
     assert sum(1 for _ in open(README, encoding="utf-8")) <= 250
 
@@ -125,6 +125,10 @@ def test_every_readme_command_line_runs(files, tmp_path):
             assert re.search(r"\d\.\d{4} bpp.*PSNR-RGB \d+\.\d\d dB, PSNR-Y \d+\.\d\d dB", out), out
         elif what == "info":
             assert "model_id" in out and f"{src.shape[1]} x {src.shape[0]}" in out
+        elif what == "inspect":
+            report = json.loads((tmp_path / "inspect-out" / "inspect.json").read_text())
+            assert (tmp_path / "inspect-out" / "index.html").exists() and "quality" in report
+            assert sum(p["bytes"] for p in report["budget"]) == (tmp_path / "out.rcd").stat().st_size
         elif what == "conform":
             assert re.search(r"\d+ passed, 0 failed", out), out
         elif what == "eval":
