@@ -281,13 +281,22 @@ def cmd_encode(args, con):
 
 def cmd_decode(args, con):
     from .decoder import decode
+    from .errors import RefcodecError
     from .syntax import picture_header
     from .syntax.bytereader import ByteReader
     data = read_stream(args.input)
     models = [m for m in [_models(args)] if m is not None] or None
     t0 = time.perf_counter()
     with con.progress(f"decoding {args.input}"):
-        rgb = decode(data, backend=args.backend, models=models)
+        if args.trace:
+            from .trace import trace, write
+            recs, rgb = trace(data, models=models, backend=args.backend)
+            try:
+                write(args.trace, recs)
+            except OSError as e:
+                raise RefcodecError(f"cannot write {args.trace}: {e.strerror}") from None
+        else:
+            rgb = decode(data, backend=args.backend, models=models)
     gray = picture_header(ByteReader(data)).monochrome
     write_image(args.output, rgb, gray=gray)
     con.status(f"{args.output}: {rgb.shape[1]} x {rgb.shape[0]}{' monochrome' if gray else ''}")
@@ -397,7 +406,7 @@ def cmd_conform(args, con):
         raise RefcodecError(f"no conformance vectors at {os.path.abspath(root)} (no manifest.json): give the "
                             "vectors folder of a refcodec checkout, e.g. refcodec conform path/to/refcodec/vectors")
     passed, failed = check(root, backend=args.backend, subset=args.subset,
-                           log=(lambda s: None) if con.quiet else print)
+                           log=(lambda s: None) if con.quiet else print, trace=args.trace)
     print(f"{passed} passed, {failed} failed ({root}, backend {args.backend})")
     return 1 if failed else 0
 
@@ -524,6 +533,8 @@ def build_parser():
     d = sub.add_parser("decode", help="decode a stream to an image", description="Decode a refcodec stream.")
     d.add_argument("input", help="stream file (- for stdin)")
     d.add_argument("output", help="image file to write, format by extension (- for PNG on stdout)")
+    d.add_argument("--trace", default=None, metavar="FILE",
+                   help="write the decoder trace (SPEC.md 10.1: each intermediate's SHA-256, clause by clause)")
     r = sub.add_parser("roundtrip", help="encode and decode an image, print bpp and PSNR",
                        description="Encode and decode an image; print its rate and PSNR-RGB / PSNR-Y.")
     r.add_argument("input", help="image file (- for stdin)")
@@ -571,7 +582,10 @@ def build_parser():
     c.add_argument("dir", nargs="?", default=None,
                    help="vectors folder (default: ./vectors if there, else the repository's vectors)")
     c.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default="cpu", help="decoder backend")
-    c.add_argument("--subset", default=None, help="only vectors with this tag (cuda, context, large, invalid)")
+    c.add_argument("--subset", default=None, help="only vectors with this tag (cuda, context, large, monochrome, "
+                                                  "invalid)")
+    c.add_argument("--trace", action="store_true",
+                   help="compare the decoder trace too: a failing vector names the first clause that departs")
     _common(c, progress=False)
     w = sub.add_parser("warmup", help="compile and cache the numba kernels",
                        description="Compile the numba kernels and cache them beside the modules.")

@@ -44,12 +44,16 @@ def _models(root, manifest):
     return {name: Model(os.path.join(root, "models", name)) for name in manifest["models"]}
 
 
-def check(root, backend="cpu", subset=None, log=print):
+def check(root, backend="cpu", subset=None, log=print, trace=False):
     """Check every vector (or those with ``subset`` in their tags); returns (passed, failed).
 
     An unavailable backend (``cuda`` without a GPU or the simulator) and a
     subset no vector has are refused up front (RefcodecError), so that a
-    count never includes vectors that did not run on the backend."""
+    count never includes vectors that did not run on the backend.
+
+    ``trace``: decode with the decoder trace (clause 10.1) and compare it
+    with the vector's; a failing vector then names the first clause and
+    intermediate where this decoder departs."""
     from kernels.config import require_backend
     require_backend(backend)
     manifest = load_manifest(root)
@@ -70,12 +74,33 @@ def check(root, backend="cpu", subset=None, log=print):
                 data = f.read()
             with open(os.path.join(folder, "expected.json")) as f:
                 expected = json.load(f)
-            rgb = decoder.decode(data, backend=backend, models=models)
+            if trace:
+                from .trace import first_departure, trace as run_trace
+                recs = []
+                try:
+                    _, rgb = run_trace(data, models=models, backend=backend, out=recs)
+                except Exception as e:   # where it stopped: the first record it did not reproduce
+                    dep = first_departure(recs, expected.get("trace", []))
+                    where = f"departs at clause {dep['clause']} ({dep['name']}); " if dep else ""
+                    raise type(e)(f"{where}decoding stopped: {e}") from None
+            else:
+                rgb = decoder.decode(data, backend=backend, models=models)
             got = plane_hashes(rgb)
             bad = [k for k in ("R", "G", "B", "rgb") if got[k] != expected["sha256"][k]]
             if rgb.shape[:2] != (expected["height"], expected["width"]):
                 bad.append("size")
             ok, why = not bad, f"mismatch in {', '.join(bad)}" if bad else ""
+            if trace:
+                if "trace" not in expected:
+                    ok, why = False, "the vector carries no trace"
+                else:
+                    dep = first_departure(recs, expected["trace"])
+                    if dep is not None:
+                        ok = False
+                        why = (f"departs at clause {dep['clause']} ({dep['name']}, {dep['dtype']} "
+                               f"{dep['shape']})" + (f"; output {why}" if why else ""))
+            elif not ok:
+                why += " (conform --trace names the first clause that departs)"
         except Exception as e:  # a conformance failure, whatever it is
             ok, why = False, f"{type(e).__name__}: {e}"
         dt = time.perf_counter() - t0

@@ -140,9 +140,11 @@ def decode_latents(pic, model, backend, trace=None):
     """Clauses 6.2-6.4 up to the dequantized latent: returns (y_hat_q, mu_q, q, rows)
     (mu_q and rows as coded: refined by the context at the non-anchors).
 
-    ``trace``: a dict that receives the intermediates (z_hat, the hyperprior's
-    mu_hs and s_hs, Q, the coded mu and s, rows, q, y_hat) for tools that
-    show the decoding (refcodec inspect); the decoding is the same."""
+    ``trace``: a dict that receives the intermediates as they are computed
+    (z_hat, the hyperprior's mu_hs and s_hs, Q, rows_phaseN and q_phaseN of
+    each phase, mu_context and s_context, then the coded mu and s, all rows,
+    q, y_hat) for the decoder trace (refcodec.trace) and refcodec inspect;
+    the decoding is the same."""
     h = pic.header
     a = model.arch
     (hp, wp), (hy, wy), (hz, wz) = grid_sizes(h.width, h.height)
@@ -177,20 +179,30 @@ def decode_latents(pic, model, backend, trace=None):
             if phase == 1:
                 y_hat_a = dequantize(mu_q, q.reshape(hy, wy, M), ig, p["p_mu"], p["p_y"], model.ig_p)
                 mu_q, s_c = context_params(model, y_hat_a, mu_q, s_q, backend)
+            if phase == 1 and trace is not None:
+                trace.update(mu_context=mu_q, s_context=s_c)
             rows[pos[phase]] = y_rows(s_c, shift, p["p_s"], a["sigma_levels"]).reshape(-1, M)[pos[phase]]
+            if trace is not None:
+                trace[f"rows_phase{phase}"] = rows[pos[phase]].copy()
             data = pic.y_data[phase * S:(phase + 1) * S]
             q[pos[phase]] = rans.decode(b"".join(data), [len(d) for d in data],
                                         phase_substream_starts(hy, wy, M, S, phase),
                                         rows[pos[phase]].reshape(-1), model.y_tables,
                                         backend=backend).reshape(-1, M)
+            if trace is not None:
+                trace[f"q_phase{phase}"] = q[pos[phase]].copy()
         q, rows = q.reshape(hy, wy, M), rows.reshape(-1)
         s_coded = s_c
     else:
         s_coded = s_q
         rows = y_rows(s_q, shift, p["p_s"], a["sigma_levels"])
+        if trace is not None:
+            trace["rows_phase0"] = rows.reshape(-1, M)
         starts = y_substream_starts(hy, wy, M, h.num_y_substreams)
         q = rans.decode(b"".join(pic.y_data), [len(d) for d in pic.y_data], starts, rows, model.y_tables,
                         backend=backend).reshape(hy, wy, M)
+        if trace is not None:
+            trace["q_phase0"] = q.reshape(-1, M)
     y_hat_q = dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], model.ig_p)
     if trace is not None:
         trace.update(mu=mu_q, s=s_coded, rows=rows, q=q, y_hat=y_hat_q)

@@ -88,23 +88,26 @@ class IntNet:
     def __call__(self, x, backend="cpu"):
         """Run on an int16 (H, W, C) array; int16 out.  Bit-exact on every backend."""
         for op in self.ops:
-            if op[0] == "conv":
-                _, w, b, shift, lo, hi, wi = op
-                if backend == "cpu":
-                    x = kernels.conv.conv2d_cpu(x, w, b, shift, lo, hi, Wi=wi)
-                else:
-                    x = kernels.conv2d(x, w, b, shift, lo, hi, backend=backend)
-            elif op[0] == "d2s":
-                x = kernels.depth_to_space(x, op[1], backend=backend)
-            else:
-                _, gamma, beta, r_n, t, gi = op
-                a = kernels.abs_sat(x, backend=backend)
-                if backend == "cpu":
-                    n = kernels.conv.conv2d_cpu(a, gamma, beta, r_n, 0, 32767, Wi=gi)
-                else:
-                    n = kernels.conv2d(a, gamma, beta, r_n, 0, 32767, backend=backend)
-                x = kernels.mul_shift(x, n, t, backend=backend)
+            x = self.run_op(op, x, backend)
         return x
+
+    @staticmethod
+    def run_op(op, x, backend="cpu"):
+        """One op of clause 7 (an entry of ``ops``) on int16 x."""
+        if op[0] == "conv":
+            _, w, b, shift, lo, hi, wi = op
+            if backend == "cpu":
+                return kernels.conv.conv2d_cpu(x, w, b, shift, lo, hi, Wi=wi)
+            return kernels.conv2d(x, w, b, shift, lo, hi, backend=backend)
+        if op[0] == "d2s":
+            return kernels.depth_to_space(x, op[1], backend=backend)
+        _, gamma, beta, r_n, t, gi = op
+        a = kernels.abs_sat(x, backend=backend)
+        if backend == "cpu":
+            n = kernels.conv.conv2d_cpu(a, gamma, beta, r_n, 0, 32767, Wi=gi)
+        else:
+            n = kernels.conv2d(a, gamma, beta, r_n, 0, 32767, backend=backend)
+        return kernels.mul_shift(x, n, t, backend=backend)
 
 
 def _array(arrays, key):

@@ -121,6 +121,9 @@ def test_every_readme_command_line_runs(files, tmp_path):
         elif what == "decode":
             dec = np.asarray(Image.open(tmp_path / "out.png"))
             assert np.array_equal(dec, decoder.decode((tmp_path / "out.rcd").read_bytes()))
+            if "--trace" in words:
+                recs = json.loads((tmp_path / words[words.index("--trace") + 1]).read_text())["records"]
+                assert recs[0]["name"] == "header" and recs[-1]["name"] == "rgb"
         elif what == "roundtrip":
             assert re.search(r"\d\.\d{4} bpp.*PSNR-RGB \d+\.\d\d dB, PSNR-Y \d+\.\d\d dB", out), out
         elif what == "info":
@@ -209,6 +212,7 @@ BAD = [
     ("decode {d}/missing.rcd {d}/o.png", 1, "cannot read"),
     ("decode {d}/ok.rcd {d}/o.xyz", 1, "cannot write image"),
     ("decode {d}/cut.rcd {d}/o.png", 1, "SPEC"),
+    ("decode {d}/ok.rcd {d}/o.png --trace {d}/no/such/t.json", 1, "cannot write"),
     ("roundtrip {in} --bpp -1", 1, "positive"),
     ("roundtrip {in} --substreams 66", 1, "num_y_substreams"),
     ("info {d}/cut.rcd", 1, "SPEC"),

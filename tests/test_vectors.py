@@ -5,6 +5,7 @@ import filecmp
 import json
 import os
 
+import numpy as np
 import pytest
 
 from refcodec.conformance import check
@@ -94,3 +95,55 @@ def test_generator_rebuilds_every_vector_byte_for_byte(tmp_path):
                            shallow=False)
     assert json.loads((tmp_path / "manifest.json").read_text()) == ref
     assert filecmp.cmp(os.path.join(VECTORS, "README.md"), tmp_path / "README.md", shallow=False)
+
+
+# ------------------------------------------------------------------ the decoder trace (SPEC.md 10.1)
+
+@pytest.mark.parametrize("backend", ["cpu", "numpy"])
+def test_every_vector_carries_a_trace_the_decoder_reproduces(backend):
+    lines = []
+    passed, failed = check(VECTORS, backend=backend, log=lines.append, trace=True)
+    assert failed == 0, "\n".join(line for line in lines if line.startswith("FAIL"))
+    for v in manifest()["vectors"]:
+        recs = json.load(open(os.path.join(VECTORS, v["id"], "expected.json")))["trace"]
+        names = [r["name"] for r in recs]
+        assert names[0] == "header" and names[-1] == "rgb" and "y_hat" in names and "z_hat" in names
+        assert ("q_phase1" in names) == ("context" in v["tags"]) and ("Q" in names) == bool(
+            v["qmap"] and v["qmap"] != "escape")
+
+
+@pytest.mark.parametrize("where,patch", [("6.4", "dequantize"), ("6.6", "colour_transform"), ("6.3", "h_s")])
+def test_trace_names_the_first_clause_where_a_decoder_departs(monkeypatch, where, patch):
+    """A decoder with one deliberate slip (y_hat one off, a colour sample one
+    off, h_s's output one off) fails the vectors, and --trace says where."""
+    from refcodec import decoder
+    from refcodec.model import IntNet
+    if patch == "dequantize":
+        real = decoder.dequantize
+        monkeypatch.setattr(decoder, "dequantize", lambda *a: (real(*a) + 1).astype(np.int16))
+    elif patch == "colour_transform":
+        real = decoder.colour_transform
+        monkeypatch.setattr(decoder, "colour_transform", lambda *a, **k: real(*a, **k) ^ np.uint8(1))
+    else:
+        real = IntNet.__call__
+
+        def slipped(self, x, backend="cpu"):
+            out = real(self, x, backend)
+            return (out + 1).astype(np.int16) if self.name == "h_s" else out
+        monkeypatch.setattr(IntNet, "__call__", slipped)
+    lines = []
+    passed, failed = check(VECTORS, backend="cpu", subset="cuda", log=lines.append, trace=True)
+    fails = [line for line in lines if line.startswith("FAIL") and "invalid/" not in line]
+    assert failed and fails
+    assert all(f"departs at clause {where}" in line for line in fails), fails
+
+
+def test_decode_writes_the_trace(tmp_path):
+    from refcodec.cli import main
+    v = next(v for v in manifest()["vectors"] if "context" in v["tags"] and v["qmap"] == "random")
+    folder = os.path.join(VECTORS, v["id"])
+    assert main(["decode", os.path.join(folder, "bitstream.bin"), str(tmp_path / "o.png"), "--trace",
+                 str(tmp_path / "t.json"), "--model", os.path.join(VECTORS, "models", v["model"]), "-q"]) == 0
+    got = json.loads((tmp_path / "t.json").read_text())
+    assert got["format"] == "refcodec-trace"
+    assert got["records"] == json.load(open(os.path.join(folder, "expected.json")))["trace"]
