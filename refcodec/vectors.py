@@ -81,7 +81,18 @@ IMAGES = {"solid": img_solid, "noise": img_noise, "gradient": img_gradient, "wav
 W16, W8 = "conf-w16.npz", "conf-w8.npz"
 #: the same small network with the checkerboard context networks (clause 6.4)
 W16C, W8C = "conf-ctx-w16.npz", "conf-ctx-w8.npz"
-MODELS = (W16, W8, W16C, W8C)
+#: conf-w16 with gains that fall between rate points in some channels
+#: (derive_gain_model): the interpolation of clause 6.4 then divides
+#: negative numbers, where floor and truncation differ
+W16G = "conf-gain-w16.npz"
+MODELS = (W16, W8, W16C, W8C, W16G)
+
+#: The rule of SPEC.md a vector is made to exercise: a decoder that breaks
+#: it fails that vector (the generator checks it; tests/test_vectors.py too).
+COVERS = {
+    "gain_floor_division": "6.4: the gain interpolation divides with floor, not truncation",
+    "z_hat_clamp": "6.3: h_s reads z_hat clamped to [-128, 127]",
+}
 
 # id, image, h, w, model, beta, substreams, qmap, block, tags
 VECTORS = [
@@ -117,6 +128,9 @@ VECTORS = [
     ("context_qmap_random_b0", "noise", 64, 128, W16C, 0.5, 2, "random", 0, ["context", "cuda"]),
     ("context_w8_kodak", "kodak", 96, 128, W8C, 0.5, 4, None, 0, ["context"]),
     ("context_escapes_largest_values", "kodak", 64, 64, W16C, 0.5, 2, "escape", 0, ["context", "cuda"]),
+    # rules a decoder can get wrong on every other vector (see COVERS)
+    ("gain_floor_division", "kodak", 96, 128, W16G, None, 1, "gain_floor", 0, []),
+    ("z_hat_clamp", "kodak", 96, 128, W16, 0.6, 2, "z_clamp", 0, ["cuda"]),
     # monochrome (tool_flags bit 2): a gray picture, R = G = B from luma alone (clause 6.6)
     ("monochrome_kodak", "kodak_gray", 96, 128, W16, 0.7, 1, None, 0, ["monochrome"]),
     ("context_monochrome_qmap", "kodak_gray", 64, 64, W16C, 0.5, 2, "random", 0,
@@ -151,9 +165,93 @@ def craft_escapes(an, beta_code, S):
     return write_picture(header, an.z_stream(), ys)
 
 
+def derive_gain_model(src, dst):
+    """conf-gain-w16.npz: conf-w16.npz whose gain of every third channel
+    falls from rate point 1 to 2 (by 0.3 octave below point 1), so that
+    (G[k+1] - G[k]) * f is negative there (clause 6.4).  Deterministic: the
+    same bytes, the same model_id, every time."""
+    from .export import write_npz
+    arrays = dict(np.load(src, allow_pickle=False))
+    G = arrays["gain_log2_fp"].astype(np.int64)
+    G[2, ::3] = G[1, ::3] - 19661
+    arrays["gain_log2_fp"] = G.astype(np.int32)
+    with open(dst, "wb") as f:
+        f.write(write_npz(arrays))
+
+
+def truncating_log2_gain(G, beta_code):
+    """The gain interpolation of clause 6.4 with truncating division: the
+    slip gain_floor_division is made to catch."""
+    G = G.astype(np.int64)
+    K = G.shape[0]
+    t = int(beta_code) * (K - 1)
+    k = min(t // 65535, K - 2)
+    f = t - k * 65535
+    num = (G[k + 1] - G[k]) * f
+    return G[k] + np.sign(num) * (np.abs(num) // 65535)
+
+
+def breaks_rule(vid, data, model):
+    """Whether a decoder that breaks the rule of COVERS[vid] gets this vector
+    wrong: the slipped decoder's picture (or its h_s output) differs, or it
+    fails to decode."""
+    from . import gain
+    pic = decoder.picture(data)
+    right = decoder.decode(data, models=[model])
+    if vid == "gain_floor_division":
+        real = gain.log2_gain_fp
+        gain.log2_gain_fp = truncating_log2_gain
+        try:
+            wrong = decoder.decode(data, models=[model])
+        except RefcodecError:
+            return True
+        finally:
+            gain.log2_gain_fp = real
+        return not np.array_equal(wrong, right)
+    if vid == "z_hat_clamp":
+        tr = {}
+        decoder.decode_latents(pic, model, "cpu", trace=tr)
+        z = tr["z_hat"]
+        unclamped = model.h_s(np.clip(z, -32768, 32767).astype(np.int16))
+        return not np.array_equal(unclamped[..., :model.arch["M"]], tr["mu_hs"])
+    raise KeyError(vid)
+
+
+def find_gain_floor_code(model):
+    """The first beta_code (searched from the middle of segment 1 outwards)
+    where floor and truncation give another inverse gain or sigma shift in
+    some channel."""
+    from . import gain
+    for d in range(0, 16384):
+        for code in (24576 - d, 24576 + d):
+            a = gain.log2_gain_fp(model.gain_log2_fp, code)
+            b = truncating_log2_gain(model.gain_log2_fp, code)
+            p_s = model.prec["p_s"]
+            if np.any(gain.inverse_gain(a, model.exp2) != gain.inverse_gain(b, model.exp2)) or \
+                    np.any(gain.sigma_shift(a, p_s) != gain.sigma_shift(b, p_s)):
+                return code
+    raise RuntimeError("no beta_code where floor and truncation part")
+
+
+def craft_z_clamp(an, beta_code, S):
+    """A stream whose z_hat leaves [-128, 127] (escaped z values, which the
+    syntax allows): h_s reads them clamped, as the decoder will."""
+    m = an.model
+    z = an.z_hat.copy()
+    z[0, 0, :3] = [200, -300, 128]
+    z[-1, -1, -2:] = [-129, 5000]
+    an.z_hat = z
+    an._z_stream = None
+    zr = 1 << (m.z_bits - 1)
+    params = m.h_s(np.clip(z, -zr, zr - 1).astype(np.int16))
+    M = m.arch["M"]
+    an.mu_q, an.s_q = params[..., :M], params[..., M:]
+    return an.stream(beta_code, S)
+
+
 def make_qmap(kind, an, rgb, block, seed=0):
     hq, wq = an.qmap_grid(block)
-    if kind is None:
+    if kind is None or kind in ("gain_floor", "z_clamp"):
         return None
     if kind in ("activity", "rdo"):
         return encoder.quality_map(an, rgb, kind, block)
@@ -280,6 +378,8 @@ def _first_caught_bitflip(name, base, start, model, where):
 
 def generate(out):
     models_src = os.path.join(ROOT, "vectors", "models")
+    if not os.path.exists(os.path.join(models_src, W16G)):
+        derive_gain_model(os.path.join(models_src, W16), os.path.join(models_src, W16G))
     models = {name: Model(os.path.join(models_src, name)) for name in MODELS}
     if os.path.abspath(out) != os.path.abspath(os.path.join(ROOT, "vectors")):
         os.makedirs(os.path.join(out, "models"), exist_ok=True)
@@ -294,25 +394,36 @@ def generate(out):
         # rounding to nearest, as these vectors were first generated (an
         # encoder choice the decoder never sees; rate-aware rounding came later)
         an = encoder.Analysis(rgb, m, rdoq=0)
+        if qkind == "gain_floor":
+            beta = find_gain_floor_code(m) / 65535
         if qkind == "escape":
             Q, data = None, craft_escapes(an, encoder.beta_to_code(beta), S)
+        elif qkind == "z_clamp":
+            Q, data = None, craft_z_clamp(an, encoder.beta_to_code(beta), S)
         else:
             Q = make_qmap(qkind, an, rgb, block)
             data = an.stream(encoder.beta_to_code(beta), S, Q, block)
         rgb_dec = decoder.decode(data, models=[m])
         esc, qmax = count_escapes(data, m)
+        special = qkind in ("escape", "gain_floor", "z_clamp")
         tools = [f"model {mname}", f"beta {beta}", f"{S} y substream(s)",
                  "checkerboard context" if an.context else "no context",
-                 f"quality map {qkind} (block 2^{block})" if qkind and qkind != "escape" else "no quality map",
+                 f"quality map {qkind} (block 2^{block})" if qkind and not special else "no quality map",
                  f"{esc} escaped values (largest |q| {qmax})"]
+        if vid in COVERS:
+            tools.append(f"covers SPEC.md {COVERS[vid]}")
         if an.monochrome:
             tools.insert(4, "monochrome (R = G = B from luma)")
         desc = (f"{vid}: {w}x{h} {img} image; " + "; ".join(tools) +
                 f". Generated by python -m refcodec.vectors generate (refcodec {__version__}).")
+        if vid in COVERS and not breaks_rule(vid, data, m):
+            raise RuntimeError(f"{vid}: a decoder that breaks '{COVERS[vid]}' would pass it")
         write_vector(out, vid, data, rgb_dec, desc, [m])
-        manifest["vectors"].append({"id": vid, "model": mname, "width": w, "height": h, "beta": beta,
-                                    "substreams": S, "qmap": qkind, "qmap_block_log2": block,
-                                    "escapes": esc, "tags": tags})
+        entry = {"id": vid, "model": mname, "width": w, "height": h, "beta": beta, "substreams": S,
+                 "qmap": qkind, "qmap_block_log2": block, "escapes": esc, "tags": tags}
+        if vid in COVERS:
+            entry["covers"] = COVERS[vid]
+        manifest["vectors"].append(entry)
         streams[vid] = data
         print(f"{vid}: {len(data)} bytes, {esc} escapes")
     inv_dir = os.path.join(out, "invalid")
@@ -348,13 +459,20 @@ def write_readme(out, manifest):
              "decoder trace of SPEC.md clause 10.1 (every intermediate's SHA-256, clause by clause): "
              "`refcodec conform vectors --trace` names the first clause where a decoder departs.",
              "The vectors use the frozen conformance models in `models/` (a small network, W16A16 and W8A16, "
-             "without and with the checkerboard context networks).", "",
+             "without and with the checkerboard context networks, and a W16A16 variant with falling gains).", "",
              "| id | size | model | beta | y substreams | quality map | escapes | tags |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for v in manifest["vectors"]:
-        qmap = f"{v['qmap']} (block 2^{v['qmap_block_log2']})" if v["qmap"] and v["qmap"] != "escape" else "-"
+        qmap = (f"{v['qmap']} (block 2^{v['qmap_block_log2']})"
+                if v["qmap"] and v["qmap"] not in ("escape", "gain_floor", "z_clamp") else "-")
         lines.append(f"| {v['id']} | {v['width']}x{v['height']} | {v['model']} | {v['beta']} | {v['substreams']} | "
                      f"{qmap} | {v['escapes']} | {', '.join(v['tags'])} |")
+    lines += ["", "## Vectors made for one rule", "",
+              "A decoder that breaks the rule outputs another picture for the vector (the generator checks it). "
+              "`conf-gain-w16.npz` is `conf-w16.npz` with the gain of every third channel falling between rate "
+              "points 1 and 2 (`refcodec.vectors.derive_gain_model`), so that the interpolation divides negative "
+              "numbers.", "", "| id | rule |", "| --- | --- |"]
+    lines += [f"| {v['id']} | {v['covers']} |" for v in manifest["vectors"] if "covers" in v]
     lines += ["", "## Streams that must be rejected (`invalid/`)", "", "| file | error | what is wrong |",
               "| --- | --- | --- |"]
     for inv in manifest["invalid"]:

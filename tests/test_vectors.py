@@ -49,7 +49,8 @@ def test_manifest_covers_the_tools():
     assert {1, 64} <= {v["substreams"] for v in vs} and len({v["substreams"] for v in vs}) >= 4
     assert {"activity", "rdo", "max", "min", "alternating", "random"} <= {v["qmap"] for v in vs}
     assert {0, 1, 2, 3, 4} <= {v["qmap_block_log2"] for v in vs if v["qmap"]}
-    assert {"conf-w16.npz", "conf-w8.npz", "conf-ctx-w16.npz", "conf-ctx-w8.npz"} == {v["model"] for v in vs}
+    assert {"conf-w16.npz", "conf-w8.npz", "conf-ctx-w16.npz", "conf-ctx-w8.npz", "conf-gain-w16.npz"} \
+        == {v["model"] for v in vs}
     ctx = [v for v in vs if v["model"].startswith("conf-ctx")]       # the checkerboard context tool
     assert (1, 1) in {(v["width"], v["height"]) for v in ctx} and any(v["qmap"] for v in ctx)
     assert {0.0, 1.0, 64} <= {v["beta"] for v in ctx} | {v["substreams"] for v in ctx}
@@ -109,7 +110,7 @@ def test_every_vector_carries_a_trace_the_decoder_reproduces(backend):
         names = [r["name"] for r in recs]
         assert names[0] == "header" and names[-1] == "rgb" and "y_hat" in names and "z_hat" in names
         assert ("q_phase1" in names) == ("context" in v["tags"]) and ("Q" in names) == bool(
-            v["qmap"] and v["qmap"] != "escape")
+            v["qmap"] and v["qmap"] not in ("escape", "gain_floor", "z_clamp"))
 
 
 @pytest.mark.parametrize("where,patch", [("6.4", "dequantize"), ("6.6", "colour_transform"), ("6.3", "h_s")])
@@ -147,3 +148,31 @@ def test_decode_writes_the_trace(tmp_path):
     got = json.loads((tmp_path / "t.json").read_text())
     assert got["format"] == "refcodec-trace"
     assert got["records"] == json.load(open(os.path.join(folder, "expected.json")))["trace"]
+
+
+def test_rule_vectors_fail_a_decoder_that_breaks_their_rule():
+    """gain_floor_division fails a decoder whose gain interpolation truncates
+    (6.4); z_hat_clamp one whose h_s reads z_hat unclamped (6.3).  Every
+    other vector passes such decoders: these two are what pins the rules."""
+    from refcodec import decoder, gain
+    from refcodec.model import Model
+    from refcodec.vectors import COVERS, breaks_rule, truncating_log2_gain
+    vs = {v["id"]: v for v in manifest()["vectors"]}
+    assert set(COVERS) <= set(vs) and all(vs[k]["covers"] == COVERS[k] for k in COVERS)
+    models = {}
+    for vid, v in vs.items():
+        m = models.setdefault(v["model"], Model(os.path.join(VECTORS, "models", v["model"])))
+        data = open(os.path.join(VECTORS, vid, "bitstream.bin"), "rb").read()
+        if vid in COVERS:
+            assert breaks_rule(vid, data, m), vid
+        else:
+            # the truncating slip changes nothing elsewhere (the gains of the other models only rise)
+            G = m.gain_log2_fp
+            code = decoder.picture(data).header.beta_code
+            assert np.array_equal(gain.log2_gain_fp(G, code), truncating_log2_gain(G, code)), vid
+
+
+def test_the_derived_gain_model_is_reproducible(tmp_path):
+    from refcodec.vectors import derive_gain_model
+    derive_gain_model(os.path.join(VECTORS, "models", "conf-w16.npz"), str(tmp_path / "g.npz"))
+    assert filecmp.cmp(tmp_path / "g.npz", os.path.join(VECTORS, "models", "conf-gain-w16.npz"), shallow=False)
