@@ -97,20 +97,20 @@ INT16_MAX = 32767
 
 def check_backend(backend):
     if backend not in BACKENDS:
-        from refcodec.errors import BackendError
-        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        from .errors import error
+        raise error("backend", f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     return backend
 
 
 def require_backend(backend):
     """check_backend, and for "cuda" that a GPU (or the simulator) is there:
-    a BackendError before any work, not a failure half-way."""
+    an error before any work, not a failure half-way."""
     check_backend(backend)
     if backend == "cuda":
         try:
             from .cuda import require_cuda
         except ImportError as e:
-            from refcodec.errors import BackendError
-            raise BackendError(f"backend 'cuda' unavailable: {e}") from None
+            from .errors import error
+            raise error("backend", f"backend 'cuda' unavailable: {e}") from None
         require_cuda()
     return backend

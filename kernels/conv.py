@@ -32,20 +32,20 @@ from .simd import BLOCKS, MAX_PIXELS, PIXELS_0, madd_6x16, madd_8x16, madd_8x32,
 
 
 def _check_args(x, w, b, shift, lo, hi):
-    from refcodec.errors import RefcodecError
+    from .errors import error
     if x.ndim != 3 or w.ndim != 4 or x.dtype != np.int16:
-        raise RefcodecError(f"conv2d: x must be int16 (H, W, Cin), got {x.dtype} {x.shape}")
+        raise error("argument", f"conv2d: x must be int16 (H, W, Cin), got {x.dtype} {x.shape}")
     cout, k, k2, cin = w.shape
     if k != k2 or k % 2 != 1 or cin != x.shape[2]:
-        raise RefcodecError(f"conv2d: weight shape {w.shape} does not fit input {x.shape}")
+        raise error("argument", f"conv2d: weight shape {w.shape} does not fit input {x.shape}")
     if w.dtype not in (np.int16, np.int8):
-        raise RefcodecError(f"conv2d: weights must be int16 or int8, got {w.dtype}")
+        raise error("argument", f"conv2d: weights must be int16 or int8, got {w.dtype}")
     if b.shape != (cout,) or b.dtype != np.int32 or shift.shape != (cout,) or shift.dtype != np.int32:
-        raise RefcodecError("conv2d: bias and shift must be int32 arrays of length Cout")
+        raise error("argument", "conv2d: bias and shift must be int32 arrays of length Cout")
     if shift.size and (shift.min() < 0 or shift.max() > 31):
-        raise RefcodecError("conv2d: shifts must lie in [0, 31]")
+        raise error("argument", "conv2d: shifts must lie in [0, 31]")
     if not (INT16_MIN <= lo <= hi <= INT16_MAX):
-        raise RefcodecError(f"conv2d: clamp bounds [{lo}, {hi}] outside int16")
+        raise error("argument", f"conv2d: clamp bounds [{lo}, {hi}] outside int16")
 
 
 def accumulator_bound(w, b, shift, in_max):

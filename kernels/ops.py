@@ -129,9 +129,9 @@ def _clamp_cpu(x, lo, hi, out):
 # ---------------------------------------------------------------- dispatch
 
 def _as3(x, name):
-    from refcodec.errors import RefcodecError
+    from .errors import error
     if x.ndim != 3 or x.dtype != np.int16:
-        raise RefcodecError(f"{name}: expected an int16 (H, W, C) array, got {x.dtype} {x.shape}")
+        raise error("argument", f"{name}: expected an int16 (H, W, C) array, got {x.dtype} {x.shape}")
     return np.ascontiguousarray(x)
 
 
@@ -139,8 +139,8 @@ def depth_to_space(x, r, backend="cpu"):
     check_backend(backend)
     x = _as3(x, "depth_to_space")
     if r < 1 or x.shape[2] % (r * r):
-        from refcodec.errors import RefcodecError
-        raise RefcodecError(f"depth_to_space: {x.shape[2]} channels not divisible by r*r = {r * r}")
+        from .errors import error
+        raise error("argument", f"depth_to_space: {x.shape[2]} channels not divisible by r*r = {r * r}")
     if backend == "numpy":
         return depth_to_space_numpy(x, r)
     if backend == "cuda":
@@ -167,11 +167,11 @@ def mul_shift(x, n, t, lo=INT16_MIN, hi=INT16_MAX, backend="cpu"):
     check_backend(backend)
     x = _as3(x, "mul_shift")
     n = _as3(n, "mul_shift")
-    from refcodec.errors import RefcodecError
+    from .errors import error
     if n.shape != x.shape or t.dtype != np.int32 or t.shape != (x.shape[2],):
-        raise RefcodecError("mul_shift: n must match x and t be int32 per channel")
+        raise error("argument", "mul_shift: n must match x and t be int32 per channel")
     if t.size and (t.min() < 0 or t.max() > 30):
-        raise RefcodecError("mul_shift: shifts must lie in [0, 30]")
+        raise error("argument", "mul_shift: shifts must lie in [0, 30]")
     if backend == "numpy":
         return mul_shift_numpy(x, n, t, lo, hi)
     if backend == "cuda":

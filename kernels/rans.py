@@ -60,23 +60,23 @@ STATUS_TEXT = {
 
 
 def check_tables(cdf, cdf_len, offset):
-    """Validate CDF tables (raises ModelError naming the row)."""
-    from refcodec.errors import ModelError
+    """Validate CDF tables (raises the table error, refcodec's ModelError, naming the row)."""
+    from .errors import error
     if cdf.dtype != np.int32 or cdf.ndim != 2 or cdf_len.dtype != np.int32 or offset.dtype != np.int32:
-        raise ModelError("CDF tables must be int32 arrays (cdf 2-D, cdf_len and offset 1-D)")
+        raise error("table", "CDF tables must be int32 arrays (cdf 2-D, cdf_len and offset 1-D)")
     rows = cdf.shape[0]
     if cdf_len.shape != (rows,) or offset.shape != (rows,):
-        raise ModelError("cdf_len and offset must have one entry per CDF row")
+        raise error("table", "cdf_len and offset must have one entry per CDF row")
     for r in range(rows):
         n = int(cdf_len[r])
         if not 2 <= n <= cdf.shape[1] - 1:
-            raise ModelError(f"CDF row {r}: length {n} outside [2, {cdf.shape[1] - 1}]")
+            raise error("table", f"CDF row {r}: length {n} outside [2, {cdf.shape[1] - 1}]")
         row = cdf[r, :n + 1].astype(np.int64)
         if row[0] != 0 or row[-1] != 1 << PRECISION or np.any(np.diff(row) <= 0):
-            raise ModelError(f"CDF row {r}: must rise strictly from 0 to 2^{PRECISION}")
+            raise error("table", f"CDF row {r}: must rise strictly from 0 to 2^{PRECISION}")
         lo, hi = int(offset[r]), int(offset[r]) + n - 2
         if lo < VALUE_MIN or hi > VALUE_MAX:
-            raise ModelError(f"CDF row {r}: support [{lo}, {hi}] outside the value range")
+            raise error("table", f"CDF row {r}: support [{lo}, {hi}] outside the value range")
 
 
 def escape_code(v, lo, hi):
@@ -675,12 +675,12 @@ def decode_cpu(data, lengths, starts, rows, cdf, cdf_len=None, offset=None):
 # ===========================================================================
 
 def _prepare(values_or_rows, rows, starts):
-    from refcodec.errors import RefcodecError
+    from .errors import error
     starts = np.ascontiguousarray(starts, np.int64)
     rows = np.ascontiguousarray(rows, np.int32)
     if starts.ndim != 1 or starts.size < 2 or starts[0] != 0 or np.any(np.diff(starts) < 0) \
             or starts[-1] != rows.size:
-        raise RefcodecError("rans: starts must rise from 0 to the number of symbols")
+        raise error("argument", "rans: starts must rise from 0 to the number of symbols")
     return rows, starts
 
 
@@ -689,18 +689,18 @@ def encode(values, rows, starts, cdf, cdf_len=None, offset=None, backend="cpu"):
     object per substream.  Values must lie in [VALUE_MIN, VALUE_MAX] and rows
     in [0, R).  The tables: the arrays ``cdf, cdf_len, offset``, or one
     :class:`Tables` as ``cdf``."""
-    from refcodec.errors import RefcodecError
+    from .errors import error
     check_backend(backend)
     tables = as_tables(cdf, cdf_len, offset)
     cdf, cdf_len, offset = tables
     values = np.ascontiguousarray(values, np.int32)
     rows, starts = _prepare(values, rows, starts)
     if values.shape != rows.shape:
-        raise RefcodecError("rans: values and rows differ in length")
+        raise error("argument", "rans: values and rows differ in length")
     if values.size and (values.min() < VALUE_MIN or values.max() > VALUE_MAX):
-        raise RefcodecError(f"rans: values must lie in [{VALUE_MIN}, {VALUE_MAX}]")
+        raise error("argument", f"rans: values must lie in [{VALUE_MIN}, {VALUE_MAX}]")
     if rows.size and (rows.min() < 0 or rows.max() >= cdf.shape[0]):
-        raise RefcodecError("rans: a table row index is out of range")
+        raise error("argument", "rans: a table row index is out of range")
     if backend == "numpy":
         return encode_numpy(values, rows, starts, cdf, cdf_len, offset)
     if backend == "cpu":
@@ -712,9 +712,9 @@ def encode(values, rows, starts, cdf, cdf_len=None, offset=None, backend="cpu"):
 def decode(data, lengths, starts, rows, cdf, cdf_len=None, offset=None, backend="cpu"):
     """Decode the substreams concatenated in ``data`` (byte lengths
     ``lengths``, each even) with the tables of :func:`encode`.  Returns the
-    int32 values; raises :class:`refcodec.errors.EntropyDecodingError`
+    int32 values; raises the stream error (refcodec's EntropyDecodingError)
     naming the first bad substream."""
-    from refcodec.errors import EntropyDecodingError, RefcodecError
+    from .errors import error
     check_backend(backend)
     tables = as_tables(cdf, cdf_len, offset)
     cdf, cdf_len, offset = tables
@@ -722,9 +722,9 @@ def decode(data, lengths, starts, rows, cdf, cdf_len=None, offset=None, backend=
     lengths = np.asarray(lengths, np.int64)
     if lengths.shape != (starts.size - 1,) or np.any(lengths % 2) or np.any(lengths < 0) \
             or int(lengths.sum()) != len(data):
-        raise RefcodecError("rans: substream lengths must be even and add up to the data size")
+        raise error("argument", "rans: substream lengths must be even and add up to the data size")
     if rows.size and (rows.min() < 0 or rows.max() >= cdf.shape[0]):
-        raise RefcodecError("rans: a table row index is out of range")
+        raise error("argument", "rans: a table row index is out of range")
     data = bytes(data)
     if backend == "numpy":
         values, status = decode_numpy(data, lengths, starts, rows, cdf, cdf_len, offset)
@@ -737,6 +737,6 @@ def decode(data, lengths, starts, rows, cdf, cdf_len=None, offset=None, backend=
     bad = np.flatnonzero(status)
     if bad.size:
         s = int(bad[0])
-        raise EntropyDecodingError(f"substream {s}: {STATUS_TEXT[int(status[s])]}",
-                                   field=f"substream[{s}]", clause="6.1")
+        raise error("stream", f"substream {s}: {STATUS_TEXT[int(status[s])]}", field=f"substream[{s}]",
+                    clause="6.1")
     return values

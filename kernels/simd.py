@@ -36,11 +36,6 @@ vector registers (:data:`WIDE`):
   on a Zen 5 core; without AVX-512 its vectors split and it spills.
 """
 
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
-
 import llvmlite.binding as _llvm
 from llvmlite import ir
 from numba import config, types

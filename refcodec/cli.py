@@ -518,7 +518,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from . import __version__
+    from .version import __version__
     p = Parser(prog="refcodec", description="Reference learned image codec with a bit-exact "
                                                              "integer decoder.")
     p.add_argument("--version", action="version", version=f"refcodec {__version__}",
@@ -595,7 +595,7 @@ def build_parser():
 
 
 def main(argv=None):
-    from . import __version__
+    from .version import __version__
     from .errors import RefcodecError
     args = build_parser().parse_args(argv)
     con = Console(args)

@@ -22,21 +22,22 @@ import numpy as np
 from kernels import rans
 
 from . import gain, qmap
+from .colour import COLOUR_MATRIX, LUMA_OFFSET, colour_transform  # noqa: F401 (clause 6.6, re-exported)
 from .errors import BitstreamError
 from .syntax import picture
-
-#: Clause 6.6: BT.709 YCbCr -> RGB, times 255 * 2^16 (rows R, G, B; columns Y, Cb, Cr).
-COLOUR_MATRIX = np.array([[16711680, 0, 26317554],
-                          [16711680, -3130503, -7823143],
-                          [16711680, 31010193, 0]], np.int64)
-#: 255 * 0.5 * 2^16: the luma offset (g_s outputs Y - 1/2).
-LUMA_OFFSET = 8355840
-
 
 def grid_sizes(width, height):
     """Padded picture, y and z grid sizes (clause 6.2): multiples of 64."""
     hp, wp = -(-height // 64) * 64, -(-width // 64) * 64
     return (hp, wp), (hp // 16, wp // 16), (hp // 64, wp // 64)
+
+
+def pad_to_grid(rgb):
+    """The picture the analysis transforms see: edge-padded to Hp x Wp (clause
+    6.2; the encoder pads, the decoder crops)."""
+    h, w = rgb.shape[:2]
+    (hp, wp), _, _ = grid_sizes(w, h)
+    return np.pad(rgb, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
 
 
 def y_substream_starts(hy, wy, m, s):
@@ -111,20 +112,6 @@ def dequantize(mu_q, q, inv_gain, p_mu, p_y, ig_p):
     (mu * 2^(ig_p + p_y - p_mu) + q * inv_gain * 2^p_y + 2^(ig_p - 1)) >> ig_p, clamped."""
     acc = (mu_q.astype(np.int64) << (ig_p + p_y - p_mu)) + (q.astype(np.int64) * inv_gain << p_y)
     return np.clip((acc + (1 << (ig_p - 1))) >> ig_p, -32768, 32767).astype(np.int16)
-
-
-def colour_transform(x_q, p_x, monochrome=False):
-    """Clause 6.6: int16 Y', Cb, Cr at p_x fractional bits -> uint8 RGB.
-    ``monochrome`` (tool_flags bit 2): R = G = B from Y' alone, Cb and Cr unread.
-    The accumulator fits int64 easily: |C| < 2^25 times |v| <= 2^15, three terms."""
-    v = x_q.astype(np.int64)
-    sh = 16 + p_x
-    if monochrome:
-        acc = v[..., :1] * COLOUR_MATRIX[0, 0] + LUMA_OFFSET * (1 << p_x)
-        g = np.clip((acc + (1 << (sh - 1))) >> sh, 0, 255).astype(np.uint8)
-        return np.repeat(g, 3, axis=-1)
-    acc = v @ COLOUR_MATRIX.T + LUMA_OFFSET * (1 << p_x)
-    return np.clip((acc + (1 << (sh - 1))) >> sh, 0, 255).astype(np.uint8)
 
 
 def find_model(model_id, models):

@@ -18,10 +18,10 @@ import numpy as np
 from kernels import rans
 
 from . import qmap as qm
-from .decoder import (anchor_mask, context_params, dequantize, gain_maps, grid_sizes, phase_positions,
+from .colour import to_ycbcr, ycbcr
+from .decoder import (anchor_mask, context_params, dequantize, gain_maps, grid_sizes, pad_to_grid, phase_positions,
                       phase_substream_starts, y_rows, y_substream_starts, z_rows)
 from .errors import ImageError, RefcodecError
-from .export import to_ycbcr
 from .nn import run_float
 from .syntax import PictureHeader, write_picture
 from .syntax.picture_header import CONTEXT_FLAG, LEVEL, MONOCHROME_FLAG, QMAP_BLOCK_LOG2_MAX, QUALITY_MAP_FLAG
@@ -33,7 +33,7 @@ from .syntax.picture_header import CONTEXT_FLAG, LEVEL, MONOCHROME_FLAG, QMAP_BL
 #: cost of q under its table row (escapes included; Tables.symbol_bits of
 #: kernels.rans): plain rounding when C = 0.  By default C follows beta
 #: (:func:`rdoq_weight`) through these (beta, C) knots, linear between them
-#: and constant outside: on 8 Kodak images (refcodec.eval.rdoq_study,
+#: and constant outside: on 8 Kodak images (refcodec.studies.rdoq_study,
 #: step-39,000 model) the best constant C was 0.04-0.05 at beta 0.3-0.6
 #: (-6.2 % BD-rate PSNR-RGB against rounding to nearest) but 0.01-0.02 at
 #: beta 0.7-1 (-0.3 %; 0.04 there: +0.1 %).
@@ -121,14 +121,6 @@ def y_substreams(model, q, rows, hy, wy, S, context, backend="cpu"):
     return ys
 
 
-def pad_to_grid(rgb):
-    """The picture the analysis transforms see: edge-padded to a multiple of
-    64 (the latent grid of clause 6.2)."""
-    h, w = rgb.shape[:2]
-    (hp, wp), _, _ = grid_sizes(w, h)
-    return np.pad(rgb, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
-
-
 #: The float analysis g_a runs on bands of latent rows of at most about
 #: ANALYSIS_BAND_PIXELS pixels, each with ANALYSIS_MARGIN more latent rows
 #: above and below (g_a's receptive field spans 2 latent rows each way:
@@ -170,7 +162,7 @@ class Analysis:
     def __init__(self, rgb, model, backend="cpu", latents=None, context=None, rdoq=None, monochrome=None):
         """``latents=(y, z)`` (float, H x W x C at the latent and hyper-latent
         grids of the padded picture) replaces the analysis transforms, for
-        encoders that optimize the latents themselves (refcodec.eval.refine_study).
+        encoders that optimize the latents themselves (refcodec.studies.refine_study).
         ``context``: code with the checkerboard context (clause 6.4); by
         default whenever the model has it.  ``rdoq``: the rate weight C of
         the rounding of y (None: :func:`rdoq_weight` of each rate; 0 rounds
@@ -354,10 +346,7 @@ class _PositionCost:
     each position's 16 x 16 pixels."""
 
     def __init__(self, an, rgb, beta_code):
-        from .eval.metrics import ycbcr
-        from .ratecontrol import RateCounter
         self.an, self.beta_code, self.ycbcr = an, beta_code, ycbcr
-        self.counter = RateCounter(an.model)
         H, W = an.hy * 16, an.wy * 16
         self.pad = ((0, H - rgb.shape[0]), (0, W - rgb.shape[1]), (0, 0))
         self.wts = np.sqrt(np.array(RDO_YUV_WEIGHTS))
@@ -367,7 +356,7 @@ class _PositionCost:
     def __call__(self, Q):
         an = self.an
         q, rows = an.quantize(self.beta_code, Q, 0)
-        R = self.counter.symbol_bits(q, rows).reshape(an.hy, an.wy, -1).sum(axis=2)
+        R = self.an.model.y_tables.symbol_bits(q, rows).reshape(an.hy, an.wy, -1).sum(axis=2)
         out = np.pad(self.ycbcr(an.reconstruct(self.beta_code, Q, 0)) * self.wts, self.pad)
         D = (((out - self.ref) ** 2) * self.valid).reshape(an.hy, 16, an.wy, 16, 3).sum(axis=(1, 3, 4))
         return R, D

@@ -30,7 +30,8 @@ import zipfile
 import numpy as np
 
 from . import arch as A
-from .nn import factorized_logits_cdf, run_float, sigmoid
+from .colour import to_ycbcr  # noqa: F401 (re-exported)
+from .nn import factorized_logits_cdf, load_float, run_float, sigmoid  # noqa: F401 (load_float re-exported)
 from .quant import max_output_precision, precision_for, quantize_conv
 from .tables import gaussian_tables, pack_tables
 
@@ -44,24 +45,6 @@ EXP2_BITS = 10
 Z_BITS = 8
 #: Calibration rates.
 CALIB_BETAS = (0.0, 0.33, 0.67, 1.0)
-
-
-def load_float(path):
-    data = np.load(path)
-    meta = json.loads(bytes(data["__meta__"]).decode())
-    params = {k: data[k] for k in data.files if k != "__meta__"}
-    arch = meta["arch"]
-    for net in A.nets_of(arch):
-        arch[net] = [tuple(layer) for layer in arch[net]]
-    return arch, params, meta
-
-
-def to_ycbcr(rgb):
-    """uint8 RGB (H, W, 3) -> float32 centred YCbCr, as the trainer feeds g_a."""
-    x = rgb.astype(np.float32) / 255.0
-    y = x @ np.array(A.RGB_TO_YCBCR, np.float32).T
-    y[..., 0] -= 0.5
-    return y
 
 
 def gain_log2(arch, params, beta):

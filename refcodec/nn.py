@@ -10,14 +10,29 @@ Parameters are looked up by the names the trainer gives them
 (``{net}.{index}.weight`` ...), so one float weight file feeds both.
 """
 
+import json
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from . import arch as A
 
 
 #: Largest im2col block (bytes) and GDN block (rows) the float layers build at
 #: once: a 4K encode then peaks near 1.5 GB instead of 5 GB.
 IM2COL_BYTES = 64 << 20
 GDN_ROWS = 1 << 18
+
+
+def load_float(path):
+    """(arch, params, meta) of a float weight file (the trainer's export)."""
+    data = np.load(path)
+    meta = json.loads(bytes(data["__meta__"]).decode())
+    params = {k: data[k] for k in data.files if k != "__meta__"}
+    arch = meta["arch"]
+    for net in A.nets_of(arch):
+        arch[net] = [tuple(layer) for layer in arch[net]]
+    return arch, params, meta
 
 
 def conv2d_float(x, w, b, stride=1):

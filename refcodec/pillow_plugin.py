@@ -59,7 +59,7 @@ class RefcodecDecoder(ImageFile.PyDecoder):
 
 
 def _save(im, fp, filename):
-    from . import encode
+    from .api import encode
     from .errors import RefcodecError
     from .imageio import image_to_rgb
     import warnings

@@ -2,7 +2,7 @@
 
 The analysis transforms g_a and h_a give latents in one pass; the latents
 that minimize the rate-distortion cost of *this* picture are usually
-elsewhere (the amortization gap; refcodec.eval.refine_study measures it).
+elsewhere (the amortization gap; refcodec.studies.refine_study measures it).
 :func:`refine_latents` starts from g_a's latents and descends the
 rate-distortion cost at the lambda of the target beta through stochastic
 Gumbel annealing (soft rounding hardening to the decoder's rounding; the
@@ -42,9 +42,9 @@ def torch_model(float_weights):
                             "in a checkout, or pip install torch==2.13.0") from None
     key = os.path.abspath(float_weights)
     if key not in _NETS:
-        from .export import load_float
+        from .nn import load_float
         from .train.nets import HyperpriorTorch
-        from .train.__main__ import load_float as load_into
+        from .train.nets import load_float as load_into
         arch, _, _ = load_float(float_weights)
         net = HyperpriorTorch(arch)
         load_into(net, float_weights)
@@ -108,7 +108,7 @@ def refine(net, torch, x, beta, iters=ITERS, lr=LR, method="sga"):
 def refine_latents(rgb, model, beta, iters=ITERS, lr=LR, method="sga", float_weights=None):
     """Refined (y, z) of a uint8 RGB picture for ``model`` at rate beta, on the
     encoder's padded grid (for ``encoder.Analysis(rgb, model, latents=...)``)."""
-    from .encoder import pad_to_grid
+    from .decoder import pad_to_grid
     net, torch = torch_model(float_weights or shipped_float_weights())
     _check_same_encoder(net, model)
     x = torch.from_numpy(pad_to_grid(rgb).astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()

@@ -20,7 +20,8 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from . import __version__, decoder, encoder, qmap as qm
+from . import decoder, encoder, qmap as qm
+from .version import __version__
 from .conformance import check, plane_hashes
 from .errors import BitstreamError, RefcodecError
 from .model import Model

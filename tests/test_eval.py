@@ -71,7 +71,7 @@ def test_refine_study_merges_runs_over_disjoint_images(tmp_path, capsys):
     BD-rate of refined against plain computed on them (here refined needs
     0.8x the rate of plain everywhere: -20 %); runs that differ are refused."""
     import json
-    from refcodec.eval import refine_study
+    from refcodec.studies import refine_study
     betas = [0.1, 0.3, 0.5, 0.7]
     plain = [[(r, p, p + 0.5)] for r, p in [(0.1, 24.0), (0.25, 26.5), (0.5, 29.0), (1.0, 32.0)]]
     refined = [[(0.8 * r, p, py)] for [(r, p, py)] in plain]
@@ -94,7 +94,7 @@ def test_context_study_codes_both_ways(tmp_path, capsys):
     import json
     import numpy as np
     from PIL import Image
-    from refcodec.eval import context_study
+    from refcodec.studies import context_study
     im = np.asarray(Image.open("tests/data/kodim23.png").convert("RGB"))[100:228, 200:392]
     (tmp_path / "k").mkdir()
     Image.fromarray(im).save(tmp_path / "k" / "a.png")
@@ -111,7 +111,7 @@ def test_rdoq_study_compares_rate_weights(tmp_path, capsys):
     against rounding to nearest (0, which is +0.00 % against itself)."""
     import numpy as np
     from PIL import Image
-    from refcodec.eval import rdoq_study
+    from refcodec.studies import rdoq_study
     im = np.asarray(Image.open("tests/data/kodim23.png").convert("RGB"))[100:228, 200:392]
     (tmp_path / "k").mkdir()
     Image.fromarray(im).save(tmp_path / "k" / "a.png")
@@ -130,7 +130,7 @@ def test_backend_identity_compares_and_resumes(tmp_path, capsys):
     import json
     import numpy as np
     from PIL import Image
-    from refcodec.eval import backend_identity
+    from refcodec.studies import backend_identity
     im = np.asarray(Image.open("tests/data/kodim23.png").convert("RGB"))[:70, :90]
     (tmp_path / "k").mkdir()
     Image.fromarray(im).save(tmp_path / "k" / "a.png")
@@ -155,7 +155,7 @@ def test_backend_identity_decodes_carried_streams(tmp_path, capsys, monkeypatch)
     import numpy as np
     from PIL import Image
     from refcodec import decoder
-    from refcodec.eval import backend_identity
+    from refcodec.studies import backend_identity
     im = np.asarray(Image.open("tests/data/kodim23.png").convert("RGB"))[:40, :50]
     (tmp_path / "k").mkdir()
     Image.fromarray(im).save(tmp_path / "k" / "a.png")

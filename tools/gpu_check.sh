@@ -23,7 +23,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 if [ "${1:-}" = prepare ]; then
     set -e
     mkdir -p gpu
-    ${PYTHON:-python} -m refcodec.eval.backend_identity --backends numpy,cpu --streams gpu/streams --json gpu/identity.json
+    ${PYTHON:-python} -m refcodec.studies.backend_identity --backends numpy,cpu --streams gpu/streams --json gpu/identity.json
     du -sh gpu
     exit 0
 fi
@@ -40,7 +40,7 @@ rc=0
 timeout 200 $py -m pytest -q -p no:cacheprovider tests/test_kernels_conv.py tests/test_kernels_ops.py \
     tests/test_kernels_rans.py -k cuda 2>&1 | tee "$out/kernels.txt" || rc=1
 cp gpu/identity.json "$out/identity.json"
-timeout 200 $py -m refcodec.eval.backend_identity --kodak /nonexistent --streams gpu/streams \
+timeout 200 $py -m refcodec.studies.backend_identity --kodak /nonexistent --streams gpu/streams \
     --backends numpy,cpu,cuda --json "$out/identity.json" 2>&1 | tee "$out/identity.txt" || rc=1
 timeout 150 $py -m refcodec.bench --no-cli --repeats 3 2>&1 | tee "$out/bench.txt" || rc=1
 exit $rc

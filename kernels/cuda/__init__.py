@@ -2,7 +2,7 @@
 
 Importing this package needs ``numba.cuda`` with a GPU, or the CUDA simulator
 (``NUMBA_ENABLE_CUDASIM=1``).  :func:`require_cuda` turns a missing GPU into a
-:class:`refcodec.errors.BackendError` with a clear message.
+the backend error (refcodec's BackendError) with a clear message.
 """
 
 import types
@@ -13,13 +13,13 @@ from ..config import CUDA_JIT
 
 
 def require_cuda():
-    from refcodec.errors import BackendError
+    from ..errors import error
     try:
         ok = cuda.is_available()
     except Exception as exc:  # driver missing or broken
-        raise BackendError(f"backend 'cuda' unavailable: {exc}") from None
+        raise error("backend", f"backend 'cuda' unavailable: {exc}") from None
     if not ok:
-        raise BackendError("backend 'cuda' unavailable: no CUDA GPU found "
+        raise error("backend", "backend 'cuda' unavailable: no CUDA GPU found "
                            "(set NUMBA_ENABLE_CUDASIM=1 to use the simulator)")
 
 

@@ -9,16 +9,12 @@
 
 import numpy as np
 
-from ..arch import RGB_TO_YCBCR
+from ..colour import ycbcr  # noqa: F401 (the metrics' YCbCr)
 
 
 def psnr(a, b, peak=255.0):
     mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
     return float("inf") if mse == 0 else float(10 * np.log10(peak ** 2 / mse))
-
-
-def ycbcr(rgb):
-    return np.asarray(rgb, np.float64) @ np.array(RGB_TO_YCBCR).T
 
 
 def psnr_ycbcr(a, b):

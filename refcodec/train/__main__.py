@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from .. import arch as A
-from .nets import HyperpriorTorch
+from .nets import HyperpriorTorch, load_float  # noqa: F401 (load_float: float weights into a model)
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
 
@@ -117,20 +117,6 @@ def export_float(model, path, step, score):
     tmp = path + ".tmp.npz"
     np.savez_compressed(tmp, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
     os.replace(tmp, path)
-
-
-def load_float(model, path):
-    data = np.load(path)
-    meta = json.loads(bytes(data["__meta__"]).decode())
-    sd = {k: torch.from_numpy(data[k]) for k in data.files if k != "__meta__"}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    missing = [m for m in missing if not m.startswith(("rgb_to", "ycbcr_to"))]
-    # networks the file predates (the context networks g_cm, g_ep) keep their initialization
-    new = tuple(f"{n}." for n in A.nets_of(model.arch) if not any(k.startswith(f"{n}.") for k in sd))
-    missing = [m for m in missing if not m.startswith(new)] if new else missing
-    if missing or unexpected:
-        raise SystemExit(f"{path}: missing {missing}, unexpected {unexpected}")
-    return meta
 
 
 def main(argv=None):

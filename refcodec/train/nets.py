@@ -5,8 +5,10 @@ Nothing at decode time imports this module: PyTorch is the optional
 names the model file uses.
 """
 
+import json
 import math
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -254,3 +256,19 @@ class HyperpriorTorch(nn.Module):
         y_hat = mu + r_hat / g
         x_hat = self.to_rgb(self.g_s(y_hat)) if synthesis else None
         return x_hat, bits_y.sum(dim=(1, 2, 3)), bits_z.sum(dim=(1, 2, 3))
+
+
+def load_float(model, path):
+    """Load exported float weights (.npz with __meta__) into a HyperpriorTorch;
+    returns the file's meta.  Networks the file predates (the context
+    networks g_cm, g_ep) keep their initialization."""
+    data = np.load(path)
+    meta = json.loads(bytes(data["__meta__"]).decode())
+    sd = {k: torch.from_numpy(data[k]) for k in data.files if k != "__meta__"}
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [m for m in missing if not m.startswith(("rgb_to", "ycbcr_to"))]
+    new = tuple(f"{n}." for n in A.nets_of(model.arch) if not any(k.startswith(f"{n}.") for k in sd))
+    missing = [m for m in missing if not m.startswith(new)] if new else missing
+    if missing or unexpected:
+        raise SystemExit(f"{path}: missing {missing}, unexpected {unexpected}")
+    return meta

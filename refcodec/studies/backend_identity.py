@@ -1,6 +1,6 @@
 """Every backend decodes every Kodak stream to the same bytes.
 
-``python -m refcodec.eval.backend_identity [--kodak DIR] [--betas 0.1,0.5,0.9] [--backends numpy,cpu,cuda]
+``python -m refcodec.studies.backend_identity [--kodak DIR] [--betas 0.1,0.5,0.9] [--backends numpy,cpu,cuda]
 [--images N] [--json DONE.json] [--streams DIR]``
 
 For each image and beta it encodes one stream with the shipped model, decodes
@@ -70,7 +70,7 @@ def streams(args, m):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m refcodec.eval.backend_identity", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m refcodec.studies.backend_identity", description=__doc__.split("\n")[0])
     p.add_argument("--kodak", default=os.path.join(SHARED, "data", "kodak"))
     p.add_argument("--images", type=int, default=24)
     p.add_argument("--betas", default="0.1,0.5,0.9")

@@ -1,6 +1,6 @@
 """What rate-aware rounding of y buys, and at which rate weight.
 
-``python -m refcodec.eval.rdoq_study [--kodak DIR] [--images N] [--values auto,0.02,0.04] [--betas ...]``
+``python -m refcodec.studies.rdoq_study [--kodak DIR] [--images N] [--values auto,0.02,0.04] [--betas ...]``
 
 For each image the analysis runs once; then for each rate weight C (and for
 C = 0, rounding to nearest, the reference) and each beta the encoder codes a
@@ -20,14 +20,14 @@ import numpy as np
 from PIL import Image
 
 from .. import encoder, model as model_mod
-from .bdrate import bd_rate
-from .metrics import psnr, psnr_ycbcr
+from ..eval.bdrate import bd_rate
+from ..eval.metrics import psnr, psnr_ycbcr
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m refcodec.eval.rdoq_study", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m refcodec.studies.rdoq_study", description=__doc__.split("\n")[0])
     p.add_argument("--kodak", default=os.path.join(SHARED, "data", "kodak"))
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--values", default="auto,0.02,0.04,0.06",

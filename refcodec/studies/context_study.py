@@ -1,6 +1,6 @@
 """What the checkerboard context buys: the same model, with and without it.
 
-``python -m refcodec.eval.context_study [--kodak DIR] [--images N] [--betas 0,0.25,0.5,0.75,1] [--json OUT]``
+``python -m refcodec.studies.context_study [--kodak DIR] [--images N] [--betas 0,0.25,0.5,0.75,1] [--json OUT]``
 
 For each image and beta it codes the picture twice with the shipped W16A16
 model -- once with the checkerboard context (SPEC.md clause 6.4, the
@@ -23,14 +23,14 @@ import numpy as np
 from PIL import Image
 
 from .. import decoder, encoder, model as model_mod
-from .bdrate import bd_rate
-from .metrics import psnr, psnr_ycbcr
+from ..eval.bdrate import bd_rate
+from ..eval.metrics import psnr, psnr_ycbcr
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m refcodec.eval.context_study", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m refcodec.studies.context_study", description=__doc__.split("\n")[0])
     p.add_argument("--kodak", default=os.path.join(SHARED, "data", "kodak"))
     p.add_argument("--images", type=int, default=24)
     p.add_argument("--betas", default="0,0.25,0.5,0.75,1")

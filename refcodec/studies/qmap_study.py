@@ -1,6 +1,6 @@
 """Quality-map study over Kodak: each strategy against flat, rates matched.
 
-``python -m refcodec.eval.qmap_study [--kodak DIR] [--images N] [--targets 0.12,0.25,0.5,0.75]``
+``python -m refcodec.studies.qmap_study [--kodak DIR] [--images N] [--targets 0.12,0.25,0.5,0.75]``
 
 For ``activity`` and ``rdo`` against ``flat``, with every (image, target)
 rate-matched (bit-rate matching, ±1 %): BD-rate on PSNR-Y and on MS-SSIM
@@ -21,14 +21,14 @@ from PIL import Image
 from .. import decoder, model as model_mod
 from ..ratecontrol import RateError, match
 from ..syntax import picture
-from .bdrate import bd_rate
-from .metrics import ms_ssim, psnr_ycbcr
+from ..eval.bdrate import bd_rate
+from ..eval.metrics import ms_ssim, psnr_ycbcr
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m refcodec.eval.qmap_study", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m refcodec.studies.qmap_study", description=__doc__.split("\n")[0])
     p.add_argument("--kodak", default=os.path.join(SHARED, "data", "kodak"))
     p.add_argument("--images", type=int, default=24)
     p.add_argument("--targets", default="0.12,0.25,0.5,0.75")

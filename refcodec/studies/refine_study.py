@@ -1,6 +1,6 @@
 """How far the trained analysis transform is from the best latents: encoder-side latent refinement.
 
-``python -m refcodec.eval.refine_study [--kodak DIR] [--images N [--start K]] [--betas ...] [--iters 60]
+``python -m refcodec.studies.refine_study [--kodak DIR] [--images N [--start K]] [--betas ...] [--iters 60]
 [--method sga|noise] [--json OUT]``, and ``--merge A.json B.json ...`` to summarize runs over disjoint images
 (needs the ``train`` extra: PyTorch)
 
@@ -30,8 +30,8 @@ from PIL import Image
 
 from .. import decoder, encoder, model as model_mod
 from ..refine import refine_latents
-from .bdrate import bd_rate
-from .metrics import psnr, psnr_ycbcr
+from ..eval.bdrate import bd_rate
+from ..eval.metrics import psnr, psnr_ycbcr
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
 
@@ -43,7 +43,7 @@ def point(rgb, data):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m refcodec.eval.refine_study", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m refcodec.studies.refine_study", description=__doc__.split("\n")[0])
     p.add_argument("--kodak", default=os.path.join(SHARED, "data", "kodak"))
     p.add_argument("--images", type=int, default=6, help="this many Kodak images, evenly spaced")
     p.add_argument("--start", type=int, default=0, help="the first of them (--images 12 --start 1: the other half)")

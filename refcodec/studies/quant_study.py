@@ -1,6 +1,6 @@
 """What integers cost: Kodak RD of the float model and of the integer codecs.
 
-``python -m refcodec.eval.quant_study [--kodak DIR] [--betas 0,0.25,0.5,0.75,1] [--images N]``
+``python -m refcodec.studies.quant_study [--kodak DIR] [--betas 0,0.25,0.5,0.75,1] [--images N]``
 
 For every image and beta it measures four decoders of the same trained
 weights:
@@ -35,8 +35,8 @@ from .. import arch as A
 from .. import decoder, encoder, model as model_mod
 from ..nn import run_float
 from ..ratecontrol import RateCounter, _fixed_bytes
-from .bdrate import bd_rate
-from .metrics import ms_ssim, psnr, psnr_ycbcr
+from ..eval.bdrate import bd_rate
+from ..eval.metrics import ms_ssim, psnr, psnr_ycbcr
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
 
@@ -79,7 +79,7 @@ def metrics(ref, out, bpp):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m refcodec.eval.quant_study", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m refcodec.studies.quant_study", description=__doc__.split("\n")[0])
     p.add_argument("--kodak", default=os.path.join(SHARED, "data", "kodak"))
     p.add_argument("--anchors", default=os.path.join(SHARED, "anchors"))
     p.add_argument("--betas", default="0,0.25,0.5,0.75,1")
