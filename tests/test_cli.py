@@ -159,16 +159,6 @@ def test_readme_python_example_runs(files, tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ bad values: one line, status 1 or 2
 
-def _big_png_header(path, w, h):
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                     + chunk(b"IEND", b""))
-
-
 BAD = [
     # (arguments with {in} {out} {d} placeholders, status, what the line must say)
     ("encode {in} {out} --substreams 66", 1, "num_y_substreams 66"),
@@ -239,7 +229,8 @@ BAD = [
 @pytest.fixture(scope="module")
 def bad_files(files):
     d = files
-    _big_png_header(d / "big.png", 20000, 20000)
+    from .test_imageio import _png_header_only
+    (d / "big.png").write_bytes(_png_header_only(20000, 20000))
     (d / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     (d / "corrupt").mkdir(exist_ok=True)
     (d / "corrupt" / "a.png").write_bytes((d / "corrupt.png").read_bytes())
