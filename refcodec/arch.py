@@ -37,17 +37,22 @@ A layer is a tuple whose first item names the operation:
 ``("d2s", r)``                         depth-to-space, PyTorch ``PixelShuffle``
                                        channel order
 ``("relu",)``                          ReLU
+``("res", ch, mid, k)``                residual block ``x + conv(relu(conv(x)))``,
+                                       ch -> mid -> ch channels, k x k, stride 1
+                                       (encoder only, float)
 =====================================  ==========================================
 """
 
 import math
 
 #: Version of the architecture description; part of every model file.
-#: Version 2 adds the checkerboard context networks g_cm and g_ep.
-ARCH_VERSION = 2
+#: Version 2 adds the checkerboard context networks g_cm and g_ep; version 3
+#: the encoder-only residual blocks of g_a (``RA``; a version-2 description is
+#: a version-3 one with ``RA = 0``, and make_arch still writes 2 for it).
+ARCH_VERSION = 3
 
 
-def make_arch(N=96, M=128, Z=64, NH=96, K=5, C=128, NE=320):
+def make_arch(N=96, M=128, Z=64, NH=96, K=5, C=128, NE=320, RA=0):
     """Return the architecture description for channel widths N, M, Z, NH.
 
     N  -- feature channels of g_a / g_s
@@ -57,12 +62,17 @@ def make_arch(N=96, M=128, Z=64, NH=96, K=5, C=128, NE=320):
     K  -- number of trained rate points (gain vectors) spanned by beta
     C  -- channels of the checkerboard context g_cm (0: no context networks)
     NE -- feature channels of the entropy-parameter network g_ep
+    RA -- residual blocks of g_a at each of 1/4, 1/8 and 1/16 of the
+          resolution (a stronger analysis; encoder only, so free for the decoder)
     """
     g_a = [
         ("conv", 3, N, 5, 2), ("gdn", N),
         ("conv", N, N, 5, 2), ("gdn", N),
+        *[("res", N, N // 2, 3)] * RA,
         ("conv", N, N, 5, 2), ("gdn", N),
+        *[("res", N, N // 2, 3)] * RA,
         ("conv", N, M, 5, 2),
+        *[("res", M, M // 2, 3)] * RA,
     ]
     h_a = [
         ("conv", M, NH, 3, 1), ("relu",),
@@ -89,7 +99,7 @@ def make_arch(N=96, M=128, Z=64, NH=96, K=5, C=128, NE=320):
         ("conv", NE, 2 * M, 1, 1),
     ]
     out = {
-        "version": ARCH_VERSION,
+        "version": ARCH_VERSION if RA else 2,
         "N": N, "M": M, "Z": Z, "NH": NH, "K": K,
         "g_a": g_a, "h_a": h_a, "h_s": h_s, "g_s": g_s,
         # Entropy model of y: a discretized Gaussian whose sigma is read
@@ -174,4 +184,21 @@ def layer_macs(layers, h, w):
             h, w = h * layer[1], w * layer[1]
         elif op in ("gdn", "igdn"):
             total += layer[1] * layer[1] * h * w
+        elif op == "res":
+            _, ch, mid, k = layer
+            total += 2 * ch * mid * k * k * h * w
     return total, h, w
+
+
+def receptive_radius(layers):
+    """How far (in input samples, each way) an output of ``layers`` sees."""
+    radius, step = 0, 1
+    for layer in layers:
+        if layer[0] == "conv":
+            radius += (layer[3] // 2) * step
+            step *= layer[4]
+        elif layer[0] == "res":
+            radius += 2 * (layer[3] // 2) * step
+        elif layer[0] == "d2s":
+            step /= layer[1]
+    return radius

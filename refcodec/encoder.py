@@ -18,6 +18,7 @@ import numpy as np
 from kernels import rans
 
 from . import qmap as qm
+from .arch import receptive_radius
 from .colour import to_ycbcr, ycbcr
 from .decoder import (anchor_mask, context_params, dequantize, gain_maps, grid_sizes, pad_to_grid, phase_positions,
                       phase_substream_starts, y_rows, y_substream_starts, z_rows)
@@ -124,7 +125,8 @@ def y_substreams(model, q, rows, hy, wy, S, context, backend="cpu"):
 #: The float analysis g_a runs on bands of latent rows of at most about
 #: ANALYSIS_BAND_PIXELS pixels, each with ANALYSIS_MARGIN more latent rows
 #: above and below (g_a's receptive field spans 2 latent rows each way:
-#: four 5 x 5 convolutions of stride 2, 61 pixels), so the encoder's memory
+#: four 5 x 5 convolutions of stride 2, 61 pixels; a g_a with residual
+#: blocks gets the margin its receptive field needs), so the encoder's memory
 #: follows the band, not the picture: a 48-megapixel picture encodes in
 #: under 3 GB.  Pictures of up to 4 megapixels (Kodak, the vectors, 4K at
 #: most two bands) run in one piece.
@@ -139,6 +141,7 @@ def analysis_transform(model, rgb, band_pixels=ANALYSIS_BAND_PIXELS, margin=ANAL
     of latent rows.  A band's margin rows are computed and dropped, so each
     kept row sees the picture as the whole-picture transform does."""
     a = model.arch
+    margin = max(margin, -(-receptive_radius(a["g_a"]) // 16) + 1)
     h, w = rgb.shape[:2]
     (hp, wp), (hy, wy), _ = grid_sizes(w, h)
     band = max(1, band_pixels // (256 * wy))

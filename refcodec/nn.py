@@ -92,6 +92,9 @@ def run_float(layers, params, prefix, x, start=0):
             x = depth_to_space_float(x, layer[1])
         elif op == "relu":
             x = np.maximum(x, 0)
+        elif op == "res":
+            t = np.maximum(conv2d_float(x, params[f"{name}.conv1.weight"], params[f"{name}.conv1.bias"]), 0)
+            x = x + conv2d_float(t, params[f"{name}.conv2.weight"], params[f"{name}.conv2.bias"])
         else:
             raise ValueError(f"unknown layer op {op!r}")
     return x

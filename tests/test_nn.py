@@ -39,6 +39,33 @@ def test_numpy_float_matches_torch(model, net, cin, size):
     assert np.max(np.abs(out - ref)) <= 1e-4 * max(1.0, np.max(np.abs(ref)))
 
 
+def test_residual_analysis_matches_torch():
+    """The encoder-only residual blocks of a v3 g_a (RA = 1: one at each of
+    1/4, 1/8, 1/16), with their second convolutions moved off zero."""
+    from refcodec.train.nets import HyperpriorTorch
+    torch.manual_seed(3)
+    m = HyperpriorTorch(A.make_arch(N=8, M=12, Z=6, NH=8, C=5, NE=7, RA=1)).eval()
+    assert [layer[0] for layer in m.arch["g_a"]].count("res") == 3
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if ".conv2." in name:
+                p.normal_(0, 0.2)
+    x = np.random.default_rng(2).normal(0, 1, (80, 48, 3)).astype(np.float32)
+    with torch.no_grad():
+        ref = m.g_a(torch.from_numpy(x).permute(2, 0, 1)[None])[0].permute(1, 2, 0).numpy()
+    out = nn.run_float(m.arch["g_a"], params_of(m), "g_a", x)
+    assert out.shape == ref.shape == (5, 3, 12)
+    assert np.max(np.abs(out - ref)) <= 1e-4 * max(1.0, np.max(np.abs(ref)))
+
+
+def test_receptive_radius():
+    # four 5 x 5 convolutions of stride 2: 2 + 4 + 8 + 16 samples
+    assert A.receptive_radius(A.make_arch()["g_a"]) == 30
+    # one residual block (two 3 x 3) at each of 1/4, 1/8, 1/16: 2 * (4 + 8 + 16) more
+    assert A.receptive_radius(A.make_arch(RA=1)["g_a"]) == 86
+    assert A.receptive_radius([("conv", 4, 4, 3, 1), ("d2s", 2), ("conv", 4, 4, 3, 1)]) == 1.5
+
+
 def test_checkerboard_context_matches_torch(model):
     """The exporter's float pipeline (numpy) refines mu and s at the
     non-anchors as the trainer does, and keeps the hyperprior's at the anchors."""

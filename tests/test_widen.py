@@ -72,3 +72,43 @@ def test_widen_refuses_to_narrow(monkeypatch):
     m = tiny(12)
     with pytest.raises(ValueError, match="latent channels"):
         widened(m, 12, monkeypatch)
+
+
+def test_residual_blocks_leave_the_model_unchanged():
+    """widen --RA: the residual blocks start as identities, every other layer
+    of g_a keeps its weights under its new index, so the model computes
+    exactly what it did."""
+    from refcodec.train.nets import HyperpriorTorch
+    m = tiny(12)
+    arrays = {k: v.detach().numpy() for k, v in m.state_dict().items()}
+    a, arch2 = W.add_residual(arrays, m.arch, 2)
+    assert [layer[0] for layer in arch2["g_a"]].count("res") == 6 and arch2["version"] == 3
+    w = HyperpriorTorch(arch2)
+    w.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in a.items()})
+    w.eval()
+    x, beta = torch.rand(1, 3, 64, 128), torch.tensor([0.6])
+    with torch.no_grad():
+        for r, r2 in zip(m(x, beta, noise=False), w(x, beta, noise=False)):
+            assert torch.equal(r, r2)
+        assert all(float(p.abs().max()) > 0 for k, p in w.named_parameters() if ".conv1." in k)
+    with pytest.raises(ValueError, match="already"):
+        W.add_residual(a, arch2, 1)
+    with pytest.raises(ValueError, match="before adding residual"):
+        W.widen(a, arch2, 16)
+
+
+def test_widen_command_line(tmp_path):
+    """--M and --RA together write a file the trainer and the encoder read."""
+    import json
+    from refcodec import nn
+    src = tmp_path / "src.npz"
+    m = tiny(12)
+    arrays = {k: v.detach().numpy() for k, v in m.state_dict().items() if not k.startswith(("rgb_to", "ycbcr_to"))}
+    np.savez(src, __meta__=np.frombuffer(json.dumps({"arch": m.arch, "step": 7}).encode(), np.uint8), **arrays)
+    W.main([str(src), str(tmp_path / "dst.npz"), "--M", "16", "--RA", "1"])
+    arch, params, meta = nn.load_float(str(tmp_path / "dst.npz"))
+    assert arch["M"] == 16 and meta["step"] == 7 and meta["widened_from"] == 12
+    y = nn.run_float(arch["g_a"], params, "g_a", np.zeros((32, 32, 3), np.float32))
+    assert y.shape == (2, 2, 16)
+    with pytest.raises(SystemExit):
+        W.main([str(src), str(tmp_path / "x.npz")])

@@ -16,6 +16,15 @@ score improves, the float weights are exported to ``RUN/best.npz`` (the file
 Example (background, 2 CPU threads)::
 
     nohup python -m refcodec.train --run runs/hp1 > runs/hp1.out 2>&1 &
+
+Under ``torchrun`` the trainer runs data-parallel (DistributedDataParallel:
+gloo on CPUs, nccl on GPUs): every process draws its own ``--batch`` crops,
+so the batch of one iteration is ``--batch`` times the number of processes,
+and the gradients are averaged over the processes.  Process 0 alone logs,
+evaluates and writes the checkpoint and exports; all of them read the same
+checkpoint back.  For example, 4 GPUs of one machine::
+
+    torchrun --standalone --nproc_per_node 4 -m refcodec.train --run runs/big --device cuda
 """
 
 import argparse
@@ -119,13 +128,88 @@ def export_float(model, path, step, score):
     os.replace(tmp, path)
 
 
+class Distributed:
+    """The processes of a ``torchrun`` launch (one process: rank 0 of 1, no
+    process group).  ``torchrun`` sets RANK, WORLD_SIZE and LOCAL_RANK."""
+
+    def __init__(self, device_kind):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.on = self.world > 1
+        if self.on:
+            import torch.distributed as dist
+            self.dist = dist
+            self.backend = "nccl" if device_kind == "cuda" else "gloo"
+            dist.init_process_group(self.backend)
+
+    def device(self, name):
+        """Each process of a multi-GPU launch takes the GPU of its LOCAL_RANK."""
+        if self.on and name == "cuda":
+            return torch.device("cuda", self.local_rank)
+        return torch.device(name)
+
+    def any(self, flag, device):
+        """True on every process if ``flag`` is true on any (a stop agreed by all)."""
+        if not self.on:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def spread(self, model, device):
+        """max - min over the processes of a checksum of the weights (0: in step)."""
+        with torch.no_grad():
+            c = sum(float(p.double().abs().sum()) for p in model.parameters())
+        if not self.on:
+            return 0.0
+        hi = torch.tensor([c], dtype=torch.float64, device=device)
+        lo = -hi.clone()
+        self.dist.all_reduce(hi, op=self.dist.ReduceOp.MAX)
+        self.dist.all_reduce(lo, op=self.dist.ReduceOp.MAX)
+        return float(hi.item() + lo.item())
+
+    def close(self):
+        if self.on:
+            self.dist.destroy_process_group()
+
+
+#: The --arch of a fresh run without --init (the shipped model's widths).
+DEFAULT_ARCH = "64,128,64,64,128,320"
+
+
+def parse_arch(text):
+    """make_arch() of an --arch string N,M,Z,NH[,C[,NE[,RA]]]."""
+    v = [int(t) for t in text.split(",")]
+    if not 4 <= len(v) <= 7:
+        raise ValueError(f"--arch {text!r}: 4 to 7 numbers expected")
+    v += [0, 320, 0][len(v) - 4:]
+    return A.make_arch(N=v[0], M=v[1], Z=v[2], NH=v[3], C=v[4], NE=v[5], RA=v[6])
+
+
+def arch_of_run(args):
+    """The architecture of a run: --arch, else the checkpoint's, else the --init file's, else DEFAULT_ARCH."""
+    if args.arch:
+        return parse_arch(args.arch)
+    ckpt = os.path.join(args.run, "last.pt")
+    if os.path.exists(ckpt):
+        arch = torch.load(ckpt, map_location="cpu").get("arch")
+        if arch:
+            return arch
+    if args.init:
+        data = np.load(args.init)
+        return json.loads(bytes(data["__meta__"]).decode())["arch"]
+    return parse_arch(DEFAULT_ARCH)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m refcodec.train", description=__doc__.split("\n")[0])
     p.add_argument("--run", default="runs/hp1", help="run folder (checkpoints, log, exports)")
     p.add_argument("--data", default=os.path.join(SHARED, "train"))
     p.add_argument("--kodak", default=os.path.join(SHARED, "kodak"))
-    p.add_argument("--arch", default="64,128,64,64,128,320",
-                   help="N,M,Z,NH[,C[,NE]] (C = 0 or left out: no context networks)")
+    p.add_argument("--arch", default=None,
+                   help="N,M,Z,NH[,C[,NE[,RA]]] (C = 0 or left out: no context networks; RA: residual blocks "
+                        f"of g_a at each scale); default: the checkpoint's, the --init file's, or {DEFAULT_ARCH}")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-4)
@@ -162,17 +246,25 @@ def main(argv=None):
         p.error("--beta-floor must be in [0, 1) and --beta-floor-frac in [0, 1]")
 
     torch.set_num_threads(args.threads)
+    dd = Distributed(torch.device(args.device).type)
+    lead = dd.rank == 0                     # process 0 logs, evaluates and writes files
     os.makedirs(args.run, exist_ok=True)
-    log = open(os.path.join(args.run, "train.log"), "a", buffering=1)
+    log = open(os.path.join(args.run, "train.log"), "a", buffering=1) if lead else None
 
     def say(msg):
-        line = time.strftime("%Y-%m-%d %H:%M:%S ") + msg
-        print(line, flush=True)
-        log.write(line + "\n")
+        if lead:
+            line = time.strftime("%Y-%m-%d %H:%M:%S ") + msg
+            print(line, flush=True)
+            log.write(line + "\n")
 
-    N, M, Z, NH, C, NE = (int(v) for v in (args.arch.split(",") + ["0", "320"])[:6])
-    arch = A.make_arch(N=N, M=M, Z=Z, NH=NH, C=C, NE=NE)
-    device = torch.device(args.device)
+    try:
+        arch = arch_of_run(args)
+    except ValueError as e:
+        p.error(str(e))
+    for net in A.nets_of(arch):
+        arch[net] = [tuple(layer) for layer in arch[net]]
+    N, M, Z, NH = (arch[k] for k in ("N", "M", "Z", "NH"))
+    device = dd.device(args.device)
     model = HyperpriorTorch(arch).to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
@@ -216,6 +308,10 @@ def main(argv=None):
             g["lr"] = lr_at(it)
 
     set_lr(step)
+    net = model                             # what the training step calls: the model, or its DDP wrapper
+    if dd.on:
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     if args.export:
         if not os.path.exists(ckpt):
@@ -224,16 +320,19 @@ def main(argv=None):
         say(f"exported {ckpt} (step {step}) to {args.export}")
         return 0
 
-    rng = np.random.default_rng(args.seed + step)
-    torch.manual_seed(args.seed + step)
+    # each process draws its own crops, rates and noise (process 0 as a single process would)
+    rng = np.random.default_rng(args.seed + step + 1_000_003 * dd.rank)
+    torch.manual_seed(args.seed + step + 1_000_003 * dd.rank)
     t0 = time.time()
     images = load_images(args.data, min_side=args.crop)
     draw = (f", beta from U[{args.beta_floor}, 1] for {args.beta_floor_frac:.0%} of crops"
             if args.beta_floor and args.beta_floor_frac else "")
-    say(f"{len(images)} training images loaded in {time.time() - t0:.1f}s; arch N={N} M={M} Z={Z} NH={NH}; "
+    say(f"{len(images)} training images loaded in {time.time() - t0:.1f}s; arch N={N} M={M} Z={Z} NH={NH} "
+        f"C={arch.get('C', 0)} RA={sum(1 for layer in arch['g_a'] if layer[0] == 'res') // 3}; "
         f"{sum(p.numel() for p in model.parameters())} parameters "
         f"({sum(p.numel() for p in model.parameters() if p.requires_grad)} trained: {args.train}); batch {args.batch}x{args.crop}^2, lr {args.lr}, "
-        f"device {device}{', bfloat16 inner layers' if args.bf16 else ''}{draw}")
+        f"device {device}{', bfloat16 inner layers' if args.bf16 else ''}{draw}"
+        + (f"; {dd.world} processes ({dd.backend}), {dd.world * args.batch} crops per iteration" if dd.on else ""))
     kodak = []
     if os.path.isdir(args.kodak):
         files = sorted(glob.glob(os.path.join(args.kodak, "*.png")))
@@ -242,6 +341,8 @@ def main(argv=None):
     eval_betas = [0.0, 0.25, 0.5, 0.75, 1.0]
 
     def save():
+        if not lead:
+            return
         tmp = ckpt + ".tmp"
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
                     "arch": arch}, tmp)
@@ -260,19 +361,19 @@ def main(argv=None):
     start = time.time()
     acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
     t_last = time.time()
-    while step < args.iters and (time.time() - start) < args.hours * 3600 and not stop["flag"]:
+    while step < args.iters and not dd.any(stop["flag"] or (time.time() - start) >= args.hours * 3600, device):
         x = random_batch(images, rng, args.batch, args.crop).to(device)
         if device.type == "cpu":
             x = x.contiguous(memory_format=torch.channels_last)
         beta = draw_beta(args.batch, args.beta_floor, args.beta_floor_frac, device)
         npx = x.shape[2] * x.shape[3]
         if rate_only:
-            bits_y, bits_z = model.rates(x, beta)
+            bits_y, bits_z = net(x, beta, rates_only=True)
             bpp = (bits_y + bits_z) / npx
             mse = torch.full_like(bpp, float("nan"))      # not measured: logged as nan
             loss = bpp.mean()
         else:
-            x_hat, bits_y, bits_z = model(x, beta)
+            x_hat, bits_y, bits_z = net(x, beta)
             bpp = (bits_y + bits_z) / npx
             mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
             loss = (bpp + model.lam(beta) * 255 ** 2 * mse).mean()
@@ -291,15 +392,15 @@ def main(argv=None):
             n = acc["n"]
             dt = (time.time() - t_last) / n
             say(f"step {step} loss {acc['loss'] / n:.4f} bpp {acc['bpp'] / n:.4f} psnr {acc['psnr'] / n:.2f} "
-                f"lr {lr_at(step):.1e} ({dt:.3f} s/it)")
+                f"lr {lr_at(step):.1e} ({dt:.3f} s/it, cpu {time.process_time() / 3600:.3f} h)")
             acc = {"loss": 0.0, "bpp": 0.0, "psnr": 0.0, "n": 0}
             t_last = time.time()
         if step % args.ckpt_every == 0:
             save()
-        if kodak and step % args.eval_every == 0:
+        if lead and kodak and step % args.eval_every == 0:
             rows = evaluate(model, kodak, eval_betas, device)
             score = float(np.mean([r[3] for r in rows]))
-            say(f"kodak step {step} score {score:.4f} " + " ".join(
+            say(f"kodak step {step} score {score:.4f} cpu {time.process_time() / 3600:.3f} h " + " ".join(
                 f"[beta {b:.2f}: {bpp:.3f} bpp {ps:.2f} dB]" for b, bpp, ps, _ in rows))
             if score < best:
                 best = score
@@ -308,7 +409,15 @@ def main(argv=None):
             save()
             t_last = time.time()
     save()
-    export_float(model, os.path.join(args.run, "last.npz"), step, best)
+    if lead:
+        export_float(model, os.path.join(args.run, "last.npz"), step, best)
+    if dd.on:
+        spread = dd.spread(model, device)   # every process must hold the same weights
+        say(f"{dd.world} processes agree on the weights (checksum spread {spread:.3g})" if spread == 0 else
+            f"error: the {dd.world} processes' weights differ (checksum spread {spread:.3g})")
+        dd.close()
+        if spread != 0:
+            return 1
     say(f"stopped at step {step}")
 
 

@@ -54,6 +54,23 @@ class IGDN(nn.Module):
         return x * F.conv2d(x.abs(), gamma[:, :, None, None], beta)
 
 
+class ResBlock(nn.Module):
+    """x + conv2(relu(conv1(x))), stride 1, zero padding (encoder only).
+
+    ``conv2`` starts at zero, so a block added to a trained g_a leaves its
+    function unchanged until training puts the block to use."""
+
+    def __init__(self, ch, mid, k):
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, mid, k, padding=k // 2)
+        self.conv2 = nn.Conv2d(mid, ch, k, padding=k // 2)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x):
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
 class Sequential(nn.Sequential):
     """``nn.Sequential`` whose layers ``lo`` to ``hi - 1`` may run in bfloat16
     while training (``bf16 = (lo, hi)``; the trainer's ``--bf16``): the
@@ -91,6 +108,8 @@ def build(layers):
             mods.append(nn.PixelShuffle(layer[1]))
         elif op == "relu":
             mods.append(nn.ReLU())
+        elif op == "res":
+            mods.append(ResBlock(*layer[1:]))
         else:
             raise ValueError(f"unknown layer op {op!r}")
     return Sequential(*mods)
@@ -201,8 +220,11 @@ class HyperpriorTorch(nn.Module):
         lo, hi = self.arch["lambdas"][0], self.arch["lambdas"][-1]
         return lo * (hi / lo) ** beta
 
-    def forward(self, x, beta, noise=True):
-        """x: RGB in [0, 1], (B, 3, H, W); beta: (B,).  Returns x_hat, bits_y, bits_z."""
+    def forward(self, x, beta, noise=True, rates_only=False):
+        """x: RGB in [0, 1], (B, 3, H, W); beta: (B,).  Returns x_hat, bits_y, bits_z
+        (``rates_only``: bits_y, bits_z of :meth:`rates`)."""
+        if rates_only:
+            return self.rates(x, beta, noise)
         y = self.g_a(self.to_ycbcr(x))
         return self.from_latents(y, self.h_a(y), beta, noise)
 

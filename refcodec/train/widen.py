@@ -42,7 +42,7 @@ GS_SPREAD = 0.3
 NEW_S_BIAS = 0.0
 
 
-def widen(arrays, arch, M2, seed=0):
+def widen(arrays, arch, M2, seed=0, ga_spread=GA_SPREAD, gs_spread=GS_SPREAD):
     """(arrays, arch) with M2 latent channels (see the module's docstring)."""
     M = arch["M"]
     if M2 <= M:
@@ -63,10 +63,10 @@ def widen(arrays, arch, M2, seed=0):
 
     ga, gs = conv("g_a", -1), conv("g_s", 0)
     w = a[ga + ".weight"]
-    a[ga + ".weight"] = rows(w, rng.normal(0, GA_SPREAD * w.std(), (d,) + w.shape[1:]))
+    a[ga + ".weight"] = rows(w, rng.normal(0, ga_spread * w.std(), (d,) + w.shape[1:]))
     a[ga + ".bias"] = rows(a[ga + ".bias"], np.zeros(d))
     w = a[gs + ".weight"]
-    a[gs + ".weight"] = cols(w, rng.normal(0, GS_SPREAD * w.std(), (w.shape[0], d) + w.shape[2:]), M)
+    a[gs + ".weight"] = cols(w, rng.normal(0, gs_spread * w.std(), (w.shape[0], d) + w.shape[2:]), M)
 
     def zero_inputs(prefix, at):
         w = a[prefix + ".weight"]
@@ -89,11 +89,50 @@ def widen(arrays, arch, M2, seed=0):
     g = a["log2_gain"]
     a["log2_gain"] = np.concatenate([g, np.repeat(g.mean(axis=1, keepdims=True), d, axis=1)], axis=1)
 
+    if any(layer[0] == "res" for layer in arch["g_a"]):
+        raise ValueError("widen the latents before adding residual blocks to g_a")
+    return a, _remake(arch, M=M2)
+
+
+def _remake(arch, **change):
+    """make_arch() of ``arch``'s widths with ``change`` applied; the entropy
+    model's constants are kept from ``arch``."""
     from .. import arch as A
-    arch2 = A.make_arch(N=arch["N"], M=M2, Z=arch["Z"], NH=arch["NH"], K=arch["K"],
-                        C=arch.get("C", 0), NE=arch.get("NE", 320))
+    kw = dict(N=arch["N"], M=arch["M"], Z=arch["Z"], NH=arch["NH"], K=arch["K"], C=arch.get("C", 0),
+              NE=arch.get("NE", 320), RA=sum(1 for layer in arch["g_a"] if layer[0] == "res") // 3)
+    kw.update(change)
+    arch2 = A.make_arch(**kw)
     for k in ("sigma_min", "sigma_per_octave", "sigma_levels", "lambdas"):
         arch2[k] = arch[k]
+    return arch2
+
+
+def add_residual(arrays, arch, RA, seed=0):
+    """(arrays, arch) with RA residual blocks at each scale of g_a (none before).
+
+    The blocks' first convolution is drawn as PyTorch draws it, their second
+    is zero: g_a computes what it did until training puts them to use.  The
+    other layers of g_a keep their weights under their new indices."""
+    if any(layer[0] == "res" for layer in arch["g_a"]):
+        raise ValueError("g_a has residual blocks already")
+    arch2 = _remake(arch, RA=RA)
+    rng = np.random.default_rng(seed)
+    a = {k: v for k, v in arrays.items() if not k.startswith("g_a.")}
+    old = [i for i, layer in enumerate(arch["g_a"])]
+    new = [i for i, layer in enumerate(arch2["g_a"]) if layer[0] != "res"]
+    assert len(old) == len(new)
+    for i, j in zip(old, new):
+        for k, v in arrays.items():
+            if k.startswith(f"g_a.{i}."):
+                a[f"g_a.{j}." + k[len(f"g_a.{i}."):]] = v
+    for j, layer in enumerate(arch2["g_a"]):
+        if layer[0] == "res":
+            _, ch, mid, k = layer
+            bound = 1 / np.sqrt(ch * k * k)          # PyTorch's default (kaiming_uniform, a = sqrt 5)
+            a[f"g_a.{j}.conv1.weight"] = rng.uniform(-bound, bound, (mid, ch, k, k)).astype(np.float32)
+            a[f"g_a.{j}.conv1.bias"] = rng.uniform(-bound, bound, mid).astype(np.float32)
+            a[f"g_a.{j}.conv2.weight"] = np.zeros((ch, mid, k, k), np.float32)
+            a[f"g_a.{j}.conv2.bias"] = np.zeros(ch, np.float32)
     return a, arch2
 
 
@@ -101,16 +140,29 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m refcodec.train.widen", description=__doc__.split("\n")[0])
     p.add_argument("src", help="float weights (.npz, as the trainer exports them)")
     p.add_argument("dst")
-    p.add_argument("--M", type=int, required=True, help="the new number of latent channels")
+    p.add_argument("--M", type=int, default=None, help="the new number of latent channels")
+    p.add_argument("--RA", type=int, default=0,
+                   help="add this many residual blocks at each scale of g_a (encoder only; identity at first)")
+    p.add_argument("--ga-spread", type=float, default=GA_SPREAD,
+                   help="spread of g_a's new filters relative to the old ones' (default %(default)s)")
+    p.add_argument("--gs-spread", type=float, default=GS_SPREAD,
+                   help="spread of g_s's new input weights relative to the old ones' (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     data = np.load(args.src)
     meta = json.loads(bytes(data["__meta__"]).decode())
     arrays = {k: data[k] for k in data.files if k != "__meta__"}
-    a, arch2 = widen(arrays, meta["arch"], args.M, args.seed)
-    meta = dict(meta, arch=arch2, widened_from=meta["arch"]["M"], kodak_score=float("inf"))
+    if args.M is None and not args.RA:
+        p.error("nothing to do: give --M, --RA or both")
+    a, arch = arrays, meta["arch"]
+    if args.M is not None:
+        a, arch = widen(a, arch, args.M, args.seed, args.ga_spread, args.gs_spread)
+    if args.RA:
+        a, arch = add_residual(a, arch, args.RA, args.seed)
+    meta = dict(meta, arch=arch, widened_from=meta["arch"]["M"], kodak_score=float("inf"))
     np.savez_compressed(args.dst, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **a)
-    print(f"{args.src} (M={meta['widened_from']}) -> {args.dst} (M={args.M}), step {meta.get('step', 0)}")
+    print(f"{args.src} (M={meta['widened_from']}) -> {args.dst} (M={arch['M']}, RA={args.RA}), "
+          f"step {meta.get('step', 0)}")
 
 
 if __name__ == "__main__":

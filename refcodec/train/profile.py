@@ -1,0 +1,144 @@
+"""Profile one training step: ``python -m refcodec.train.profile``.
+
+Times the trainer's iteration (forward, backward, Adam) on random crops of
+the trainer's size, whole and split by network, under the variants that
+decide the pixels trained per CPU-hour:
+
+- ``fp32``        float32, contiguous (NCHW) tensors;
+- ``fp32-cl``     float32, channels-last tensors (what the trainer uses on CPUs);
+- ``bf16-cl``     the trainer's ``--bf16``: the wide inner layers of g_a and g_s
+                  in bfloat16, y, the hyper and context networks, the rates and
+                  the output in float32 (pays only where the CPU has bf16 units:
+                  AVX512-BF16 or AMX; elsewhere bf16 is emulated and slower);
+- ``compile-cl``  channels-last under ``torch.compile`` (default inductor
+                  backend; the first steps compile and are not timed).
+
+Each line gives the median seconds per iteration over ``--steps`` timed
+iterations, the megapixels trained per CPU-hour (crop pixels x batch x
+iterations per hour / threads) and the ratio to ``fp32``.  With ``--split``
+the forward + backward time of each network alone, on inputs of the shapes
+it sees in training, follows.  One process with 2 threads against two
+processes with 1 thread each (DDP, gloo) is measured by running the trainer
+itself under torchrun (its log's s/it): see docs/training.md.
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from .. import arch as A
+from .__main__ import draw_beta, parse_arch
+from .nets import HyperpriorTorch
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def make_step(model, opt, batch, crop, channels_last):
+    lam = model.lam
+
+    def step(x, beta):
+        x_hat, bits_y, bits_z = model(x, beta)
+        bpp = (bits_y + bits_z) / (crop * crop)
+        mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
+        loss = (bpp + lam(beta) * 255 ** 2 * mse).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return float(loss.detach())
+    return step
+
+
+def time_variant(arch, variant, batch, crop, steps, warmup):
+    torch.manual_seed(0)
+    model = HyperpriorTorch(arch)
+    cl = variant.endswith("-cl")
+    if cl:
+        model = model.to(memory_format=torch.channels_last)
+    model.set_bf16(variant.startswith("bf16"))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+    fwd = model
+    if variant.startswith("compile"):
+        fwd = torch.compile(model)
+    step = make_step(fwd, opt, batch, crop, cl)
+    times = []
+    for i in range(warmup + steps):
+        x = torch.rand(batch, 3, crop, crop)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        beta = draw_beta(batch)
+        t = time.perf_counter()
+        step(x, beta)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def split(arch, batch, crop, steps):
+    """Median forward + backward seconds of each network alone (channels-last, float32)."""
+    torch.manual_seed(0)
+    model = HyperpriorTorch(arch).to(memory_format=torch.channels_last)
+    M, Z, C = arch["M"], arch["Z"], arch.get("C", 0)
+    s = crop // 16
+    shapes = {"g_a": (3, crop), "h_a": (M, s), "h_s": (Z, s // 4), "g_s": (M, s)}
+    if A.has_context(arch):
+        shapes.update(g_cm=(M, s), g_ep=(2 * M + C, s))
+    out = {}
+    for net, (ch, size) in shapes.items():
+        mod = getattr(model, net)
+        times = []
+        for i in range(steps + 1):
+            x = torch.randn(batch, ch, size, size).contiguous(memory_format=torch.channels_last)
+            x.requires_grad_(net != "g_a")
+            t = time.perf_counter()
+            mod(x).square().mean().backward()
+            if i:
+                times.append(time.perf_counter() - t)
+        out[net] = statistics.median(times)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m refcodec.train.profile", description=__doc__.split("\n")[0])
+    p.add_argument("--arch", default="64,128,64,64,128,320", help="N,M,Z,NH[,C[,NE[,RA]]] (the trainer's --arch)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=5, help="timed iterations per variant")
+    p.add_argument("--variants", default="fp32,fp32-cl,bf16-cl,compile-cl")
+    p.add_argument("--split", action="store_true", help="also time each network alone")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    arch = parse_arch(args.arch)
+    flags = cpu_flags()
+    bf16_hw = bool(flags & {"avx512_bf16", "amx_bf16"})
+    print(f"arch {args.arch}, batch {args.batch} x {args.crop}^2, {args.threads} threads, torch {torch.__version__}, "
+          f"CPU bf16 units: {'yes' if bf16_hw else 'no (bf16 emulated)'}")
+    base = None
+    for v in args.variants.split(","):
+        try:
+            t = time_variant(arch, v, args.batch, args.crop, args.steps, 3 if v.startswith("compile") else 1)
+        except Exception as e:          # torch.compile needs a C compiler; report, go on
+            print(f"{v:12s} failed: {type(e).__name__}: {str(e).splitlines()[0][:100]}")
+            continue
+        mpx = args.batch * args.crop ** 2 * 3600 / t / args.threads / 1e6
+        base = base or t
+        print(f"{v:12s} {t:7.3f} s/it  {mpx:8.1f} Mpx per CPU-hour  x{base / t:.2f}")
+    if args.split:
+        for net, t in split(arch, args.batch, args.crop, args.steps).items():
+            print(f"  {net:5s} forward + backward {t * 1000:8.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

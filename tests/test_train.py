@@ -1,0 +1,90 @@
+"""The trainer (training-only extra: PyTorch): its architecture choice, and
+data-parallel training under torchrun with two CPU processes (gloo)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from refcodec import arch as A  # noqa: E402
+from refcodec.train import __main__ as T  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(ROOT, "tests", "data")          # kodim23.png: the one training picture
+TINY = "8,12,6,8,5,7"
+
+
+def test_parse_arch():
+    a = T.parse_arch("8,12,6,8")
+    assert (a["N"], a["M"], a["Z"], a["NH"]) == (8, 12, 6, 8) and not A.has_context(a)
+    assert a["version"] == 2
+    a = T.parse_arch(TINY + ",1")
+    assert a["C"] == 5 and a["NE"] == 7 and a["version"] == 3
+    assert [layer[0] for layer in a["g_a"]].count("res") == 3
+    for bad in ("8,12,6", "8,12,6,8,5,7,1,9", "8,x,6,8"):
+        with pytest.raises(ValueError):
+            T.parse_arch(bad)
+
+
+def test_arch_comes_from_the_init_file(tmp_path):
+    """Without --arch, a run takes the architecture of the file it starts from
+    (a widened model trains on without its widths repeated)."""
+    arch = A.make_arch(N=8, M=16, Z=6, NH=8, C=5, NE=7, RA=1)
+    init = tmp_path / "init.npz"
+    np.savez(init, __meta__=np.frombuffer(json.dumps({"arch": arch}).encode(), np.uint8))
+    args = T.argparse.Namespace(arch=None, run=str(tmp_path / "run"), init=str(init))
+    got = T.arch_of_run(args)
+    assert got["M"] == 16 and [tuple(x) for x in got["g_a"]] == [tuple(x) for x in arch["g_a"]]
+    args.arch = TINY
+    assert T.arch_of_run(args)["M"] == 12
+    args.arch, args.init = None, None
+    assert T.arch_of_run(args)["M"] == int(T.DEFAULT_ARCH.split(",")[1])
+
+
+def run_trainer(run, *extra, procs=1):
+    """The trainer on tiny crops of tests/data, in fresh processes."""
+    args = ["--data", DATA, "--run", str(run), "--kodak", str(run / "no-kodak"), "--arch", TINY + ",1",
+            "--batch", "2", "--crop", "64", "--threads", "1", "--log-every", "1", *extra]
+    if procs == 1:
+        cmd = [sys.executable, "-m", "refcodec.train", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}",
+               "-m", "refcodec.train", "--", *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return (run / "train.log").read_text()
+
+
+def test_torchrun_two_cpu_processes(tmp_path):
+    """Two processes (gloo): one log, a batch of 2 x 2 crops, gradients
+    averaged so both hold the same weights at the end; the checkpoint resumes."""
+    run = tmp_path / "ddp"
+    log = run_trainer(run, "--iters", "3", procs=2)
+    assert "2 processes (gloo), 4 crops per iteration" in log
+    assert log.count("step 3 loss") == 1                      # process 0 alone logs
+    assert "2 processes agree on the weights (checksum spread 0)" in log
+    state = torch.load(run / "last.pt", map_location="cpu")
+    assert state["step"] == 3
+    init = T.HyperpriorTorch(T.parse_arch(TINY + ",1"))      # the weights moved (any seed's init differs)
+    moved = [k for k, v in state["model"].items() if k in init.state_dict()
+             and not torch.equal(v, init.state_dict()[k]) and ".conv2." in k]
+    assert moved                                              # residual blocks trained off zero
+    log = run_trainer(run, "--iters", "5", procs=2)
+    assert "resumed" in log and "stopped at step 5" in log
+    assert torch.load(run / "last.pt", map_location="cpu")["step"] == 5
+
+
+def test_one_process_trains_and_exports(tmp_path):
+    run = tmp_path / "one"
+    log = run_trainer(run, "--iters", "2")
+    assert "processes" not in log and "stopped at step 2" in log
+    from refcodec import nn
+    arch, params, meta = nn.load_float(str(run / "last.npz"))
+    assert meta["step"] == 2 and arch["M"] == 12
+    assert np.isfinite(nn.run_float(arch["g_a"], params, "g_a", np.zeros((64, 64, 3), np.float32))).all()
