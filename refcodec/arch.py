@@ -190,6 +190,27 @@ def layer_macs(layers, h, w):
     return total, h, w
 
 
+#: Where each network runs, as the side of its input grid relative to the
+#: picture's (h_s reads z at 1/64, the others y or its features at 1/16).
+NET_INPUT_SCALE = {"g_a": 1, "h_a": 16, "h_s": 64, "g_cm": 16, "g_ep": 16, "g_s": 16}
+
+
+def macs_per_pixel(arch):
+    """{network: multiply-accumulates per picture pixel} of every network of
+    ``arch`` (GDN and IGDN counted as their 1 x 1 matrix products), on a
+    1024 x 1024 picture, a multiple of every grid, so no edge rounds."""
+    side = 1024
+    out = {}
+    for net in nets_of(arch):
+        n = side // NET_INPUT_SCALE[net]
+        out[net] = layer_macs(arch[net], n, n)[0] / side ** 2
+    return out
+
+
+#: The networks the decoder runs (the integer decoder's MAC budget).
+DECODER_NETS = ("h_s", "g_cm", "g_ep", "g_s")
+
+
 def receptive_radius(layers):
     """How far (in input samples, each way) an output of ``layers`` sees."""
     radius, step = 0, 1

@@ -58,6 +58,20 @@ def test_residual_analysis_matches_torch():
     assert np.max(np.abs(out - ref)) <= 1e-4 * max(1.0, np.max(np.abs(ref)))
 
 
+def test_macs_per_pixel():
+    """The shipped widths: ~15.7 kMAC/pixel in g_s, 0.76 in h_s, 1.6 + 1.2 in the context."""
+    m = A.macs_per_pixel(A.make_arch(N=64, M=128, Z=64, NH=64, C=128, NE=320))
+    # g_s: 3 x 3 convolutions at 1/16, 1/8, 1/4, 1/2 of the picture's side, IGDNs after the first three
+    g_s = (128 * 256 * 9 / 256 + 64 * 256 * 9 / 64 + 64 * 256 * 9 / 16 + 64 * 12 * 9 / 4
+           + 64 * 64 * (1 / 64 + 1 / 16 + 1 / 4))
+    assert m["g_s"] == g_s == 15744
+    assert m["h_s"] == 756 and m["g_cm"] == 1600 and m["g_ep"] == 1200
+    assert m["g_a"] > 10000 and set(m) == {"g_a", "h_a", "h_s", "g_cm", "g_ep", "g_s"}
+    # residual blocks cost the encoder alone
+    m2 = A.macs_per_pixel(A.make_arch(N=64, M=128, Z=64, NH=64, C=128, NE=320, RA=1))
+    assert m2["g_a"] > m["g_a"] and all(m2[n] == m[n] for n in A.DECODER_NETS)
+
+
 def test_receptive_radius():
     # four 5 x 5 convolutions of stride 2: 2 + 4 + 8 + 16 samples
     assert A.receptive_radius(A.make_arch()["g_a"]) == 30

@@ -88,3 +88,24 @@ def test_one_process_trains_and_exports(tmp_path):
     arch, params, meta = nn.load_float(str(run / "last.npz"))
     assert meta["step"] == 2 and arch["M"] == 12
     assert np.isfinite(nn.run_float(arch["g_a"], params, "g_a", np.zeros((64, 64, 3), np.float32))).all()
+
+
+def test_probe_log_reading(tmp_path):
+    """refcodec.studies.probes reads the trainer's log from the run's last start on."""
+    from refcodec.studies import probes
+    row = "[beta 0.00: 0.016 bpp 21.45 dB] [beta 0.50: 0.247 bpp 28.29 dB] [beta 1.00: 1.207 bpp 34.35 dB]"
+    log = tmp_path / "train.log"
+    log.write_text(
+        "t kodak step 10 score 2.0000 " + row + "\n"
+        "t initialised from x.npz (step 100)\n"
+        "t step 150 loss 1.5 bpp 0.5 psnr 28 lr 1e-4 (1.0 s/it, cpu 0.010 h)\n"
+        "t kodak step 200 score 1.5000 cpu 0.050 h " + row + "\n"
+        "t kodak step 400 score 1.4000 cpu 0.150 h " + row + "\n")
+    ev = probes.read_log(str(log))
+    assert [(s, sc, c) for s, sc, c, _ in ev] == [(200, 1.5, 0.05), (400, 1.4, 0.15)]
+    assert ev[0][3] == [(0.0, 0.016, 21.45), (0.5, 0.247, 28.29), (1.0, 1.207, 34.35)]
+    assert abs(probes.steps_per_cpu_hour(ev) - 2000) < 1e-6
+    vvc = np.array([[0.1, 24.0], [0.3, 28.0], [0.8, 32.0], [1.5, 35.0]])
+    same = probes.proxy_bd([(0, b, p) for b, p in vvc], vvc)
+    assert abs(same) < 1e-9
+    assert probes.proxy_bd([(0, 1.2 * b, p) for b, p in vvc], vvc) > 19.9

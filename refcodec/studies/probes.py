@@ -28,6 +28,7 @@ import re
 
 import numpy as np
 
+from .. import arch as A
 from ..eval.bdrate import bd_rate
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
@@ -122,14 +123,21 @@ def main(argv=None):
             print(f"| {step} | {c} | {score:.4f} | {bd:+.1f} % |" if args.markdown
                   else f"  {step:7d} {c:>6s} {score:.4f} {bd:+6.1f} %")
         last = os.path.join(run, "last.npz")
-        ceil = ceiling(last, args.image) if os.path.exists(last) and os.path.exists(args.image) else float("nan")
-        summary.append((name, steps_per_cpu_hour(evals), ceil, evals[-1] if evals else None))
-    print("\n| run | iterations per CPU-hour | ceiling g_s(g_a(x)), kodim01 | last score | last proxy BD |"
-          "\n|---|---:|---:|---:|---:|")
-    for name, rate, ceil, last in summary:
+        ceil, macs = float("nan"), {}
+        if os.path.exists(last):
+            from ..nn import load_float
+            macs = A.macs_per_pixel(load_float(last)[0])
+            if os.path.exists(args.image):
+                ceil = ceiling(last, args.image)
+        summary.append((name, steps_per_cpu_hour(evals), ceil, evals[-1] if evals else None, macs))
+    print("\n| run | iterations per CPU-hour | ceiling g_s(g_a(x)), kodim01 | last score | last proxy BD "
+          "| kMAC/pixel: g_a, decoder |\n|---|---:|---:|---:|---:|---:|")
+    for name, rate, ceil, last, macs in summary:
         score = f"{last[1]:.4f}" if last else "-"
         bd = f"{proxy_bd(last[3], vvc):+.1f} %" if last else "-"
-        print(f"| {name} | {rate:.0f} | {ceil:.2f} dB | {score} | {bd} |")
+        mac = (f"{macs['g_a'] / 1000:.1f}, {sum(macs[n] for n in A.DECODER_NETS if n in macs) / 1000:.1f}"
+               if macs else "-")
+        print(f"| {name} | {rate:.0f} | {ceil:.2f} dB | {score} | {bd} | {mac} |")
 
 
 if __name__ == "__main__":
