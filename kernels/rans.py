@@ -671,6 +671,80 @@ def decode_cpu(data, lengths, starts, rows, cdf, cdf_len=None, offset=None):
 
 
 # ===========================================================================
+# one substream of values on a 2-D grid, each value's table row chosen by
+# its decoded neighbours (the quality map of SPEC.md clause 6.7)
+# ===========================================================================
+
+#: Contexts of a grid value: how many of its left and upper neighbours
+#: (those inside the grid) are nonzero, 0 ... 2.
+GRID_CONTEXTS = 3
+
+
+def grid_contexts(values):
+    """Context of each value of the 2-D int array ``values`` (raster order,
+    flattened): (left neighbour != 0) + (upper neighbour != 0)."""
+    v = np.asarray(values) != 0
+    c = np.zeros(v.shape, np.int32)
+    c[:, 1:] += v[:, :-1]
+    c[1:, :] += v[:-1, :]
+    return c.reshape(-1)
+
+
+def decode_grid_numpy(data, h, w, ctx_rows, cdf, cdf_len, offset):
+    """Plain twin of :func:`_decode_grid`: (values (h * w,), status)."""
+    values = np.zeros(h * w, np.int32)
+    try:
+        dec = RansDecoder(data)
+        for i in range(h):
+            for j in range(w):
+                c = int(j > 0 and values[i * w + j - 1] != 0) + int(i > 0 and values[(i - 1) * w + j] != 0)
+                values[i * w + j] = dec.get_value((i * w + j) % STATES, int(ctx_rows[c]), cdf, cdf_len, offset)
+        dec.finish()
+    except RansDecoder.Fail as f:
+        return values, int(f.args[0])
+    return values, OK
+
+
+@njit(**NJIT)
+def _decode_grid(w, h, wd, ctx_rows, cdf, cdf_len, offset, lut, values, status):
+    """Decode the h x wd values of one substream (words w, one padding word
+    after them) in raster order; value k uses state k % 2 and the table row
+    ctx_rows[(left != 0) + (up != 0)].  status[0] = 0 or an error code."""
+    end = w.size - 1
+    if end < 4:
+        status[0] = ERR_EOF
+        return
+    x0 = (np.int64(w[0]) << 16) | np.int64(w[1])
+    x1 = (np.int64(w[2]) << 16) | np.int64(w[3])
+    pos = np.int64(4)
+    if x0 < RANS_L or x1 < RANS_L:
+        status[0] = ERR_INIT
+        return
+    st = OK
+    for k in range(h * wd):
+        i = k // wd
+        j = k - i * wd
+        c = 0
+        if j > 0 and values[k - 1] != 0:
+            c += 1
+        if i > 0 and values[k - wd] != 0:
+            c += 1
+        if k % 2 == 0:
+            v, x0, pos, st = _decode_symbol(x0, ctx_rows[c], cdf, cdf_len, offset, lut, w, pos, end)
+        else:
+            v, x1, pos, st = _decode_symbol(x1, ctx_rows[c], cdf, cdf_len, offset, lut, w, pos, end)
+        if st != OK:
+            break
+        values[k] = np.int32(v)
+    if st == OK:
+        if pos != end:
+            st = ERR_LEFTOVER
+        elif x0 != RANS_L or x1 != RANS_L:
+            st = ERR_FINAL
+    status[0] = st
+
+
+# ===========================================================================
 # dispatch
 # ===========================================================================
 
@@ -740,3 +814,48 @@ def decode(data, lengths, starts, rows, cdf, cdf_len=None, offset=None, backend=
         raise error("stream", f"substream {s}: {STATUS_TEXT[int(status[s])]}", field=f"substream[{s}]",
                     clause="6.1")
     return values
+
+
+def encode_grid(values, ctx_rows, cdf, cdf_len=None, offset=None, backend="cpu"):
+    """One substream of the 2-D int array ``values`` in raster order, each
+    value with the table row ``ctx_rows[c]`` of its context c
+    (:func:`grid_contexts`)."""
+    from .errors import error
+    values = np.asarray(values)
+    ctx_rows = np.asarray(ctx_rows, np.int32)
+    if values.ndim != 2 or ctx_rows.shape != (GRID_CONTEXTS,):
+        raise error("argument", f"rans: a 2-D grid of values and {GRID_CONTEXTS} context rows expected")
+    rows = ctx_rows[grid_contexts(values)]
+    return encode(values.reshape(-1), rows, np.array([0, values.size], np.int64), cdf, cdf_len, offset,
+                  backend=backend)[0]
+
+
+def decode_grid(data, h, w, ctx_rows, cdf, cdf_len=None, offset=None, backend="cpu"):
+    """Inverse of :func:`encode_grid`: the (h, w) int32 values of the
+    substream ``data``.  The row of each value depends on values decoded
+    before it, so the substream decodes on one thread of any backend."""
+    from .errors import error
+    check_backend(backend)
+    tables = as_tables(cdf, cdf_len, offset)
+    cdf, cdf_len, offset = tables
+    ctx_rows = np.ascontiguousarray(ctx_rows, np.int32)
+    if ctx_rows.shape != (GRID_CONTEXTS,) or ctx_rows.min() < 0 or ctx_rows.max() >= cdf.shape[0]:
+        raise error("argument", f"rans: {GRID_CONTEXTS} context rows within the table expected")
+    if h < 0 or w < 0 or len(data) % 2:
+        raise error("argument", "rans: grid sizes must be >= 0 and the substream's length even")
+    data = bytes(data)
+    if backend == "numpy":
+        values, st = decode_grid_numpy(data, h, w, ctx_rows, cdf, cdf_len, offset)
+    else:
+        wds, _ = _words(data, [len(data)])
+        if backend == "cpu":
+            values = np.zeros(h * w, np.int32)
+            status = np.zeros(1, np.int32)
+            _decode_grid(wds, h, w, ctx_rows, cdf, cdf_len, offset, tables.lut, values, status)
+        else:
+            from .cuda import rans as cuda_rans
+            values, status = cuda_rans.decode_grid_cuda(wds, h, w, ctx_rows, cdf, cdf_len, offset, tables.lut)
+        st = int(status[0])
+    if st:
+        raise error("stream", f"substream 0: {STATUS_TEXT[st]}", field="substream[0]", clause="6.1")
+    return values.reshape(h, w)

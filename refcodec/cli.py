@@ -369,8 +369,9 @@ def cmd_info(args, con):
     print(f"  tool_flags         {h.tool_flags:#04x} (quality map {'on' if h.quality_map_enabled else 'off'}, "
           f"context {'on' if h.context_enabled else 'off'}, monochrome {'on' if h.monochrome else 'off'})")
     if h.quality_map_enabled:
-        print(f"  qmap_block_log2    {h.qmap_block_log2}")
-        print(f"  qmap_sigma_row     {h.qmap_sigma_row}")
+        print(f"  qmap_mode          {h.qmap_mode:#04x} (block 2^{h.qmap_block_log2}, step 2^{h.qmap_step_log2}, "
+              f"contexts {'on' if h.qmap_context else 'off'})")
+        print(f"  qmap_sigma_row     {', '.join(str(r) for r in h.qmap_ctx_rows) if h.qmap_context else h.qmap_sigma_row}")
         print(f"  q_size             {z.q_size}")
     print(f"  z_size             {z.z_size}")
     print(f"  num_y_substreams   {h.num_y_substreams}: y_size {list(z.y_size)}")

@@ -148,7 +148,8 @@ def decode_latents(pic, model, backend, trace=None):
     Q_lat = None
     if h.quality_map_enabled:
         hq, wq = qmap.grid(hy, wy, h.qmap_block_log2)
-        Q = qmap.decode_qmap(pic.q_data, hq, wq, h.qmap_sigma_row, model.y_tables, backend=backend)
+        Q = qmap.decode_qmap(pic.q_data, hq, wq, h.qmap_ctx_rows, model.y_tables, h.qmap_step_log2,
+                             backend=backend)
         Q_lat = qmap.expand(Q, h.qmap_block_log2, hy, wy)
         if trace is not None:
             trace["Q"] = Q

@@ -179,6 +179,8 @@ class Analysis:
             raise RefcodecError("monochrome coding needs a gray picture (R = G = B in every pixel)")
         self.monochrome = gray if monochrome is None else bool(monochrome)
         self.rdoq = None if rdoq is None else float(rdoq)
+        #: how the quality map is coded (clause 6.7; qmap.MAP_CODINGS): the cheapest by default
+        self.qmap_coding = "auto"
         if self.rdoq is not None and not 0 <= self.rdoq <= RDOQ_MAX:
             raise RefcodecError(f"rdoq {rdoq!r} outside [0, {RDOQ_MAX}]")
         if context and not model.context:
@@ -283,22 +285,26 @@ class Analysis:
         return default_substreams(self.hy, self.context)
 
     def qmap_stream(self, Q, block_log2):
-        """(q_data, sigma row) for a quality map on the block grid."""
+        """(q_data, header fields) for a quality map on the block grid: the
+        cheapest of its codings (clause 6.7: step, contexts)."""
         Q = qm.check_map(Q, *self.qmap_grid(block_log2))
-        row = qm.best_sigma_row(Q, self.model.y_tables)
-        return qm.encode_qmap(Q, row, self.model.y_tables, backend=self.backend), row
+        step, context, rows, _ = qm.map_syntax(Q, self.model.y_tables, self.qmap_coding)
+        fields = dict(qmap_block_log2=block_log2, qmap_step_log2=step, qmap_context=context,
+                      qmap_sigma_row=rows[0])
+        if context:
+            fields.update(qmap_sigma_row1=rows[1], qmap_sigma_row2=rows[2])
+        return qm.encode_qmap(Q, rows, self.model.y_tables, step, backend=self.backend), fields
 
     def stream(self, beta_code, num_y_substreams=None, Q=None, block_log2=0):
         m = self.model
         q, rows = self.quantize(beta_code, Q, block_log2)
         S = num_y_substreams or self.default_substreams()
         ys = y_substreams(m, q, rows, self.hy, self.wy, S, self.context, self.backend)
-        q_data, row = (None, 0) if Q is None else self.qmap_stream(Q, block_log2)
+        q_data, qfields = (None, {}) if Q is None else self.qmap_stream(Q, block_log2)
         flags = ((0 if Q is None else QUALITY_MAP_FLAG) | (CONTEXT_FLAG if self.context else 0)
                  | (MONOCHROME_FLAG if self.monochrome else 0))
         header = PictureHeader(model_id=m.model_id, width=self.width, height=self.height, beta_code=beta_code,
-                               num_y_substreams=S, tool_flags=flags,
-                               qmap_block_log2=block_log2 if Q is not None else 0, qmap_sigma_row=row)
+                               num_y_substreams=S, tool_flags=flags, **qfields)
         return write_picture(header, self.z_stream(), ys, q_data)
 
 

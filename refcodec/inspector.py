@@ -32,6 +32,8 @@ import os
 
 import numpy as np
 
+from kernels import rans
+
 from . import decoder, qmap as qm
 from .syntax import picture
 from .syntax.picture_header import HEADER_BYTES
@@ -122,8 +124,9 @@ def analyse(data, models=None, backend="cpu", original=None):
     z_bits = model.z_tables.symbol_bits(tr["z_hat"].reshape(-1), decoder.z_rows(hz, wz, Z))
     q_bits = 0.0
     if h.quality_map_enabled:
-        dq = qm.differences(tr["Q"]).reshape(-1)
-        q_bits = float(model.y_tables.symbol_bits(dq, np.full(dq.size, h.qmap_sigma_row, np.int32)).sum())
+        dq = qm.differences(tr["Q"], h.qmap_step_log2).reshape(tr["Q"].shape)
+        rows = np.asarray(h.qmap_ctx_rows, np.int32)[rans.grid_contexts(dq)]
+        q_bits = float(model.y_tables.symbol_bits(dq.reshape(-1), rows).sum())
     S = h.num_y_substreams
     sub = substream_of_positions(hy, wy, S, h.context_enabled)
     per_pos = y_bits.sum(axis=2)
@@ -239,7 +242,10 @@ def header_elements(pic):
             ("tool_flags", f"{h.tool_flags:#04x} ({', '.join(flags) or 'none'})", "5.2"),
             ("num_y_substreams", h.num_y_substreams, "5.2")]
     if h.quality_map_enabled:
-        rows += [("qmap_block_log2", h.qmap_block_log2, "5.2"), ("qmap_sigma_row", h.qmap_sigma_row, "5.2"),
+        rows += [("qmap_mode", f"{h.qmap_mode:#04x} (block 2^{h.qmap_block_log2}, step 2^{h.qmap_step_log2}, "
+                               f"contexts {'on' if h.qmap_context else 'off'})", "5.2"),
+                 ("qmap_sigma_row" + ("s" if h.qmap_context else ""),
+                  ", ".join(str(r) for r in h.qmap_ctx_rows) if h.qmap_context else h.qmap_sigma_row, "5.2"),
                  ("q_size", z.q_size, "5.3")]
     rows += [("z_size", z.z_size, "5.3")] + [(f"y_size[{i}]", s, "5.3") for i, s in enumerate(z.y_size)]
     return [{"element": n, "value": v if isinstance(v, (int, str)) else str(v), "clause": c} for n, v, c in rows]

@@ -4,15 +4,21 @@ One integer ``Q`` in [-8, 8] per block of 2^k x 2^k latent positions
 (``k = qmap_block_log2``; a latent position covers 16 x 16 pixels).  The
 block grid is ``ceil(Hy / 2^k) x ceil(Wy / 2^k)``.
 
-Coding: ``dQ = Q - pred`` in raster order, one rANS substream (``q_data``),
-every value with the y table row ``qmap_sigma_row``.  The predictor:
+Coding: the map is coded as ``V = Q / 2^s`` (``s = qmap_step_log2``; every Q
+a multiple of 2^s), by the differences ``dV = V - pred`` in raster order, one
+rANS substream (``q_data``).  The predictor:
 
     pred(0, 0) = 0
-    pred(0, j) = Q(0, j-1)                      first row: left
-    pred(i, 0) = Q(i-1, 0)                      first column: top
-    pred(i, j) = (Q(i, j-1) + Q(i-1, j)) >> 1   elsewhere: floor of the mean
+    pred(0, j) = V(0, j-1)                      first row: left
+    pred(i, 0) = V(i-1, 0)                      first column: top
+    pred(i, j) = (V(i, j-1) + V(i-1, j)) >> 1   elsewhere: floor of the mean
 
-A decoded Q outside [-8, 8] makes the stream non-conforming.
+Each dV is coded with the y table row of its context c: without
+``qmap_context`` the one row ``qmap_sigma_row``; with it, c = (left dV != 0) +
+(upper dV != 0) picks ``qmap_sigma_row``, ``qmap_sigma_row1`` or
+``qmap_sigma_row2`` (kernels.rans.grid_contexts).  A decoded Q = V * 2^s
+outside [-8, 8] makes the stream non-conforming.  (With s = 0 and no
+context: the first edition's coding, unchanged.)
 
 Effect (clause 6.4): at a latent position whose block has quality Q, the log2
 gain of every channel grows by Q / 4 (``Q << 14`` in 2^-16 units): the
@@ -43,6 +49,15 @@ def grid(hy, wy, block_log2):
     return -(-hy // b), -(-wy // b)
 
 
+def step_log2_of(Q):
+    """The largest qmap_step_log2 (0 ... 2) that divides every Q of the map."""
+    Q = np.asarray(Q, np.int64)
+    for s in (2, 1):
+        if not np.any(Q % (1 << s)):
+            return s
+    return 0
+
+
 def predictor(Q, i, j):
     if i == 0 and j == 0:
         return 0
@@ -53,9 +68,9 @@ def predictor(Q, i, j):
     return (int(Q[i, j - 1]) + int(Q[i - 1, j])) >> 1
 
 
-def differences(Q):
-    """dQ = Q - pred, raster order (int32)."""
-    Q = np.asarray(Q, np.int64)
+def differences(Q, step_log2=0):
+    """dV = V - pred of V = Q / 2^step_log2, raster order (int32)."""
+    Q = np.asarray(Q, np.int64) >> step_log2
     d = np.empty(Q.shape, np.int64)
     for i in range(Q.shape[0]):
         for j in range(Q.shape[1]):
@@ -63,39 +78,90 @@ def differences(Q):
     return d.astype(np.int32).reshape(-1)
 
 
-def reconstruct(dq, hq, wq):
+def reconstruct(dq, hq, wq, step_log2=0):
     """Q from the decoded differences; raises BitstreamError if a Q leaves [-8, 8]."""
-    Q = np.zeros((hq, wq), np.int64)
+    V = np.zeros((hq, wq), np.int64)
     d = dq.reshape(hq, wq).astype(np.int64)
     for i in range(hq):
         for j in range(wq):
-            v = d[i, j] + predictor(Q, i, j)
-            if not Q_MIN <= v <= Q_MAX:
-                raise BitstreamError(f"quality map value {v} at block ({i}, {j}) outside [{Q_MIN}, {Q_MAX}]",
-                                     field="q_data", clause=CLAUSE)
-            Q[i, j] = v
-    return Q.astype(np.int32)
+            v = d[i, j] + predictor(V, i, j)
+            if not Q_MIN <= v << step_log2 <= Q_MAX:
+                raise BitstreamError(f"quality map value {v << step_log2} at block ({i}, {j}) outside "
+                                     f"[{Q_MIN}, {Q_MAX}]", field="q_data", clause=CLAUSE)
+            V[i, j] = v
+    return (V << step_log2).astype(np.int32)
 
 
-def encode_qmap(Q, sigma_row, y_tables, backend="cpu"):
-    d = differences(Q)
-    return rans.encode(d, np.full(d.size, sigma_row, np.int32), np.array([0, d.size], np.int64), y_tables,
-                       backend=backend)[0]
+def encode_qmap(Q, ctx_rows, y_tables, step_log2=0, backend="cpu"):
+    """q_data of the map Q: ``ctx_rows``, the table row of each context (one int: the same row for all)."""
+    d = differences(Q, step_log2).reshape(np.shape(Q))
+    rows = [ctx_rows] * 3 if np.ndim(ctx_rows) == 0 else ctx_rows
+    return rans.encode_grid(d, rows, y_tables, backend=backend)
 
 
-def decode_qmap(data, hq, wq, sigma_row, y_tables, backend="cpu"):
-    if sigma_row >= y_tables[0].shape[0]:
-        raise BitstreamError(f"qmap_sigma_row {sigma_row} names no table row (the model has "
-                             f"{y_tables[0].shape[0]})", field="qmap_sigma_row", clause="5.2")
-    n = hq * wq
-    dq = rans.decode(data, [len(data)], np.array([0, n], np.int64), np.full(n, sigma_row, np.int32), y_tables,
-                     backend=backend)
-    return reconstruct(dq, hq, wq)
+def decode_qmap(data, hq, wq, ctx_rows, y_tables, step_log2=0, backend="cpu"):
+    """Q (hq, wq) from q_data; ``ctx_rows``: the header's row of each context (one int: the same for all)."""
+    rows = [ctx_rows] * 3 if np.ndim(ctx_rows) == 0 else list(ctx_rows)
+    names = ("qmap_sigma_row", "qmap_sigma_row1", "qmap_sigma_row2")
+    for r, name in zip(rows, names):
+        if r >= y_tables[0].shape[0]:
+            raise BitstreamError(f"{name} {r} names no table row (the model has {y_tables[0].shape[0]})",
+                                 field=name, clause="5.2")
+    dq = rans.decode_grid(data, hq, wq, rows, y_tables, backend=backend)
+    return reconstruct(dq.reshape(-1), hq, wq, step_log2)
+
+
+def _row_bits(d, y_tables):
+    """bits[r]: the information content of the values d under each table row r (escapes included)."""
+    cdf, cdf_len, offset = (t.astype(np.int64) for t in y_tables)
+    d = np.asarray(d, np.int64)
+    out = np.empty(cdf.shape[0])
+    for r in range(cdf.shape[0]):
+        n, lo = cdf_len[r], offset[r]
+        hi = lo + n - 2
+        inside = (d >= lo) & (d <= hi)
+        sym = np.where(inside, d - lo, n - 1)
+        bits = float(np.sum(16 - np.log2(cdf[r, sym + 1] - cdf[r, sym])))
+        if not inside.all():
+            bits += float(sum(escape_bits(int(v), int(lo), int(hi)) for v in d[~inside]))
+        out[r] = bits
+    return out
+
+
+#: The encoder's choices of map coding: the cheapest (``auto``), the first
+#: edition's (``first``: no step, one row), the step alone (``step``: one
+#: row), or the step with contexts (``context``).
+MAP_CODINGS = ("auto", "first", "step", "context")
+
+
+def map_syntax(Q, y_tables, coding="auto"):
+    """The coding of the map Q: (step_log2, context, ctx_rows, bits), bits
+    counting q_data's information content and the header's extra rows;
+    ``coding`` one of MAP_CODINGS."""
+    if coding == "first":
+        row = best_sigma_row(Q, y_tables)
+        return 0, False, (row,) * 3, float(_row_bits(differences(Q), y_tables)[row])
+    s = step_log2_of(Q)
+    d = differences(Q, s)
+    one = _row_bits(d, y_tables)
+    best = (s, False, (int(np.argmin(one)),) * 3, float(one.min()))
+    if coding == "step":
+        return best
+    ctx = rans.grid_contexts(d.reshape(np.shape(Q)))
+    rows, bits = [], 16.0                            # two more header bytes
+    for c in range(3):
+        b = _row_bits(d[ctx == c], y_tables)
+        rows.append(int(np.argmin(b)))
+        bits += float(b.min())
+    if bits < best[3] or coding == "context":
+        best = (s, True, tuple(rows), bits)
+    return best
 
 
 def best_sigma_row(Q, y_tables):
-    """The table row that codes the map's differences in the fewest bits
-    (information content, escapes included; ties to the lower row)."""
+    """The table row that codes the map's differences (first edition: no
+    step, one row) in the fewest bits (information content, escapes
+    included; ties to the lower row)."""
     cdf, cdf_len, offset = (t.astype(np.int64) for t in y_tables)
     d = differences(Q).astype(np.int64)
     best = None

@@ -35,6 +35,9 @@ def header_text(pic):
               ("qmap_block_log2", h.qmap_block_log2), ("qmap_sigma_row", h.qmap_sigma_row),
               ("q_size", z.q_size if h.quality_map_enabled else 0), ("z_size", z.z_size),
               ("y_size", ",".join(str(v) for v in z.y_size))]
+    if h.qmap_step_log2 or h.qmap_context:         # the map codings of the second edition (clause 6.7)
+        fields += [("qmap_step_log2", h.qmap_step_log2), ("qmap_context", int(h.qmap_context)),
+                   ("qmap_sigma_rows", ",".join(str(r) for r in h.qmap_ctx_rows))]
     return ";".join(f"{k}={v}" for k, v in fields)
 
 

@@ -136,7 +136,14 @@ VECTORS = [
     ("monochrome_kodak", "kodak_gray", 96, 128, W16, 0.7, 1, None, 0, ["monochrome"]),
     ("context_monochrome_qmap", "kodak_gray", 64, 64, W16C, 0.5, 2, "random", 0,
      ["context", "monochrome", "cuda"]),
+    # the map codings of the second edition (clause 6.7): a step 2^s, contexts
+    ("qmap2_step2_b2", "waves", 128, 192, W16, 0.5, 1, "random4", 2, ["qmap2"]),
+    ("qmap2_step1_context_b1", "kodak", 128, 192, W16, 0.4, 2, "clusters_even", 1, ["qmap2"]),
+    ("qmap2_step2_context_b0", "noise", 64, 128, W16C, 0.6, 2, "random4", 0, ["qmap2", "context", "cuda"]),
 ]
+#: How each vector's map is coded (qmap.MAP_CODINGS): the vectors older than
+#: the second edition keep the first edition's coding, byte for byte.
+QMAP_CODING = {"qmap2_step2_b2": "step", "qmap2_step1_context_b1": "context", "qmap2_step2_context_b0": "context"}
 
 
 def craft_escapes(an, beta_code, S):
@@ -264,6 +271,15 @@ def make_qmap(kind, an, rgb, block, seed=0):
         return np.where(np.indices((hq, wq)).sum(0) % 2, qm.Q_MAX, qm.Q_MIN).astype(np.int32)
     if kind == "random":
         return np.random.default_rng(seed).integers(qm.Q_MIN, qm.Q_MAX + 1, (hq, wq)).astype(np.int32)
+    if kind == "random4":       # multiples of 4: qmap_step_log2 = 2
+        return 4 * np.random.default_rng(seed).integers(-2, 3, (hq, wq)).astype(np.int32)
+    if kind == "clusters_even":  # even Q in patches: qmap_step_log2 = 1, runs of zero differences
+        rng = np.random.default_rng(seed)
+        Q = np.zeros((hq, wq), np.int32)
+        for _ in range(4):
+            i, j = rng.integers(0, hq), rng.integers(0, wq)
+            Q[i:i + 3, j:j + 4] = 2 * rng.integers(-4, 5)
+        return Q
     raise ValueError(kind)
 
 
@@ -304,7 +320,7 @@ def _set(data, pos, value, nbytes):
     return bytes(b)
 
 
-def invalid_streams(base, base_qmap, model, base_ctx, model_ctx):
+def invalid_streams(base, base_qmap, model, base_ctx, model_ctx, base_qmap2):
     """(name, bytes, description) of streams that must be rejected; base has no
     quality map, base_qmap has one, base_ctx (model_ctx) uses the context."""
     H = HEADER_BYTES
@@ -347,6 +363,19 @@ def invalid_streams(base, base_qmap, model, base_ctx, model_ctx):
                         model.y_tables)[0]
     bad = write_picture(h, qpic.z_data, qpic.y_data, qdata)
     out.append(("qmap_value_9", bad, "the quality map decodes to Q = 9"))
+    # the second edition's map codings (qmap_mode, context rows)
+    k = h.qmap_block_log2
+    out.append(("qmap_mode_reserved_bit", _set(base_qmap, H, 0x40 | k, 1), "a reserved qmap_mode bit set"))
+    out.append(("qmap_step_log2_3", _set(base_qmap, H, (3 << 3) | k, 1), "qmap_step_log2 above 2"))
+    q2 = decoder.picture(base_qmap2).header
+    assert q2.qmap_context
+    out.append(("qmap_sigma_row1_255", _set(base_qmap2, H + 2, 255, 1), "qmap_sigma_row1 names no table row"))
+    dq[0] = 3                      # V = 3 with qmap_step_log2 = 2: Q = 12
+    qdata = rans.encode(dq, np.full(dq.size, h.qmap_sigma_row, np.int32), np.array([0, dq.size]),
+                        model.y_tables)[0]
+    h4 = PictureHeader(**{**h.__dict__, "qmap_step_log2": 2})
+    out.append(("qmap_step2_value_12", write_picture(h4, qpic.z_data, qpic.y_data, qdata),
+                "the quality map decodes to Q = 3 x 2^2 = 12"))
     # the checkerboard context
     out.append(("context_odd_substreams", _set(base_ctx, 20, 3, 1),
                 "context_enabled with an odd num_y_substreams"))
@@ -395,6 +424,7 @@ def generate(out):
         # rounding to nearest, as these vectors were first generated (an
         # encoder choice the decoder never sees; rate-aware rounding came later)
         an = encoder.Analysis(rgb, m, rdoq=0)
+        an.qmap_coding = QMAP_CODING.get(vid, "first")
         if qkind == "gain_floor":
             beta = find_gain_floor_code(m) / 65535
         if qkind == "escape":
@@ -410,6 +440,9 @@ def generate(out):
         tools = [f"model {mname}", f"beta {beta}", f"{S} y substream(s)",
                  "checkerboard context" if an.context else "no context",
                  f"quality map {qkind} (block 2^{block})" if qkind and not special else "no quality map",
+                 *([f"map coding: step 2^{decoder.picture(data).header.qmap_step_log2}, "
+                    f"{'contexts' if decoder.picture(data).header.qmap_context else 'one row'}"]
+                   if vid in QMAP_CODING else []),
                  f"{esc} escaped values (largest |q| {qmax})"]
         if vid in COVERS:
             tools.append(f"covers SPEC.md {COVERS[vid]}")
@@ -424,13 +457,17 @@ def generate(out):
                  "qmap": qkind, "qmap_block_log2": block, "escapes": esc, "tags": tags}
         if vid in COVERS:
             entry["covers"] = COVERS[vid]
+        if vid in QMAP_CODING:
+            qh = decoder.picture(data).header
+            entry["qmap_coding"] = {"step_log2": qh.qmap_step_log2, "context": qh.qmap_context}
         manifest["vectors"].append(entry)
         streams[vid] = data
         print(f"{vid}: {len(data)} bytes, {esc} escapes")
     inv_dir = os.path.join(out, "invalid")
     os.makedirs(inv_dir, exist_ok=True)
     for name, data, desc in invalid_streams(streams["size_33x65_not_mult64"], streams["qmap_activity_b0"],
-                                            models[W16], streams["context_kodak"], models[W16C]):
+                                            models[W16], streams["context_kodak"], models[W16C],
+                                            streams["qmap2_step1_context_b1"]):
         try:
             decoder.decode(data, models=list(models.values()))
             raise RuntimeError(f"invalid vector {name} decodes")

@@ -268,3 +268,81 @@ def test_tables_arguments_are_either_one_tables_or_three_arrays():
     with pytest.raises(TypeError):
         rans.encode(*one, GAUSS[0])
     assert rans.encode(*one, tables) == rans.encode(*one, *GAUSS) == rans.encode(*one, tuple(GAUSS))
+
+
+# ---------------------------------------------------------------- grid coder (clause 6.7's map)
+
+def sparse_grid(rng, h, w, p=0.3, scale=3):
+    v = np.round(rng.normal(0, scale, (h, w))).astype(np.int32)
+    return np.where(rng.random((h, w)) < p, v, 0).astype(np.int32)
+
+
+def test_grid_contexts_count_nonzero_left_and_upper_neighbours():
+    v = np.array([[0, 2, 0],
+                  [1, 0, -3]])
+    assert rans.grid_contexts(v).tolist() == [0, 0, 1,
+                                              0, 2, 0 + 0]
+    v = np.array([[5, 5], [5, 5]])
+    assert rans.grid_contexts(v).tolist() == [0, 1, 1, 2]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (7, 1), (13, 17), (0, 5), (40, 33)])
+def test_grid_roundtrip_identical_on_every_backend(backend, rng, shape):
+    values = sparse_grid(rng, *shape)
+    if values.size:
+        values.flat[rng.integers(values.size)] = -32768          # an escape
+    ctx_rows = np.array([3, 17, 40], np.int32)
+    data = rans.encode_grid(values, ctx_rows, *GAUSS, backend="numpy")
+    assert rans.encode_grid(values, ctx_rows, *GAUSS, backend=backend) == data
+    for be in ("numpy", backend):
+        assert np.array_equal(rans.decode_grid(data, *shape, ctx_rows, *GAUSS, backend=be), values)
+
+
+def test_grid_with_one_row_is_the_plain_substream(backend, rng):
+    """Three equal context rows: the very bytes of rans.encode with that row
+    everywhere (the first edition's map coding), decoded by either."""
+    values = sparse_grid(rng, 9, 11)
+    rows = np.full(values.size, 12, np.int32)
+    starts = np.array([0, values.size], np.int64)
+    plain = rans.encode(values.reshape(-1), rows, starts, *GAUSS, backend="numpy")[0]
+    assert rans.encode_grid(values, [12, 12, 12], *GAUSS, backend=backend) == plain
+    assert np.array_equal(rans.decode_grid(plain, 9, 11, [12, 12, 12], *GAUSS, backend=backend), values)
+
+
+def test_grid_contexts_save_bits_on_clustered_maps(rng):
+    """Runs of zeros and clusters of changes (a smooth map's differences): the
+    contexts' rows code them in fewer bytes than the best single row."""
+    values = np.zeros((30, 40), np.int32)
+    for _ in range(12):
+        i, j = rng.integers(0, 26), rng.integers(0, 36)
+        values[i:i + 4, j:j + 4] = rng.choice([-2, -1, 1, 2], (4, 4))
+    best_one = min(len(rans.encode_grid(values, [r] * 3, *GAUSS)) for r in range(0, 40))
+    ctx = rans.grid_contexts(values)
+    rows = []
+    for c in range(3):
+        v = values.reshape(-1)[ctx == c]
+        rows.append(min(range(40), key=lambda r: rans.ideal_bits(v, np.full(v.size, r, np.int32), *GAUSS)))
+    assert len(rans.encode_grid(values, rows, *GAUSS)) < 0.9 * best_one
+
+
+def test_corrupt_grids_fail_the_same_way_on_every_backend(backend, rng):
+    values = sparse_grid(rng, 12, 10)
+    values[3, 4] = 20000
+    ctx_rows = [5, 20, 30]
+    stream = rans.encode_grid(values, ctx_rows, *GAUSS, backend="numpy")
+    for bad, what in corruptions(stream, rng):
+        if len(bad) % 2:
+            bad = bad[:-1]
+        results = []
+        for be in ("numpy", backend):
+            try:
+                results.append(("ok", rans.decode_grid(bad, 12, 10, ctx_rows, *GAUSS, backend=be).tolist()))
+            except EntropyDecodingError as e:
+                results.append(("error", str(e)))
+        assert results[0] == results[1], what
+    with pytest.raises(EntropyDecodingError, match="substream 0"):
+        rans.decode_grid(stream[:-2], 12, 10, ctx_rows, *GAUSS, backend=backend)
+    with pytest.raises(RefcodecError, match="context rows"):
+        rans.decode_grid(stream, 12, 10, [5, 20], *GAUSS, backend=backend)
+    with pytest.raises(RefcodecError, match="context rows"):
+        rans.decode_grid(stream, 12, 10, [5, 20, 80], *GAUSS, backend=backend)

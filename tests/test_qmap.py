@@ -139,3 +139,63 @@ def test_rdo_map_lowers_its_own_cost_and_fits_the_budget(crop_analysis):
     assert pic.header.qmap_block_log2 == k
     assert k == 4 or pic.sizes.q_size <= encoder.RDO_MAP_BUDGET * len(data) * 1.5   # the budget is set on estimated bits
     assert np.array_equal(decoder.decode(data), decoder.decode(data, backend="numpy"))
+
+
+# ---------------------------------------------------------------- the second edition's codings (clause 6.7)
+
+def test_step_of_a_map():
+    assert qmap.step_log2_of(np.array([[0, 4], [-8, 8]])) == 2
+    assert qmap.step_log2_of(np.array([[0, 2], [-6, 8]])) == 1
+    assert qmap.step_log2_of(np.array([[0, 2], [-5, 8]])) == 0
+    assert qmap.step_log2_of(np.zeros((2, 2), np.int32)) == 2
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cpu"])
+@pytest.mark.parametrize("coding", qmap.MAP_CODINGS)
+def test_every_coding_roundtrips(rng, y_tables, backend, coding):
+    even = 2 * rng.integers(-4, 5, (7, 9)).astype(np.int32)
+    for name, Q in [*maps(rng), ("even", even), ("fours", 4 * (even // 4))]:
+        s, ctx, rows, bits = qmap.map_syntax(Q, y_tables, coding)
+        assert (s, ctx) == (0, False) if coding == "first" else s == qmap.step_log2_of(Q)
+        assert ctx == (coding == "context") or coding == "auto"
+        data = qmap.encode_qmap(Q, rows, y_tables, s, backend=backend)
+        assert np.array_equal(qmap.decode_qmap(data, *Q.shape, rows, y_tables, s, backend=backend), Q), name
+        # the bits map_syntax counts are the substream's (plus 16 header bits with contexts), to within
+        # the coder's two 32-bit states
+        assert abs(8 * len(data) - (bits - 16 * ctx) - 64) < 40, (name, 8 * len(data), bits)
+
+
+def test_auto_coding_is_the_cheapest(rng, y_tables):
+    Q = np.zeros((12, 16), np.int32)
+    Q[3:6, 4:9], Q[8:11, 2:5], Q[1:3, 10:15] = 4, -2, 6
+    got = qmap.map_syntax(Q, y_tables, "auto")
+    every = [qmap.map_syntax(Q, y_tables, c) for c in ("first", "step", "context")]
+    assert got[3] == min(b for *_, b in every)
+    assert got[3] < every[0][3]                   # cheaper than the first edition's coding
+
+
+def test_second_edition_streams_end_to_end(tiny, rng):  # noqa: F811
+    """An even map through the encoder: the header says step 2^1 (and
+    contexts when they pay), and the decoder applies the map as coded."""
+    rgb = rng.integers(0, 256, (96, 128, 3)).astype(np.uint8)
+    an = encoder.Analysis(rgb, tiny)
+    Q = np.zeros(an.qmap_grid(0), np.int32)
+    Q[1:4, 2:6] = 6
+    Q[4:, :3] = -4
+    data = an.stream(32768, 1, Q, 0)
+    h = decoder.picture(data).header
+    assert h.qmap_step_log2 == 1
+    an.qmap_coding = "first"
+    first = an.stream(32768, 1, Q, 0)
+    assert decoder.picture(first).header.qmap_step_log2 == 0 and len(first) > len(data)
+    assert np.array_equal(decoder.decode(data, models=[tiny]), decoder.decode(first, models=[tiny]))
+
+
+def test_context_rows_out_of_the_table_are_rejected(y_tables):
+    data = qmap.encode_qmap(np.zeros((2, 2), np.int32), [0, 1, 2], y_tables)
+    with pytest.raises(BitstreamError, match="qmap_sigma_row2"):
+        qmap.decode_qmap(data, 2, 2, [0, 1, 200], y_tables)
+    dq = np.array([[3, 0]], np.int32)             # V = 3 at step 2^2: Q = 12
+    data = qmap.encode_qmap(dq, 0, y_tables)
+    with pytest.raises(BitstreamError, match="12"):
+        qmap.decode_qmap(data, 1, 2, 0, y_tables, step_log2=2)

@@ -60,7 +60,7 @@ def test_flipped_bit_in_each_header_field(name, start, n):
             if name == "tool_flags":
                 # a reserved bit; the quality-map bit: then the fields that follow no longer fit;
                 # the context bit: then the sample's odd num_y_substreams is refused
-                assert e.field in ("tool_flags", "qmap_block_log2", "qmap_sigma_row", "q_size", "z_size") \
+                assert e.field in ("tool_flags", "qmap_mode", "qmap_sigma_row", "q_size", "z_size") \
                     or e.field.startswith("y_size") \
                     or (e.field == "num_y_substreams" and bit == 6 and "odd" in str(e))
             if name == "num_y_substreams":

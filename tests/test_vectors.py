@@ -85,6 +85,40 @@ def test_monochrome_vectors_fail_a_decoder_that_ignores_the_flag():
         assert plane_hashes(decoder.decode(data, models=[model]))["rgb"] == expected["rgb"]
 
 
+@pytest.mark.parametrize("defect", ["no_step", "no_context"])
+def test_map_coding_vectors_fail_a_decoder_that_ignores_step_or_context(monkeypatch, defect):
+    """Clause 6.7's second edition: a decoder that reads qmap_mode but ignores
+    the step 2^s (or the context rows) decodes another map, or none: each
+    qmap2 vector that uses the rule catches it."""
+    from refcodec import decoder
+    from refcodec.conformance import plane_hashes
+    from refcodec.errors import RefcodecError
+    from refcodec.model import Model
+    from refcodec.syntax.picture_header import PictureHeader
+    vs = [v for v in manifest()["vectors"] if "qmap2" in v["tags"]]
+    assert {v["qmap_coding"]["step_log2"] for v in vs} >= {1, 2}
+    assert any(v["qmap_coding"]["context"] for v in vs) and any(not v["qmap_coding"]["context"] for v in vs)
+    assert any(v["qmap_coding"]["context"] and "cuda" in v["tags"] for v in vs)
+    if defect == "no_step":
+        from refcodec import qmap
+        plain = qmap.reconstruct
+        monkeypatch.setattr(qmap, "reconstruct", lambda dq, hq, wq, step_log2=0: plain(dq, hq, wq, 0))
+        uses = [v for v in vs if v["qmap_coding"]["step_log2"]]
+    else:
+        monkeypatch.setattr(PictureHeader, "qmap_ctx_rows", property(lambda h: (h.qmap_sigma_row,) * 3))
+        uses = [v for v in vs if v["qmap_coding"]["context"]]
+    for v in uses:
+        folder = os.path.join(VECTORS, v["id"])
+        data = open(os.path.join(folder, "bitstream.bin"), "rb").read()
+        model = Model(os.path.join(VECTORS, "models", v["model"]))
+        expected = json.load(open(os.path.join(folder, "expected.json")))["sha256"]
+        try:
+            got = plane_hashes(decoder.decode(data, models=[model]))["rgb"]
+        except RefcodecError:
+            got = None
+        assert got != expected["rgb"], v["id"]
+
+
 def test_generator_rebuilds_every_vector_byte_for_byte(tmp_path):
     generate(str(tmp_path))
     ref = manifest()

@@ -29,6 +29,7 @@ _get_bits = _device(rans._get_bits, _advance=_advance)
 _decode_escape = _device(rans._decode_escape, _get_bits=_get_bits)
 _decode_symbol = _device(rans._decode_symbol, _advance=_advance, _decode_escape=_decode_escape)
 _decode_one = _device(rans._decode_one, _decode_symbol=_decode_symbol)
+_decode_grid = _device(rans._decode_grid, _decode_symbol=_decode_symbol)
 
 
 @cuda.jit(**CUDA_JIT)
@@ -43,6 +44,12 @@ def _decode_kernel(w, wstart, starts, rows, cdf, cdf_len, offset, lut, values, s
     s = cuda.grid(1)
     if s < starts.size - 1:
         _decode_one(s, w, wstart, starts, rows, cdf, cdf_len, offset, lut, values, status)
+
+
+@cuda.jit(**CUDA_JIT)
+def _decode_grid_kernel(w, h, wd, ctx_rows, cdf, cdf_len, offset, lut, values, status):
+    if cuda.grid(1) == 0:
+        _decode_grid(w, h, wd, ctx_rows, cdf, cdf_len, offset, lut, values, status)
 
 
 def _launch(n):
@@ -76,3 +83,13 @@ def decode_cuda(w, wstart, starts, rows, cdf, cdf_len, offset, lut):
                                 cuda.to_device(cdf), cuda.to_device(cdf_len), cuda.to_device(offset),
                                 cuda.to_device(lut), values, status)
     return values.copy_to_host()[:int(starts[-1])], status.copy_to_host()
+
+
+def decode_grid_cuda(w, h, wd, ctx_rows, cdf, cdf_len, offset, lut):
+    """One thread: each value's table row depends on the values before it."""
+    require_cuda()
+    values = cuda.to_device(np.zeros(max(1, h * wd), np.int32))
+    status = cuda.to_device(np.zeros(1, np.int32))
+    _decode_grid_kernel[1, 1](cuda.to_device(w), h, wd, cuda.to_device(ctx_rows), cuda.to_device(cdf),
+                              cuda.to_device(cdf_len), cuda.to_device(offset), cuda.to_device(lut), values, status)
+    return values.copy_to_host()[:h * wd], status.copy_to_host()

@@ -12,10 +12,20 @@
                                                         bits 3-7 reserved (0)
         num_y_substreams                        u(8)    1 ... 64; even when context_enabled
         if (quality_map_enabled) {
-            qmap_block_log2                     u(8)    0 ... 4: a Q value per 2^k x 2^k latent positions
-            qmap_sigma_row                      u(8)    y table row that codes the Q differences
+            qmap_mode                           u(8)    bits 0-2: qmap_block_log2, 0 ... 4 (a Q value
+                                                        per 2^k x 2^k latent positions); bits 3-4:
+                                                        qmap_step_log2, 0 ... 2 (Q = coded value x 2^s);
+                                                        bit 5: qmap_context; bits 6-7 reserved (0)
+            qmap_sigma_row                      u(8)    y table row of the Q differences (context 0)
+            if (qmap_context) {
+                qmap_sigma_row1                 u(8)    ... of the differences in context 1
+                qmap_sigma_row2                 u(8)    ... and in context 2
+            }
         }
     }
+
+The first edition wrote ``qmap_block_log2`` (0 ... 4) as the whole byte that
+is now ``qmap_mode``: the same byte means the same map.
 
 Every field is range-checked here, before anything is allocated; a bad value
 raises BitstreamError naming the field and this clause.
@@ -44,6 +54,8 @@ CONTEXT_FLAG = 2
 MONOCHROME_FLAG = 4
 TOOL_FLAGS = QUALITY_MAP_FLAG | CONTEXT_FLAG | MONOCHROME_FLAG
 QMAP_BLOCK_LOG2_MAX = 4
+QMAP_STEP_LOG2_MAX = 2
+QMAP_CONTEXT_BIT = 5
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,22 @@ class PictureHeader:
     version: int = VERSION
     qmap_block_log2: int = 0
     qmap_sigma_row: int = 0
+    qmap_step_log2: int = 0
+    qmap_context: bool = False
+    qmap_sigma_row1: int = 0
+    qmap_sigma_row2: int = 0
+
+    @property
+    def qmap_mode(self):
+        """The qmap_mode byte: block size, step, context flag."""
+        return self.qmap_block_log2 | (self.qmap_step_log2 << 3) | (int(self.qmap_context) << QMAP_CONTEXT_BIT)
+
+    @property
+    def qmap_ctx_rows(self):
+        """The table row of each context 0, 1, 2 (one row for all without qmap_context)."""
+        if self.qmap_context:
+            return (self.qmap_sigma_row, self.qmap_sigma_row1, self.qmap_sigma_row2)
+        return (self.qmap_sigma_row,) * 3
 
     @property
     def beta(self):
@@ -108,15 +136,23 @@ def picture_header(r):
     if tool_flags & CONTEXT_FLAG and num_y_substreams % 2:
         _fail(f"num_y_substreams {num_y_substreams} is odd with context_enabled (one half per checkerboard "
               "phase)", "num_y_substreams")
-    qmap_block_log2 = qmap_sigma_row = 0
+    qmap = {}
     if tool_flags & QUALITY_MAP_FLAG:
-        qmap_block_log2 = r.u(8, "qmap_block_log2", CLAUSE)
-        if qmap_block_log2 > QMAP_BLOCK_LOG2_MAX:
-            _fail(f"qmap_block_log2 {qmap_block_log2} above {QMAP_BLOCK_LOG2_MAX}", "qmap_block_log2")
-        qmap_sigma_row = r.u(8, "qmap_sigma_row", CLAUSE)
+        mode = r.u(8, "qmap_mode", CLAUSE)
+        k, step, ctx = mode & 7, (mode >> 3) & 3, (mode >> QMAP_CONTEXT_BIT) & 1
+        if mode >> (QMAP_CONTEXT_BIT + 1):
+            _fail(f"reserved qmap_mode bits set ({mode:#04x})", "qmap_mode")
+        if k > QMAP_BLOCK_LOG2_MAX:
+            _fail(f"qmap_block_log2 {k} above {QMAP_BLOCK_LOG2_MAX}", "qmap_mode")
+        if step > QMAP_STEP_LOG2_MAX:
+            _fail(f"qmap_step_log2 {step} above {QMAP_STEP_LOG2_MAX}", "qmap_mode")
+        qmap = dict(qmap_block_log2=k, qmap_step_log2=step, qmap_context=bool(ctx),
+                    qmap_sigma_row=r.u(8, "qmap_sigma_row", CLAUSE))
+        if ctx:
+            qmap.update(qmap_sigma_row1=r.u(8, "qmap_sigma_row1", CLAUSE),
+                        qmap_sigma_row2=r.u(8, "qmap_sigma_row2", CLAUSE))
     return PictureHeader(model_id=model_id, width=width, height=height, beta_code=beta_code,
-                         tool_flags=tool_flags, num_y_substreams=num_y_substreams, version=version,
-                         qmap_block_log2=qmap_block_log2, qmap_sigma_row=qmap_sigma_row)
+                         tool_flags=tool_flags, num_y_substreams=num_y_substreams, version=version, **qmap)
 
 
 def write_picture_header(h):
@@ -138,7 +174,11 @@ def write_picture_header(h):
            u_bytes(h.width - 1, 16), u_bytes(h.height - 1, 16), u_bytes(h.beta_code, 16),
            u_bytes(h.tool_flags, 8), u_bytes(h.num_y_substreams, 8)]
     if h.quality_map_enabled:
-        if not 0 <= h.qmap_block_log2 <= QMAP_BLOCK_LOG2_MAX or not 0 <= h.qmap_sigma_row <= 255:
-            raise ValueError("qmap_block_log2 or qmap_sigma_row out of range")
-        out += [u_bytes(h.qmap_block_log2, 8), u_bytes(h.qmap_sigma_row, 8)]
+        rows = (h.qmap_sigma_row, h.qmap_sigma_row1, h.qmap_sigma_row2)
+        if not 0 <= h.qmap_block_log2 <= QMAP_BLOCK_LOG2_MAX or not 0 <= h.qmap_step_log2 <= QMAP_STEP_LOG2_MAX \
+                or not all(0 <= r <= 255 for r in rows):
+            raise ValueError("qmap_block_log2, qmap_step_log2 or a qmap_sigma_row out of range")
+        out += [u_bytes(h.qmap_mode, 8), u_bytes(h.qmap_sigma_row, 8)]
+        if h.qmap_context:
+            out += [u_bytes(h.qmap_sigma_row1, 8), u_bytes(h.qmap_sigma_row2, 8)]
     return b"".join(out)
