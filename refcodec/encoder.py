@@ -413,7 +413,7 @@ def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, s
             Q = _smooth_map(Q, J, cand, bits, sweeps)
         if block_log2 is not None:
             break
-        map_bits = _dq_bits(Q, an.model.y_tables)[qm.differences(Q) + 2 * (qm.Q_MAX - qm.Q_MIN)].sum()
+        map_bits = qm.map_syntax(Q, an.model.y_tables)[3]
         y_bits = np.take_along_axis(R, np.searchsorted(cand, Q)[None], axis=0).sum()
         if map_bits <= budget * (y_bits + map_bits + fixed_bits):
             break
@@ -440,45 +440,58 @@ def _refine(an, meas, Q, k, lam, sweeps, offsets=(-1, 0, 1)):
 
 
 def _dq_bits(Q, y_tables, span=2 * (qm.Q_MAX - qm.Q_MIN)):
-    """bits[d + span] of a map difference d under the table row that codes
-    this map best (escapes included)."""
+    """bits[c, d + span] of a map difference d in context c (clause 6.7)
+    under the table rows that code this map best: three rows when the
+    contexts pay, else one row for all three (escapes included)."""
     cdf, cdf_len, offset = y_tables
-    r = qm.best_sigma_row(Q, y_tables)
-    n, lo = int(cdf_len[r]), int(offset[r])
-    bits = np.empty(2 * span + 1)
-    for d in range(-span, span + 1):
-        s = d - lo if lo <= d <= lo + n - 2 else n - 1
-        bits[d + span] = 16 - np.log2(int(cdf[r, s + 1]) - int(cdf[r, s]))
-        if s == n - 1:
-            bits[d + span] += qm.escape_bits(d, lo, lo + n - 2)
+    d = qm.differences(Q)
+    ctx = rans.grid_contexts(d.reshape(np.shape(Q)))
+    one = qm._row_bits(d, y_tables)
+    rows = [int(np.argmin(one))] * 3
+    per = [qm._row_bits(d[ctx == c], y_tables) for c in range(3)]
+    if sum(float(b.min()) for b in per) < float(one.min()):
+        rows = [int(np.argmin(b)) for b in per]
+    bits = np.empty((3, 2 * span + 1))
+    for c, r in enumerate(rows):
+        n, lo = int(cdf_len[r]), int(offset[r])
+        for v in range(-span, span + 1):
+            s = v - lo if lo <= v <= lo + n - 2 else n - 1
+            bits[c, v + span] = 16 - np.log2(int(cdf[r, s + 1]) - int(cdf[r, s]))
+            if s == n - 1:
+                bits[c, v + span] += qm.escape_bits(v, lo, lo + n - 2)
     return bits
 
 
 def _smooth_map(Q, J, cand, cost, sweeps):
-    """Iterated conditional modes on J[c, i, j] + cost of the dQ values the
-    block's choice touches (its own, its right and its lower neighbour's).
-    Candidate c is the value cand[c], or cand[c, i, j] per block."""
-    span = (cost.size - 1) // 2
+    """Iterated conditional modes on J[c, i, j] + the map bits the block's
+    choice touches: the differences it changes (its own, its right and its
+    lower neighbour's) and the contexts they set (clause 6.7: a difference's
+    context is whether its left and upper differences are zero).  Candidate
+    c is the value cand[c], or cand[c, i, j] per block; cost[ctx, d + span]
+    the bits of a difference."""
+    span = (cost.shape[1] - 1) // 2
     Q = Q.astype(np.int64).copy()
     hq, wq = Q.shape
 
-    def dq_cost(i, j):
-        return cost[Q[i, j] - qm.predictor(Q, i, j) + span]
+    def dq(i, j):
+        return Q[i, j] - qm.predictor(Q, i, j)
 
+    def bits_at(i, j):
+        c = int(j > 0 and dq(i, j - 1) != 0) + int(i > 0 and dq(i - 1, j) != 0)
+        return cost[c, dq(i, j) + span]
+
+    touched = ((0, 0), (0, 1), (1, 0), (0, 2), (1, 1), (2, 0))
     for _ in range(sweeps):
         changed = 0
         for i in range(hq):
             for j in range(wq):
+                near = [(i + a, j + b) for a, b in touched if i + a < hq and j + b < wq]
                 old = Q[i, j]
                 best, best_v = None, old
                 for c in range(cand.shape[0]):
                     v = cand[c] if cand.ndim == 1 else cand[c, i, j]
                     Q[i, j] = v
-                    t = J[c, i, j] + dq_cost(i, j)
-                    if j + 1 < wq:
-                        t += dq_cost(i, j + 1)
-                    if i + 1 < hq:
-                        t += dq_cost(i + 1, j)
+                    t = J[c, i, j] + sum(bits_at(a, b) for a, b in near)
                     if best is None or t < best:
                         best, best_v = t, v
                 Q[i, j] = best_v
