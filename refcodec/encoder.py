@@ -381,7 +381,7 @@ def _blocks(X, block_log2):
 
 
 def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, sweeps=3, budget=RDO_MAP_BUDGET,
-            refine=2):
+            refine=2, info=None):
     """Q per block minimizing D + lambda (R + R_map) at ``beta_code``;
     returns ``(Q, block_log2)``.
 
@@ -417,8 +417,13 @@ def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, s
         y_bits = np.take_along_axis(R, np.searchsorted(cand, Q)[None], axis=0).sum()
         if map_bits <= budget * (y_bits + map_bits + fixed_bits):
             break
+    y_est = float(np.take_along_axis(_blocks(R0, k), np.searchsorted(cand, Q)[None], axis=0).sum())
     for _ in range(int(refine) if lam > 0 else 0):
-        Q = _refine(an, meas, Q, k, lam, sweeps)
+        Q, y_est = _refine(an, meas, Q, k, lam, sweeps)
+    if info is not None:
+        # for the rate matcher: the y bits with the map (as measured on the way) and without
+        info.update(y_bits=y_est, y_bits_flat=float(R0[list(candidates).index(0)].sum()) if 0 in candidates
+                    else None, map_bits=qm.map_syntax(Q, an.model.y_tables)[3])
     return Q.astype(np.int32), k
 
 
@@ -436,7 +441,10 @@ def _refine(an, meas, Q, k, lam, sweeps, offsets=(-1, 0, 1)):
     Qn = np.take_along_axis(V, np.argmin(J, axis=0)[None], axis=0)[0]
     if Qn.size > 1 and sweeps > 0:
         Qn = _smooth_map(Qn, J, V, lam * _dq_bits(Qn, an.model.y_tables), sweeps)
-    return Qn.astype(np.int32)
+    # the y bits of the new map, each block as measured with its offset applied to the whole map
+    Rb = _blocks(np.array(R), k)
+    pick = np.clip(Qn.astype(np.int64)[None] - Q[None].astype(np.int64), min(offsets), max(offsets)) - min(offsets)
+    return Qn.astype(np.int32), float(np.take_along_axis(Rb, pick, axis=0).sum())
 
 
 def _dq_bits(Q, y_tables, span=2 * (qm.Q_MAX - qm.Q_MIN)):

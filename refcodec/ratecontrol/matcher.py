@@ -145,12 +145,31 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
     if isinstance(qmap, str) and qmap == "rdo":
         # the map trades distortion for rate at the picture's own RD slope where
         # it will be coded: find that operating point on the flat map first
-        code0, trials0, _, _ = _search(an, counter, None, 0, S, target_bpp, tolerance, side, max_trials, model)
-        Q, qmap_block_log2 = rdo_map(an, rgb, qmap_block_log2, beta_code=code0)
+        # (RDO_POINT_TRIALS trials, then the secant's prediction: the map needs the picture's RD
+        # slope there, not the exact rate); the map's search starts at that point, with the flat
+        # search's local slope
+        flat = {}
+        code0, trials0, _, _ = _search(an, counter, None, 0, S, target_bpp, tolerance, side, RDO_POINT_TRIALS,
+                                       model, record=flat, check_range=False)
+        if not _accept(flat.get(code0, 0.0), target_bpp, tolerance, side):
+            code0 = _predict_code(flat, target_bpp, model, code0)
+        info = {}
+        Q, qmap_block_log2 = rdo_map(an, rgb, qmap_block_log2, beta_code=code0, info=info)
+        start, slope = code0, _local_slope(flat, code0, model)
+        if slope and slope > 0 and info.get("y_bits_flat"):
+            # the map moves the rate at code0 by what rdo_map measured on the way: start where the
+            # flat curve, moved by as much, meets the target
+            npx = an.width * an.height
+            flat_bpp = flat.get(code0) or target_bpp
+            moved = flat_bpp + (info["y_bits"] + info["map_bits"] - info["y_bits_flat"]) / npx
+            if moved > 0:
+                U, C, _ = _gain_axis(model)
+                start = int(min(max(C(U(code0) - math.log(moved / flat_bpp) / slope), 0), BETA_CODE_MAX))
     else:
         Q, qmap_block_log2 = resolve_qmap(an, rgb, qmap, qmap_block_log2, roi_q)
+        start = slope = None
     chosen, trials, notes, outside = _search(an, counter, Q, qmap_block_log2, S, target_bpp, tolerance, side,
-                                             max_trials, model)
+                                             max_trials, model, start=start, slope=slope)
     extended = bool(outside and Q is None and extend)
     if extended:
         # beyond the gain unit: a uniform quality map (RateError, or the nearest point, if even that fails)
@@ -193,6 +212,45 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
     return MatchResult(data=data, bpp=bpp, target_bpp=target_bpp, beta=chosen / BETA_CODE_MAX, beta_code=chosen,
                        trials=trials, seconds=time.perf_counter() - t0, method="fast", warnings=notes,
                        extension_q=ext)
+
+
+#: Trials of the flat search that places an rdo map (the map is chosen at
+#: the picture's RD slope there, predicted from these trials; the rate is
+#: matched after, with the map).
+RDO_POINT_TRIALS = 2
+
+
+def _predict_code(rates, target_bpp, model, fallback):
+    """The code where log(bpp) reaches the target on the secant through the
+    two measured codes nearest to it in rate (in the mean-log2-gain axis)."""
+    U, C, _ = _gain_axis(model)
+    pts = sorted(rates.items(), key=lambda cr: abs(math.log(cr[1] / target_bpp)))[:2]
+    if len(pts) < 2:
+        return fallback
+    (c1, r1), (c2, r2) = pts
+    du, dl = U(c2) - U(c1), math.log(r2) - math.log(r1)
+    if du == 0 or dl == 0 or dl / du <= 0:
+        return fallback
+    return int(min(max(C(U(c2) + (math.log(target_bpp) - math.log(r2)) * du / dl), 0), BETA_CODE_MAX))
+
+
+def _local_slope(rates, code, model):
+    """d log(bpp) / d (mean log2 gain) near ``code`` from the measured
+    ``rates`` {code: bpp}: the two measured codes nearest to it."""
+    U = _gain_axis(model)[0]
+    pts = sorted(rates.items(), key=lambda cr: abs(cr[0] - code))[:2]
+    curve = model.header.get("rate_curve")
+    if len(pts) < 2 and curve:
+        # one point: the slope of the model's mean rate curve (measured at export) there
+        b = [b for b, _ in curve]
+        c1, c2 = max(0, code - 2048), min(BETA_CODE_MAX, code + 2048)
+        l1, l2 = (float(np.interp(c / BETA_CODE_MAX, b, [v for _, v in curve])) for c in (c1, c2))
+        pts = [(c1, math.exp(l1)), (c2, math.exp(l2))]
+    if len(pts) < 2:
+        return None
+    (c1, r1), (c2, r2) = pts
+    du = U(c2) - U(c1)
+    return (math.log(r2) - math.log(r1)) / du if du and r1 > 0 and r2 > 0 else None
 
 
 def _curve_code(curve, log_rate):
@@ -312,16 +370,22 @@ def _out_of_range(target_bpp, reach, nearest, notes, how=""):
 
 
 def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_trials, model, known=None,
-            bias_bytes=0):
+            bias_bytes=0, start=None, slope=None, record=None, check_range=True):
     """The rate-only search over beta_code: (chosen code, trials, notes,
     outside), ``outside = (rate at beta 0, rate at beta 1)`` when the target
     lies beyond them (chosen is then the nearest end), else None.
     ``bias_bytes``: a correction added to every estimate (measured on a
     written stream).
-    ``known``: rates already measured at some codes (no trial spent on them)."""
+    ``known``: rates already measured at some codes (no trial spent on them).
+    ``start``, ``slope``: the first code to try and the slope of log(bpp)
+    against the mean log2 gain to step from it (the flat search's, when a
+    quality map follows it); ``record``: a dict that receives every
+    (code: rate) measured.  ``check_range=False``: when no trial is
+    accepted, the nearest point without measuring the ends of the range."""
     fixed = _fixed_bytes(an, S, Q, block_log2) + bias_bytes
     trials = 0
-    cache = dict(known or {})
+    cache = dict(known or {}) if record is None else record
+    cache.update(known or {})
 
     def rate(code):
         nonlocal trials
@@ -341,7 +405,9 @@ def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_tria
     curve = model.header.get("rate_curve")
     # first guess: a known point, or where the model's mean rate curve (measured
     # at export) meets the target, or the middle of the range; then secant steps
-    if cache:
+    if start is not None and not cache:
+        code = start
+    elif cache:
         code = min(cache)
     elif curve and Q is None and bias_bytes == 0:
         code = _curve_code(curve, log_t)
@@ -368,8 +434,8 @@ def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_tria
             mean_at = float(np.interp(c0, [b for b, _ in curve], [v for _, v in curve]))
             nxt = _curve_code(curve, log_t - (pts[0][1] - mean_at))
         elif len(pts) == 1:
-            # slope prior d ln(bpp) / d beta: a typical value
-            prior = 1.6 / span
+            # slope prior d ln(bpp) / d beta: the caller's, or a typical value
+            prior = slope if slope and slope > 0 else 1.6 / span
             nxt = C(U(code) + (log_t - pts[0][1]) / prior)
         else:
             (c1, l1), (c2, l2) = pts[-2], pts[-1]
@@ -385,7 +451,9 @@ def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_tria
                 break
         code = nxt
     outside = None
-    if chosen is None:
+    if chosen is None and not check_range:
+        chosen = min(cache, key=lambda c: abs(math.log(cache[c] / target_bpp)))
+    elif chosen is None:
         r_min, r_max = rate(0), rate(BETA_CODE_MAX)
         if target_bpp < r_min * (1 - (0 if side == "below" else tolerance)) or target_bpp > r_max * (1 + tolerance):
             outside = (r_min, r_max, dict(cache))
