@@ -239,6 +239,9 @@ def main(argv=None):
                    help="with --beta-floor-frac F: a fraction F of the crops draws beta from U[LO, 1] "
                         "instead of U[0, 1] (more training at the measured rates)")
     p.add_argument("--beta-floor-frac", type=float, default=0.0, metavar="F")
+    p.add_argument("--compile", action="store_true",
+                   help="run the training step's forward and backward under torch.compile (the first "
+                        "iterations compile; needs a C compiler on CPUs)")
     p.add_argument("--reset-best", action="store_true",
                    help="forget the best Kodak score (after a change of the lambda range)")
     args = p.parse_args(argv)
@@ -312,6 +315,8 @@ def main(argv=None):
     if dd.on:
         from torch.nn.parallel import DistributedDataParallel
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if args.compile:
+        net = torch.compile(net)
 
     if args.export:
         if not os.path.exists(ckpt):
