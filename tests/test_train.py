@@ -109,3 +109,14 @@ def test_probe_log_reading(tmp_path):
     same = probes.proxy_bd([(0, b, p) for b, p in vvc], vvc)
     assert abs(same) < 1e-9
     assert probes.proxy_bd([(0, 1.2 * b, p) for b, p in vvc], vvc) > 19.9
+
+
+def test_profile_runs_its_variants(capsys):
+    """refcodec.train.profile: a line per variant with its ratio, and the split by network."""
+    from refcodec.train import profile
+    profile.main(["--arch", TINY + ",1", "--batch", "1", "--crop", "64", "--threads", "1", "--steps", "1",
+                  "--variants", "fp32,fp32-cl", "--split"])
+    out = capsys.readouterr().out
+    assert "fp32 " in out and "fp32-cl" in out and "x1.00" in out
+    for net in ("g_a", "h_a", "h_s", "g_s", "g_cm", "g_ep"):
+        assert f"  {net}" in out

@@ -1,4 +1,8 @@
-"""Widen a trained model's latent y: ``python -m refcodec.train.widen IN.npz OUT.npz --M 192``.
+"""Grow a trained model: ``python -m refcodec.train.widen IN.npz OUT.npz [--M 256] [--RA 1]``.
+
+``--RA n`` adds n encoder-only residual blocks at each of 1/4, 1/8 and 1/16
+of g_a (:func:`add_residual`): their second convolution starts at zero, so
+the model computes exactly what it did.  ``--M`` widens the latent y:
 
 The PSNR of a model at high rates is bounded by what g_s can reconstruct
 from M latent channels at 1/16 of the resolution: 128 channels are 1/6 of
