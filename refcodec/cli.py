@@ -355,9 +355,53 @@ def cmd_eval(args, con):
     return 0
 
 
+def model_info(path):
+    """Print what a model file holds: its id, widths, weight bits and the
+    multiply-accumulates per pixel of each network (the decoder's and the
+    encoder's)."""
+    import json
+    import zipfile
+    import numpy as np
+    from . import arch as A
+    from .errors import ModelError
+    from .model import Model
+    if not os.path.isfile(path):
+        raise ModelError(f"{path}: no such model file")
+    if not zipfile.is_zipfile(path):
+        raise ModelError(f"{path} is not a refcodec model file (not an .npz archive)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["__meta__"]).decode()) if "__meta__" in z.files else None
+    except (OSError, ValueError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+        raise ModelError(f"{path} is not a refcodec model file ({type(e).__name__}: {e})") from None
+    if meta is not None:                 # the trainer's float weights
+        if not isinstance(meta, dict) or not isinstance(meta.get("arch"), dict):
+            raise ModelError(f"{path}: float weights without an architecture")
+        a = meta["arch"]
+        print(f"{path}: float weights (the trainer's), training step {meta.get('step', '?')}, "
+              f"Kodak score {meta.get('kodak_score', '?')}")
+    else:
+        m = Model(path)
+        a = m.arch
+        print(f"{path}: refcodec model {m.model_id.hex()}, W{m.weight_bits}A16")
+    macs = A.macs_per_pixel(a)
+    ra = sum(1 for layer in a["g_a"] if layer[0] == "res") // 3
+    print(f"  widths             N={a['N']} M={a['M']} Z={a['Z']} NH={a['NH']}"
+          + (f" C={a['C']} NE={a['NE']}" if A.has_context(a) else " (no context networks)")
+          + (f", {ra} residual block(s) per scale in g_a" if ra else ""))
+    dec = [n for n in A.DECODER_NETS if n in macs]
+    print("  decoder MAC/pixel  " + ", ".join(f"{n} {macs[n]:.0f}" for n in dec)
+          + f"; total {sum(macs[n] for n in dec):.0f}")
+    print(f"  encoder MAC/pixel  g_a {macs['g_a']:.0f}, h_a {macs['h_a']:.0f} (float, plus the decoder's "
+          "h_s and context networks)")
+    return 0
+
+
 def cmd_info(args, con):
-    """Print the syntax elements of a stream, with SPEC.md's names."""
+    """Print the syntax elements of a stream, with SPEC.md's names (or what a model file holds)."""
     from .syntax import picture
+    if args.input.endswith(".npz"):
+        return model_info(args.input)
     data = read_stream(args.input)
     pic = picture(data)
     h, z = pic.header, pic.sizes
@@ -565,9 +609,10 @@ def build_parser():
                     help="folder of per-(image, codec) results to reuse (default OUT/cache; 'none' disables)")
     ev.add_argument("--scheduler", default=None, help="Dask scheduler address (the dask extra)")
     _common(ev, progress=False)
-    inf = sub.add_parser("info", help="print the header and substream sizes of a stream",
-                         description="Print the syntax elements of a stream (SPEC.md clause 5).")
-    inf.add_argument("input", help="stream file (- for stdin)")
+    inf = sub.add_parser("info", help="print the header and substream sizes of a stream (or a model's figures)",
+                         description="Print the syntax elements of a stream (SPEC.md clause 5); given a model "
+                                     "file (.npz), its id, widths and MACs per pixel of each network.")
+    inf.add_argument("input", help="stream file (- for stdin), or a model file (.npz)")
     ins = sub.add_parser("inspect", help="show what the decoder does with a stream (an HTML page and JSON)",
                          description="Decode a stream with the integer decoder and write DIR/index.html and "
                                      "DIR/inspect.json: the header, where the bits go, what each stage produces.")

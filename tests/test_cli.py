@@ -412,3 +412,21 @@ def test_eval_on_small_pictures_says_na(files, tmp_path, capsys):
     table = (tmp_path / "o" / "table.md").read_text()
     assert "| webp |" in table and "n/a" in table and "nan" not in table
     assert "161 pixels" in out and "n/a" in out
+
+
+def test_info_on_model_files(tmp_path, capsys):
+    """refcodec info MODEL.npz: the model's id, widths and MACs per pixel of
+    each network (integer models and the trainer's float weights alike);
+    anything else named .npz: one line, status 1."""
+    from refcodec import arch as A
+    rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-w16.npz")], capsys)
+    assert rc == 0 and "W16A16" in out and "M=128" in out
+    total = sum(A.macs_per_pixel(load().arch)[n] for n in A.DECODER_NETS)
+    assert f"total {total:.0f}" in out and "g_s 15744" in out
+    rc, out, err = run(["info", os.path.join(ROOT, "tests", "data", "tiny-ctx-float.npz")], capsys)
+    assert rc == 0 and "float weights" in out and "M=16" in out
+    png = tmp_path / "picture.npz"
+    png.write_bytes(open(KODIM23, "rb").read())
+    for bad, says in ((str(png), "not an .npz archive"), (str(tmp_path / "none.npz"), "no such model file")):
+        rc, out, err = run(["info", bad], capsys)
+        assert rc == 1 and says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
