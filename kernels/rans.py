@@ -592,6 +592,18 @@ def _decode_escape(x, n, lo, w, pos, end):
     return v, x, pos, OK
 
 
+@njit(**NJIT_INLINE)
+def _end_status(st, pos, end, x0, x1):
+    """A substream's status after its last symbol: every word read, both states back at 2^16."""
+    if st != OK:
+        return st
+    if pos != end:
+        return ERR_LEFTOVER
+    if x0 != RANS_L or x1 != RANS_L:
+        return ERR_FINAL
+    return OK
+
+
 @njit(**NJIT)
 def _decode_one(s, w, wstart, starts, rows, cdf, cdf_len, offset, lut, values, status):
     """Decode substream s (words w[wstart[s]:wstart[s + 1]]); status[s] = 0 or an error code."""
@@ -623,12 +635,7 @@ def _decode_one(s, w, wstart, starts, rows, cdf, cdf_len, offset, lut, values, s
         v, x0, pos, st = _decode_symbol(x0, rows[i], cdf, cdf_len, offset, lut, w, pos, end)
         if st == OK:
             values[i] = np.int32(v)
-    if st == OK:
-        if pos != end:
-            st = ERR_LEFTOVER
-        elif x0 != RANS_L or x1 != RANS_L:
-            st = ERR_FINAL
-    status[s] = st
+    status[s] = _end_status(st, pos, end, x0, x1)
 
 
 @njit(**NJIT_PARALLEL)
@@ -736,12 +743,7 @@ def _decode_grid(w, h, wd, ctx_rows, cdf, cdf_len, offset, lut, values, status):
         if st != OK:
             break
         values[k] = np.int32(v)
-    if st == OK:
-        if pos != end:
-            st = ERR_LEFTOVER
-        elif x0 != RANS_L or x1 != RANS_L:
-            st = ERR_FINAL
-    status[0] = st
+    status[0] = _end_status(st, pos, end, x0, x1)
 
 
 # ===========================================================================

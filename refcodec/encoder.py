@@ -451,23 +451,11 @@ def _dq_bits(Q, y_tables, span=2 * (qm.Q_MAX - qm.Q_MIN)):
     """bits[c, d + span] of a map difference d in context c (clause 6.7)
     under the table rows that code this map best: three rows when the
     contexts pay, else one row for all three (escapes included)."""
-    cdf, cdf_len, offset = y_tables
-    d = qm.differences(Q)
-    ctx = rans.grid_contexts(d.reshape(np.shape(Q)))
-    one = qm._row_bits(d, y_tables)
-    rows = [int(np.argmin(one))] * 3
-    per = [qm._row_bits(d[ctx == c], y_tables) for c in range(3)]
-    if sum(float(b.min()) for b in per) < float(one.min()):
-        rows = [int(np.argmin(b)) for b in per]
-    bits = np.empty((3, 2 * span + 1))
-    for c, r in enumerate(rows):
-        n, lo = int(cdf_len[r]), int(offset[r])
-        for v in range(-span, span + 1):
-            s = v - lo if lo <= v <= lo + n - 2 else n - 1
-            bits[c, v + span] = 16 - np.log2(int(cdf[r, s + 1]) - int(cdf[r, s]))
-            if s == n - 1:
-                bits[c, v + span] += qm.escape_bits(v, lo, lo + n - 2)
-    return bits
+    (row, one_bits), (rows, ctx_bits) = qm.fit_rows(qm.differences(Q).reshape(np.shape(Q)), y_tables)
+    rows = rows if ctx_bits < one_bits else (row,) * 3
+    v = np.arange(-span, span + 1)
+    tables = rans.as_tables(y_tables)
+    return np.stack([tables.symbol_bits(v, np.full(v.size, r)) for r in rows])
 
 
 def _smooth_map(Q, J, cand, cost, sweeps):

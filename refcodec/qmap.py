@@ -113,19 +113,21 @@ def decode_qmap(data, hq, wq, ctx_rows, y_tables, step_log2=0, backend="cpu"):
 
 def _row_bits(d, y_tables):
     """bits[r]: the information content of the values d under each table row r (escapes included)."""
-    cdf, cdf_len, offset = (t.astype(np.int64) for t in y_tables)
-    d = np.asarray(d, np.int64)
-    out = np.empty(cdf.shape[0])
-    for r in range(cdf.shape[0]):
-        n, lo = cdf_len[r], offset[r]
-        hi = lo + n - 2
-        inside = (d >= lo) & (d <= hi)
-        sym = np.where(inside, d - lo, n - 1)
-        bits = float(np.sum(16 - np.log2(cdf[r, sym + 1] - cdf[r, sym])))
-        if not inside.all():
-            bits += float(sum(escape_bits(int(v), int(lo), int(hi)) for v in d[~inside]))
-        out[r] = bits
-    return out
+    tables = rans.as_tables(y_tables)
+    d = np.asarray(d, np.int64).reshape(-1)
+    return np.array([float(tables.symbol_bits(d, np.full(d.size, r)).sum()) for r in range(tables[0].shape[0])])
+
+
+def fit_rows(d, y_tables):
+    """The rows that code the differences d (a 2-D grid, raster order) best:
+    ``(row, bits)`` for one row, and ``(rows, bits)`` for the three context
+    rows (the header's two extra bytes not counted)."""
+    d = np.asarray(d)
+    one = _row_bits(d, y_tables)
+    ctx = rans.grid_contexts(d)
+    per = [_row_bits(d.reshape(-1)[ctx == c], y_tables) for c in range(rans.GRID_CONTEXTS)]
+    return ((int(np.argmin(one)), float(one.min())),
+            (tuple(int(np.argmin(b)) for b in per), sum(float(b.min()) for b in per)))
 
 
 #: The encoder's choices of map coding: the cheapest (``auto``), the first
@@ -142,45 +144,17 @@ def map_syntax(Q, y_tables, coding="auto"):
         row = best_sigma_row(Q, y_tables)
         return 0, False, (row,) * 3, float(_row_bits(differences(Q), y_tables)[row])
     s = step_log2_of(Q)
-    d = differences(Q, s)
-    one = _row_bits(d, y_tables)
-    best = (s, False, (int(np.argmin(one)),) * 3, float(one.min()))
-    if coding == "step":
-        return best
-    ctx = rans.grid_contexts(d.reshape(np.shape(Q)))
-    rows, bits = [], 16.0                            # two more header bytes
-    for c in range(3):
-        b = _row_bits(d[ctx == c], y_tables)
-        rows.append(int(np.argmin(b)))
-        bits += float(b.min())
-    if bits < best[3] or coding == "context":
-        best = (s, True, tuple(rows), bits)
-    return best
+    (row, one_bits), (rows, ctx_bits) = fit_rows(differences(Q, s).reshape(np.shape(Q)), y_tables)
+    if coding == "context" or (coding == "auto" and ctx_bits + 16 < one_bits):   # 16: two more header bytes
+        return s, True, rows, ctx_bits + 16
+    return s, False, (row,) * 3, one_bits
 
 
 def best_sigma_row(Q, y_tables):
     """The table row that codes the map's differences (first edition: no
     step, one row) in the fewest bits (information content, escapes
     included; ties to the lower row)."""
-    cdf, cdf_len, offset = (t.astype(np.int64) for t in y_tables)
-    d = differences(Q).astype(np.int64)
-    best = None
-    for r in range(cdf.shape[0]):
-        n, lo = cdf_len[r], offset[r]
-        hi = lo + n - 2
-        inside = (d >= lo) & (d <= hi)
-        sym = np.where(inside, d - lo, n - 1)
-        bits = float(np.sum(16 - np.log2(cdf[r, sym + 1] - cdf[r, sym])))
-        if not inside.all():
-            bits += float(sum(escape_bits(int(v), int(lo), int(hi)) for v in d[~inside]))
-        if best is None or bits < best[0]:
-            best = (bits, r)
-    return best[1]
-
-
-def escape_bits(d, lo, hi):
-    """Bits after the escape symbol for a value d outside [lo, hi] (clause 6.1)."""
-    return rans.NB_BITS + rans.escape_code(d, lo, hi)[2]
+    return int(np.argmin(_row_bits(differences(Q), y_tables)))
 
 
 def expand(Q, block_log2, hy, wy):

@@ -123,21 +123,28 @@ def corruptions(stream, rng):
     yield bytes(rng.integers(0, 256, len(stream)).astype(np.uint8)), "random bytes"
 
 
-def test_corrupt_streams_fail_the_same_way_on_every_backend(backend, rng):
-    values, rows = gaussian_symbols(rng, 120)
-    values[5] = 20000  # an escape
-    starts = np.array([0, 120], np.int64)
-    stream = rans.encode(values, rows, starts, *GAUSS, backend="numpy")[0]
+def assert_corruptions_agree(stream, rng, decode, backend):
+    """Every corruption of ``stream`` decodes to the same values, or fails with
+    the same error, on numpy and ``backend`` (``decode(data, backend)``)."""
     for bad, what in corruptions(stream, rng):
         if len(bad) % 2:
             bad = bad[:-1]
         results = []
         for be in ("numpy", backend):
             try:
-                results.append(("ok", rans.decode(bad, [len(bad)], starts, rows, *GAUSS, backend=be).tolist()))
+                results.append(("ok", decode(bad, be).tolist()))
             except EntropyDecodingError as e:
                 results.append(("error", str(e)))
         assert results[0] == results[1], what
+
+
+def test_corrupt_streams_fail_the_same_way_on_every_backend(backend, rng):
+    values, rows = gaussian_symbols(rng, 120)
+    values[5] = 20000  # an escape
+    starts = np.array([0, 120], np.int64)
+    stream = rans.encode(values, rows, starts, *GAUSS, backend="numpy")[0]
+    assert_corruptions_agree(stream, rng, lambda d, be: rans.decode(d, [len(d)], starts, rows, *GAUSS, backend=be),
+                             backend)
     with pytest.raises(EntropyDecodingError, match="substream 0"):
         rans.decode(stream[:-2], [len(stream) - 2], starts, rows, *GAUSS, backend=backend)
 
@@ -330,16 +337,8 @@ def test_corrupt_grids_fail_the_same_way_on_every_backend(backend, rng):
     values[3, 4] = 20000
     ctx_rows = [5, 20, 30]
     stream = rans.encode_grid(values, ctx_rows, *GAUSS, backend="numpy")
-    for bad, what in corruptions(stream, rng):
-        if len(bad) % 2:
-            bad = bad[:-1]
-        results = []
-        for be in ("numpy", backend):
-            try:
-                results.append(("ok", rans.decode_grid(bad, 12, 10, ctx_rows, *GAUSS, backend=be).tolist()))
-            except EntropyDecodingError as e:
-                results.append(("error", str(e)))
-        assert results[0] == results[1], what
+    assert_corruptions_agree(stream, rng, lambda d, be: rans.decode_grid(d, 12, 10, ctx_rows, *GAUSS, backend=be),
+                             backend)
     with pytest.raises(EntropyDecodingError, match="substream 0"):
         rans.decode_grid(stream[:-2], 12, 10, ctx_rows, *GAUSS, backend=backend)
     with pytest.raises(RefcodecError, match="context rows"):

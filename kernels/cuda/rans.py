@@ -28,8 +28,9 @@ _advance = _device(rans._advance)
 _get_bits = _device(rans._get_bits, _advance=_advance)
 _decode_escape = _device(rans._decode_escape, _get_bits=_get_bits)
 _decode_symbol = _device(rans._decode_symbol, _advance=_advance, _decode_escape=_decode_escape)
-_decode_one = _device(rans._decode_one, _decode_symbol=_decode_symbol)
-_decode_grid = _device(rans._decode_grid, _decode_symbol=_decode_symbol)
+_end_status = _device(rans._end_status)
+_decode_one = _device(rans._decode_one, _decode_symbol=_decode_symbol, _end_status=_end_status)
+_decode_grid = _device(rans._decode_grid, _decode_symbol=_decode_symbol, _end_status=_end_status)
 
 
 @cuda.jit(**CUDA_JIT)
