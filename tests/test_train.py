@@ -120,3 +120,42 @@ def test_profile_runs_its_variants(capsys):
     assert "fp32 " in out and "fp32-cl" in out and "x1.00" in out
     for net in ("g_a", "h_a", "h_s", "g_s", "g_cm", "g_ep"):
         assert f"  {net}" in out
+
+
+def test_weight_average_arithmetic_and_swap():
+    """WeightAverage: avg <- d avg + (1 - d) w per update; swapped_in lends the
+    average to the model and gives the model its own weights back."""
+    m = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        m.weight.fill_(1.0)
+        m.bias.fill_(0.0)
+    ema = T.WeightAverage(m, 0.75)
+    with torch.no_grad():
+        m.weight.fill_(5.0)
+        m.bias.fill_(-4.0)
+    ema.update(m)                                  # 0.75 * 1 + 0.25 * 5 = 2; 0.25 * -4 = -1
+    assert torch.equal(ema.avg["weight"], torch.full((2, 3), 2.0))
+    assert torch.equal(ema.avg["bias"], torch.full((2,), -1.0))
+    with ema.swapped_in(m):
+        assert torch.equal(m.weight, torch.full((2, 3), 2.0))
+    assert torch.equal(m.weight, torch.full((2, 3), 5.0)) and torch.equal(m.bias, torch.full((2,), -4.0))
+    again = T.WeightAverage(m, 0.75, state=ema.avg)  # resumed from a checkpoint's average
+    assert torch.equal(again.avg["weight"], ema.avg["weight"])
+
+
+def test_trainer_weight_average_is_what_it_exports(tmp_path):
+    """--ema: the checkpoint keeps the average next to the weights, resumes it,
+    and last.npz (and --export) hold the average, not the weights."""
+    run = tmp_path / "ema"
+    log = run_trainer(run, "--iters", "3", "--ema", "0.5")
+    assert "weight average: decay 0.5 (from the weights)" in log
+    state = torch.load(run / "last.pt", map_location="cpu")
+    exported = np.load(run / "last.npz")
+    k = "g_s.0.weight" if "g_s.0.weight" in state["ema"] else sorted(state["ema"])[0]
+    assert np.array_equal(exported[k], state["ema"][k].numpy())
+    assert not torch.equal(state["ema"][k], state["model"][k])
+    log = run_trainer(run, "--iters", "4", "--ema", "0.5")
+    assert "weight average: decay 0.5 (resumed)" in log
+    out = tmp_path / "x.npz"
+    run_trainer(run, "--export", str(out))
+    assert np.array_equal(np.load(out)[k], torch.load(run / "last.pt", map_location="cpu")["ema"][k].numpy())

@@ -28,7 +28,9 @@ checkpoint back.  For example, 4 GPUs of one machine::
 """
 
 import argparse
+import contextlib
 import glob
+import gc
 import json
 import math
 import os
@@ -128,6 +130,44 @@ def export_float(model, path, step, score):
     os.replace(tmp, path)
 
 
+class WeightAverage:
+    """An exponential moving average of the weights (Polyak averaging):
+    ``avg <- decay * avg + (1 - decay) * w`` after every step.  The average
+    has the low-noise weights a learning-rate decay would give, while the
+    training goes on at the full rate; the Kodak evaluations and the exports
+    use it.  Every floating-point entry of the state dict is averaged."""
+
+    def __init__(self, model, decay, state=None):
+        self.decay = decay
+        sd = model.state_dict()
+        self.names = [k for k, v in sd.items() if v.is_floating_point()]
+        self.avg = {k: sd[k].detach().clone() for k in self.names}
+        for k, v in (state or {}).items():
+            if k in self.avg and v.shape == self.avg[k].shape:
+                self.avg[k].copy_(v)
+
+    @torch.no_grad()
+    def update(self, model):
+        sd = model.state_dict()
+        for k in self.names:
+            self.avg[k].lerp_(sd[k], 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def swapped_in(self, model):
+        """The model holds the average inside the block, its own weights after."""
+        sd = model.state_dict()
+        own = {k: sd[k].detach().clone() for k in self.names}
+        with torch.no_grad():
+            for k in self.names:
+                sd[k].copy_(self.avg[k])
+        try:
+            yield model
+        finally:
+            with torch.no_grad():
+                for k in self.names:
+                    sd[k].copy_(own[k])
+
+
 class Distributed:
     """The processes of a ``torchrun`` launch (one process: rank 0 of 1, no
     process group).  ``torchrun`` sets RANK, WORLD_SIZE and LOCAL_RANK."""
@@ -170,8 +210,14 @@ class Distributed:
         return float(hi.item() + lo.item())
 
     def close(self):
+        """Leave the process group together: a barrier first, so no process
+        tears down its gloo connections while a peer still uses them (without
+        it, about one 2-process run in ten aborted at exit: "terminate called
+        without an active exception")."""
         if self.on:
+            self.dist.barrier()
             self.dist.destroy_process_group()
+            self.on = False
 
 
 #: The --arch of a fresh run without --init (the shipped model's widths).
@@ -242,11 +288,18 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true",
                    help="run the training step's forward and backward under torch.compile (the first "
                         "iterations compile; needs a C compiler on CPUs)")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (for example 0.999); the "
+                        "Kodak evaluations, best.npz, last.npz and --export use the average")
+    p.add_argument("--eval-raw", action="store_true",
+                   help="with --ema: also evaluate (and log) the weights themselves")
     p.add_argument("--reset-best", action="store_true",
                    help="forget the best Kodak score (after a change of the lambda range)")
     args = p.parse_args(argv)
     if not (0 <= args.beta_floor < 1 and 0 <= args.beta_floor_frac <= 1):
         p.error("--beta-floor must be in [0, 1) and --beta-floor-frac in [0, 1]")
+    if not 0 <= args.ema < 1:
+        p.error("--ema must be in [0, 1)")
 
     torch.set_num_threads(args.threads)
     dd = Distributed(torch.device(args.device).type)
@@ -284,6 +337,7 @@ def main(argv=None):
     opt = torch.optim.Adam([v for v in model.parameters() if v.requires_grad], lr=args.lr)
     step, best = 0, float("inf")
     ckpt = os.path.join(args.run, "last.pt")
+    state = {}
     if os.path.exists(ckpt):
         state = torch.load(ckpt, map_location=device)
         model.load_state_dict(state["model"])
@@ -297,6 +351,16 @@ def main(argv=None):
         meta = load_float(model, args.init)
         step = meta.get("step", 0)
         say(f"initialised from {args.init} (step {step})")
+    # the weight average (process 0 alone: every process holds the same weights)
+    ema = None
+    if lead and (args.ema or (args.export and "ema" in state)):
+        ema = WeightAverage(model, args.ema, state.get("ema"))
+        if args.ema:
+            say(f"weight average: decay {args.ema} ({'resumed' if 'ema' in state else 'from the weights'})")
+
+    def averaged():
+        """The model with the weight average swapped in (or as it is)."""
+        return ema.swapped_in(model) if ema else contextlib.nullcontext(model)
     drops = sorted((int(a), float(b)) for a, b in (d.split(":") for d in args.lr_drops.split(",") if d))
 
     def lr_at(it):
@@ -321,8 +385,9 @@ def main(argv=None):
     if args.export:
         if not os.path.exists(ckpt):
             raise SystemExit(f"no checkpoint {ckpt}")
-        export_float(model, args.export, step, best)
-        say(f"exported {ckpt} (step {step}) to {args.export}")
+        with averaged():
+            export_float(model, args.export, step, best)
+        say(f"exported {ckpt} (step {step}{', weight average' if ema else ''}) to {args.export}")
         return 0
 
     # each process draws its own crops, rates and noise (process 0 as a single process would)
@@ -349,8 +414,9 @@ def main(argv=None):
         if not lead:
             return
         tmp = ckpt + ".tmp"
+        extra = {"ema": ema.avg} if ema else {}
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                    "arch": arch}, tmp)
+                    "arch": arch, **extra}, tmp)
         os.replace(tmp, ckpt)
 
     stop = {"flag": False}
@@ -386,6 +452,8 @@ def main(argv=None):
         loss.backward()
         torch.nn.utils.clip_grad_norm_([v for v in model.parameters() if v.requires_grad], 1.0)
         opt.step()
+        if ema:
+            ema.update(model)
         step += 1
         if drops:
             set_lr(step)
@@ -403,23 +471,32 @@ def main(argv=None):
         if step % args.ckpt_every == 0:
             save()
         if lead and kodak and step % args.eval_every == 0:
-            rows = evaluate(model, kodak, eval_betas, device)
-            score = float(np.mean([r[3] for r in rows]))
-            say(f"kodak step {step} score {score:.4f} cpu {time.process_time() / 3600:.3f} h " + " ".join(
-                f"[beta {b:.2f}: {bpp:.3f} bpp {ps:.2f} dB]" for b, bpp, ps, _ in rows))
-            if score < best:
-                best = score
-                export_float(model, os.path.join(args.run, "best.npz"), step, score)
-                say(f"exported best.npz at step {step}")
+            if ema and args.eval_raw:
+                rows = evaluate(model, kodak, eval_betas, device)
+                say(f"kodak step {step} weights themselves: score {np.mean([r[3] for r in rows]):.4f} "
+                    + " ".join(f"[beta {b:.2f}: {bpp:.3f} bpp {ps:.2f} dB]" for b, bpp, ps, _ in rows))
+            with averaged():
+                rows = evaluate(model, kodak, eval_betas, device)
+                score = float(np.mean([r[3] for r in rows]))
+                say(f"kodak step {step} score {score:.4f} cpu {time.process_time() / 3600:.3f} h "
+                    + ("(weight average) " if ema else "") + " ".join(
+                        f"[beta {b:.2f}: {bpp:.3f} bpp {ps:.2f} dB]" for b, bpp, ps, _ in rows))
+                if score < best:
+                    best = score
+                    export_float(model, os.path.join(args.run, "best.npz"), step, score)
+                    say(f"exported best.npz at step {step}")
             save()
             t_last = time.time()
     save()
     if lead:
-        export_float(model, os.path.join(args.run, "last.npz"), step, best)
+        with averaged():
+            export_float(model, os.path.join(args.run, "last.npz"), step, best)
     if dd.on:
         spread = dd.spread(model, device)   # every process must hold the same weights
         say(f"{dd.world} processes agree on the weights (checksum spread {spread:.3g})" if spread == 0 else
             f"error: the {dd.world} processes' weights differ (checksum spread {spread:.3g})")
+        del net                            # the DDP wrapper's reducer goes before its process group
+        gc.collect()
         dd.close()
         if spread != 0:
             return 1
