@@ -226,8 +226,14 @@ def _encode_kwargs(args):
         for opt in ("tolerance", "side", "method", "nearest"):
             if getattr(args, opt) != DEFAULTS[opt]:
                 raise RefcodecError(f"--{opt} belongs to bit-rate matching: give a target with --bpp")
-    return {"qmap": args.qmap, "qmap_block_log2": args.qmap_block, "roi_q": roi_q, "refine": args.refine,
-            "context": args.context, "rdoq": args.rdoq, "num_y_substreams": args.substreams}
+    qmap = args.qmap
+    if args.tune != "psnr":
+        if qmap is None:
+            qmap = "rdo"                        # the metric shapes the rdo map
+        elif qmap != "rdo":
+            raise RefcodecError(f"--tune {args.tune} shapes the rdo quality map; --qmap {qmap} does not use it")
+    return {"qmap": qmap, "qmap_block_log2": args.qmap_block, "roi_q": roi_q, "refine": args.refine,
+            "context": args.context, "rdoq": args.rdoq, "num_y_substreams": args.substreams, "tune": args.tune}
 
 
 DEFAULTS = {"tolerance": 0.01, "side": "both", "method": "fast", "nearest": False}
@@ -534,6 +540,9 @@ def _add_encoder_options(q):
                         "stream, the others 0")
     q.add_argument("--roi-q", default=None, metavar="FG,BG",
                    help="with a PNG mask: Q inside,outside the region, each in [-8, 8] (default 6,-3)")
+    q.add_argument("--tune", default="psnr", choices=("psnr", "ms-ssim"),
+                   help="the metric the rdo quality map optimizes (default psnr: squared error, YUV 6:1:1); "
+                        "ms-ssim alone implies --qmap rdo")
     q.add_argument("--no-context", dest="context", action="store_false", default=None,
                    help="code without the checkerboard context (on by default when the model has it)")
     q.add_argument("--rdoq", type=_number, default=None, metavar="C",

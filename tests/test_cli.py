@@ -430,3 +430,20 @@ def test_info_on_model_files(tmp_path, capsys):
     for bad, says in ((str(png), "not an .npz archive"), (str(tmp_path / "none.npz"), "no such model file")):
         rc, out, err = run(["info", bad], capsys)
         assert rc == 1 and says in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_tune_ms_ssim_shapes_the_rdo_map(files, capsys):
+    """--tune ms-ssim: implies --qmap rdo, refuses a map that would ignore it,
+    and gives another map than the psnr tune; bad values are refused."""
+    rgb = crop()
+    a = refcodec.encode(rgb, beta=0.5, qmap="rdo", tune="ms-ssim")
+    assert decoder.picture(a).header.quality_map_enabled and a != refcodec.encode(rgb, beta=0.5, qmap="rdo")
+    with pytest.raises(refcodec.RefcodecError, match="tune"):
+        refcodec.encode(rgb, beta=0.5, qmap="rdo", tune="ssim")
+    rc, _, err = run(["encode", str(files / "in.png"), str(files / "t.rcd"), "--beta", "0.5", "--tune", "ms-ssim"],
+                     capsys)
+    assert rc == 0, err
+    assert (files / "t.rcd").read_bytes() == a
+    rc, _, err = run(["encode", str(files / "in.png"), str(files / "t.rcd"), "--beta", "0.5", "--tune", "ms-ssim",
+                      "--qmap", "activity"], capsys)
+    assert rc != 0 and "--tune ms-ssim" in err

@@ -199,3 +199,33 @@ def test_context_rows_out_of_the_table_are_rejected(y_tables):
     data = qmap.encode_qmap(dq, 0, y_tables)
     with pytest.raises(BitstreamError, match="12"):
         qmap.decode_qmap(data, 1, 2, 0, y_tables, step_log2=2)
+
+
+def test_ssim_weights():
+    """1 on a flat picture, lower where the picture is busy, per channel."""
+    flat = np.full((40, 120, 3), 120, np.uint8)
+    assert np.allclose(encoder.ssim_weights(flat), 1.0)
+    rng = np.random.default_rng(1)
+    busy = flat.copy()
+    busy[:, 60:, 0] = rng.integers(0, 256, (40, 60))         # red noise on the right
+    w = encoder.ssim_weights(busy)
+    assert w.shape == busy.shape and w.min() > 0
+    assert w[20, 110, 0] < 0.1 and w[20, 5, 0] > 0.99         # the noise lowers the red weight there
+    assert w[20, 110, 1] == pytest.approx(1.0)               # the flat green channel keeps its weight
+
+
+def test_rdo_tuned_for_ms_ssim_spends_less_on_texture():
+    """A picture smooth on the left and textured on the right: with the
+    ms-ssim tune the textured blocks get lower Q, relative to the smooth
+    ones, than with the psnr tune (SSIM forgives errors in texture)."""
+    rng = np.random.default_rng(2)
+    h, w = 64, 128
+    ramp = np.linspace(40, 200, w)[None, :, None] * np.ones((h, 1, 3))
+    tex = ramp + np.where(np.arange(w)[None, :, None] >= w // 2, rng.normal(0, 40, (h, w, 3)), 0)
+    rgb = np.clip(tex, 0, 255).astype(np.uint8)
+    m = Model.default()
+    gap = {}
+    for tune in encoder.TUNES:
+        Q, _ = encoder.rdo_map(encoder.Analysis(rgb, m, tune=tune), rgb, 0, 30000)
+        gap[tune] = Q[:, :4].mean() - Q[:, 4:].mean()           # smooth minus textured
+    assert gap["ms-ssim"] > gap["psnr"]

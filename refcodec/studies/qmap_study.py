@@ -2,10 +2,12 @@
 
 ``python -m refcodec.studies.qmap_study [--kodak DIR] [--images N] [--targets 0.12,0.25,0.5,0.75]``
 
-For ``activity`` and ``rdo`` against ``flat``, with every (image, target)
-rate-matched (bit-rate matching, ±1 %): BD-rate on PSNR-Y and on MS-SSIM
-(mean curves, pchip), the best per-image PSNR-Y gain at equal rate, and the
-map's share of the stream.  Then a region-of-interest example: a centred
+For ``activity``, ``rdo`` and ``rdo/ms-ssim`` (the rdo map with ``tune
+"ms-ssim"``) against ``flat``, with every (image, target) rate-matched
+(bit-rate matching, ±1 %): BD-rate on PSNR-Y, PSNR-RGB and MS-SSIM (in dB,
+-10 log10(1 - MS-SSIM); mean curves, pchip), the best per-image PSNR-Y gain
+at equal rate, the map's share of the stream, and the time of the matched
+encode against flat's (median ratio).  Then a region-of-interest example: a centred
 rectangle as the mask (Q 6 inside, -3 outside), PSNR-Y inside and outside
 against flat at the same total rate.
 """
@@ -13,6 +15,7 @@ against flat at the same total rate.
 import argparse
 import glob
 import os
+import time
 import warnings
 
 import numpy as np
@@ -22,9 +25,14 @@ from .. import decoder, model as model_mod
 from ..ratecontrol import RateError, match
 from ..syntax import picture
 from ..eval.bdrate import bd_rate
-from ..eval.metrics import ms_ssim, psnr_ycbcr
+from ..eval.metrics import ms_ssim, psnr, psnr_ycbcr
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
+
+
+#: The strategies the study compares with flat: a --qmap value, and after a
+#: slash the --tune of the rdo map.
+STRATEGIES = ("flat", "activity", "rdo", "rdo/ms-ssim")
 
 
 def main(argv=None):
@@ -34,25 +42,36 @@ def main(argv=None):
     p.add_argument("--targets", default="0.12,0.25,0.5,0.75")
     p.add_argument("--block", type=int, default=None,
                    help="qmap_block_log2 (default: rdo picks its own, the others 0)")
+    p.add_argument("--strategies", default=",".join(STRATEGIES),
+                   help=f"flat and any of {', '.join(STRATEGIES[1:])} (default: all)")
+    p.add_argument("--roi", action=argparse.BooleanOptionalAction, default=True,
+                   help="the region-of-interest example at the end")
     args = p.parse_args(argv)
+    strategies = ["flat"] + [s for s in args.strategies.split(",") if s and s != "flat"]
+    for s in strategies:
+        if s not in STRATEGIES:
+            p.error(f"unknown strategy {s!r} (have {', '.join(STRATEGIES)})")
     warnings.simplefilter("ignore")
     m = model_mod.load()
     targets = [float(t) for t in args.targets.split(",")]
     files = sorted(glob.glob(os.path.join(args.kodak, "*.png")))[:args.images]
-    strategies = ("flat", "activity", "rdo")
     res = {s: {} for s in strategies}
+    secs = {s: {} for s in strategies}
     shares = {s: [] for s in strategies[1:]}
     blocks = {s: [] for s in strategies[1:]}
     for f in files:
         rgb = np.asarray(Image.open(f).convert("RGB"))
         for t in targets:
             for s in strategies:
+                qmap, _, tune = s.partition("/")
                 try:
-                    r = match(rgb, t, m, qmap=s, qmap_block_log2=args.block, nearest=False)
+                    t0 = time.perf_counter()
+                    r = match(rgb, t, m, qmap=qmap, qmap_block_log2=args.block, nearest=False, tune=tune or "psnr")
+                    secs[s][(f, t)] = time.perf_counter() - t0
                 except RateError:
                     continue
                 out = decoder.decode(r.data, models=[m])
-                res[s][(f, t)] = (r.bpp, psnr_ycbcr(rgb, out)[0], ms_ssim(rgb, out))
+                res[s][(f, t)] = (r.bpp, psnr_ycbcr(rgb, out)[0], ms_ssim(rgb, out), psnr(rgb, out))
                 if s != "flat":
                     pic = picture(r.data)
                     shares[s].append(pic.sizes.q_size / len(r.data))
@@ -69,19 +88,22 @@ def main(argv=None):
         for name in ("flat", s):
             pts = [(np.mean([res[name][k][0] for k in keys if k[1] == t]),
                     np.mean([res[name][k][1] for k in keys if k[1] == t]),
-                    np.mean([-10 * np.log10(max(1 - res[name][k][2], 1e-12)) for k in keys if k[1] == t]))
+                    np.mean([-10 * np.log10(max(1 - res[name][k][2], 1e-12)) for k in keys if k[1] == t]),
+                    np.mean([res[name][k][3] for k in keys if k[1] == t]))
                    for t in targets if any(k[1] == t for k in keys)]
-            curves[name] = pts
-        bd_y = bd_rate([q[0] for q in curves["flat"]], [q[1] for q in curves["flat"]],
-                       [q[0] for q in curves[s]], [q[1] for q in curves[s]])
-        bd_ms = bd_rate([q[0] for q in curves["flat"]], [q[2] for q in curves["flat"]],
-                        [q[0] for q in curves[s]], [q[2] for q in curves[s]])
+            curves[name] = np.array(pts)
+        a, b = curves["flat"], curves[s]
+        bd_y, bd_ms, bd_rgb = (bd_rate(a[:, 0], a[:, i], b[:, 0], b[:, i]) for i in (1, 2, 3))
         gains = [(res[s][k][1] - res["flat"][k][1], k) for k in keys]
         g, (f, t) = max(gains)
-        print(f"{s:9s} vs flat: BD-rate PSNR-Y {bd_y:+.2f} %, MS-SSIM(dB) {bd_ms:+.2f} %; best PSNR-Y gain "
-              f"{g:+.3f} dB ({os.path.basename(f)} @ {t} bpp); map share of the stream: mean "
-              f"{100 * np.mean(shares[s]):.2f} %, max {100 * np.max(shares[s]):.2f} %; blocks (pixels: count) "
+        ratio = np.median([secs[s][k] / secs["flat"][k] for k in keys])
+        print(f"{s:12s} vs flat: BD-rate PSNR-Y {bd_y:+.2f} %, PSNR-RGB {bd_rgb:+.2f} %, MS-SSIM(dB) {bd_ms:+.2f} %; "
+              f"best PSNR-Y gain {g:+.3f} dB ({os.path.basename(f)} @ {t} bpp); map share of the stream: mean "
+              f"{100 * np.mean(shares[s]):.2f} %, max {100 * np.max(shares[s]):.2f} %; encode time x{ratio:.2f} "
+              f"flat's (median); blocks (pixels: count) "
               f"{ {int(b): int(n) for b, n in zip(*np.unique(blocks[s], return_counts=True))} }")
+    if not args.roi:
+        return
 
     # region of interest
     f = files[0]
