@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from kernels import rans
+from kernels import icm, rans
 
 from . import qmap as qm
 from .arch import receptive_radius
@@ -512,37 +512,8 @@ def _smooth_map(Q, J, cand, cost, sweeps):
     lower neighbour's) and the contexts they set (clause 6.7: a difference's
     context is whether its left and upper differences are zero).  Candidate
     c is the value cand[c], or cand[c, i, j] per block; cost[ctx, d + span]
-    the bits of a difference."""
-    span = (cost.shape[1] - 1) // 2
-    Q = Q.astype(np.int64).copy()
-    hq, wq = Q.shape
-
-    def dq(i, j):
-        return Q[i, j] - qm.predictor(Q, i, j)
-
-    def bits_at(i, j):
-        c = int(j > 0 and dq(i, j - 1) != 0) + int(i > 0 and dq(i - 1, j) != 0)
-        return cost[c, dq(i, j) + span]
-
-    touched = ((0, 0), (0, 1), (1, 0), (0, 2), (1, 1), (2, 0))
-    for _ in range(sweeps):
-        changed = 0
-        for i in range(hq):
-            for j in range(wq):
-                near = [(i + a, j + b) for a, b in touched if i + a < hq and j + b < wq]
-                old = Q[i, j]
-                best, best_v = None, old
-                for c in range(cand.shape[0]):
-                    v = cand[c] if cand.ndim == 1 else cand[c, i, j]
-                    Q[i, j] = v
-                    t = J[c, i, j] + sum(bits_at(a, b) for a, b in near)
-                    if best is None or t < best:
-                        best, best_v = t, v
-                Q[i, j] = best_v
-                changed += best_v != old
-        if not changed:
-            break
-    return Q.astype(np.int32)
+    the bits of a difference.  (kernels.icm: numba, with its plain twin.)"""
+    return icm.smooth_map(Q, J, cand, cost, sweeps).astype(np.int32)
 
 
 def resolve_qmap(an, rgb, qmap, block_log2=None, roi_q=(6, -3), beta_code=32768):
