@@ -180,3 +180,26 @@ def test_backend_identity_decodes_carried_streams(tmp_path, capsys, monkeypatch)
     assert done["a beta 0.2"]["stream"] == done["a beta 0.8"]["stream"]
     with pytest.raises(SystemExit, match="no .rcd streams"):
         backend_identity.main(["--kodak", str(tmp_path / "nowhere"), "--streams", str(tmp_path / "empty")])
+
+
+def test_component_study_simulates_a_chroma_offset(tmp_path, capsys):
+    """component_study: channels split by the luma share of what they
+    reconstruct; a negative chroma offset saves bits and costs chroma, so
+    PSNR-YUV 6:1:1 and PSNR-Y move differently from 0; the encoder's own
+    gain maps are back afterwards."""
+    import numpy as np
+    from PIL import Image
+    from refcodec import encoder
+    from refcodec.studies import component_study
+    im = np.asarray(Image.open("tests/data/kodim23.png").convert("RGB"))[100:228, 200:392]
+    (tmp_path / "k").mkdir()
+    Image.fromarray(im).save(tmp_path / "k" / "kodim01.png")
+    saved = encoder.gain_maps
+    component_study.main(["--kodak", str(tmp_path / "k"), "--images", "1", "--betas", "0.3,0.5,0.7,0.9",
+                          "--offsets", "-3", "--threshold", "0.9", "--probe", "96"])
+    assert encoder.gain_maps is saved
+    out = capsys.readouterr().out
+    n = int(out.split(" chroma channels")[0].split()[-1])
+    assert 0 < n < 128
+    line = [ln for ln in out.splitlines() if ln.startswith("chroma group offset -3")][0]
+    assert "nan" not in line and "+0.00 %, PSNR-Y +0.00" not in line

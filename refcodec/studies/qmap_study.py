@@ -39,6 +39,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m refcodec.studies.qmap_study", description=__doc__.split("\n")[0])
     p.add_argument("--kodak", default=os.path.join(SHARED, "data", "kodak"))
     p.add_argument("--images", type=int, default=24)
+    p.add_argument("--pick", default=None, metavar="I,J,...",
+                   help="only these pictures of the folder, by their place in it from 1 (kodimII.png on Kodak)")
     p.add_argument("--targets", default="0.12,0.25,0.5,0.75")
     p.add_argument("--block", type=int, default=None,
                    help="qmap_block_log2 (default: rdo picks its own, the others 0)")
@@ -54,7 +56,8 @@ def main(argv=None):
     warnings.simplefilter("ignore")
     m = model_mod.load()
     targets = [float(t) for t in args.targets.split(",")]
-    files = sorted(glob.glob(os.path.join(args.kodak, "*.png")))[:args.images]
+    files = sorted(glob.glob(os.path.join(args.kodak, "*.png")))
+    files = [files[int(i) - 1] for i in args.pick.split(",")] if args.pick else files[:args.images]
     res = {s: {} for s in strategies}
     secs = {s: {} for s in strategies}
     shares = {s: [] for s in strategies[1:]}
