@@ -278,13 +278,15 @@ class Analysis:
         q, rows, _, _ = self.coded(beta_code, Q, block_log2)
         return q.reshape(-1), rows
 
-    def reconstruct(self, beta_code, Q=None, block_log2=0):
+    def reconstruct(self, beta_code, Q=None, block_log2=0, coded=None):
         """The decoder's picture for this analysis at beta_code (no stream):
-        dequantization, integer g_s and colour transform, as clause 6."""
+        dequantization, integer g_s and colour transform, as clause 6.
+        ``coded``: what :meth:`coded` returned for the same arguments, if the
+        caller has it already."""
         from .decoder import synthesize
         m = self.model
         p = m.prec
-        q, _, mu_q, ig = self.coded(beta_code, Q, block_log2)
+        q, _, mu_q, ig = coded or self.coded(beta_code, Q, block_log2)
         y_hat_q = dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], m.ig_p)
         return synthesize(m, y_hat_q, self.height, self.width, self.backend, monochrome=self.monochrome)
 
@@ -412,9 +414,10 @@ class _PositionCost:
 
     def __call__(self, Q):
         an = self.an
-        q, rows = an.quantize(self.beta_code, Q, 0)
+        coded = an.coded(self.beta_code, Q, 0)
+        q, rows = coded[0].reshape(-1), coded[1]
         R = self.an.model.y_tables.symbol_bits(q, rows).reshape(an.hy, an.wy, -1).sum(axis=2)
-        out = np.pad(self.colour(an.reconstruct(self.beta_code, Q, 0)), self.pad)
+        out = np.pad(self.colour(an.reconstruct(self.beta_code, Q, 0, coded)), self.pad)
         D = (((out - self.ref) ** 2) * self.wts).reshape(an.hy, 16, an.wy, 16, 3).sum(axis=(1, 3, 4))
         return R, D
 
