@@ -339,22 +339,43 @@ RDO_MAP_BUDGET = 0.02
 RDO_YUV_WEIGHTS = (6.0, 1.0, 1.0)
 
 
-def _rdo_measure(an, rgb, beta_code, candidates, meas=None):
-    """Per latent position and candidate: exact y bits R and the squared error
-    D (BT.709 YCbCr, weighted RDO_YUV_WEIGHTS) of the picture quantized with
-    that uniform Q; and lambda, the picture's RD slope between the candidates
-    around 0."""
+def _rdo_measure(an, rgb, beta_code, candidates, meas=None, measured=None):
+    """Per latent position and candidate: exact y bits R and the distortion D
+    (_PositionCost) of the picture quantized with that uniform Q; and lambda,
+    the picture's RD slope between the measured candidates around 0.
+
+    ``measured``: the candidates actually coded and reconstructed (None: all;
+    else a sorted subset holding 0 and both ends); the others are
+    interpolated per position between their measured neighbours, R linearly
+    and D geometrically (D falls by a constant factor per step of Q at high
+    rate: 2^(-1/2) for the step's 2^(-1/4))."""
     meas = meas or _PositionCost(an, rgb, beta_code, an.tune)
+    candidates = list(candidates)
+    measured = candidates if measured is None else list(measured)
+    if (measured != sorted(measured) or 0 not in measured or not set(measured) <= set(candidates)
+            or measured[0] != candidates[0] or measured[-1] != candidates[-1]):
+        raise ValueError(f"measured candidates {measured} must be a sorted subset of {candidates} "
+                         "holding 0 and both ends")
+    got = {v: meas(np.full((an.hy, an.wy), v, np.int32)) for v in measured}
     R, D = [], []
     for v in candidates:
-        r, d = meas(np.full((an.hy, an.wy), v, np.int32))
-        R.append(r)
-        D.append(d)
+        if v in got:
+            R.append(got[v][0])
+            D.append(got[v][1])
+            continue
+        a = max(u for u in measured if u < v)
+        b = min(u for u in measured if u > v)
+        f = (v - a) / (b - a)
+        (ra, da), (rb, db) = got[a], got[b]
+        R.append((1 - f) * ra + f * rb)
+        pos = (da > 0) & (db > 0)
+        D.append(np.where(pos, np.exp((1 - f) * np.log(np.where(pos, da, 1.0)) + f * np.log(np.where(pos, db, 1.0))),
+                          (1 - f) * da + f * db))
     R, D = np.array(R), np.array(D)
-    i0 = list(candidates).index(0)
-    lo, hi = max(i0 - 1, 0), min(i0 + 1, len(candidates) - 1)
-    dR = R[hi].sum() - R[lo].sum()
-    lam = max(-(D[hi].sum() - D[lo].sum()) / dR, 0.0) if dR > 0 else 0.0
+    i0 = measured.index(0)
+    lo, hi = measured[max(i0 - 1, 0)], measured[min(i0 + 1, len(measured) - 1)]
+    dR = got[hi][0].sum() - got[lo][0].sum()
+    lam = max(-(got[hi][1].sum() - got[lo][1].sum()) / dR, 0.0) if dR > 0 else 0.0
     return R, D, lam
 
 
@@ -432,7 +453,7 @@ def _blocks(X, block_log2):
 
 
 def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, sweeps=3, budget=RDO_MAP_BUDGET,
-            refine=2, info=None):
+            refine=2, info=None, measured=None):
     """Q per block minimizing D + lambda (R + R_map) at ``beta_code``;
     returns ``(Q, block_log2)``.
 
@@ -449,10 +470,11 @@ def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, s
     measures the picture coded with the map itself and with the map shifted
     by -1 and +1 (so a block's cost now includes its neighbours' choices)
     and re-chooses each block among Q - 1, Q, Q + 1 the same way.  Bit-rate
-    matching sets the total rate afterwards.
+    matching sets the total rate afterwards.  ``measured``: the candidates
+    measured before the refining passes (see _rdo_measure; None: all).
     """
     meas = _PositionCost(an, rgb, beta_code, an.tune)
-    R0, D0, lam = _rdo_measure(an, rgb, beta_code, candidates, meas)
+    R0, D0, lam = _rdo_measure(an, rgb, beta_code, candidates, meas, measured)
     cand = np.array(candidates, np.int32)
     fixed_bits = 8 * (len(an.z_stream()) + 64)
     for k in ([block_log2] if block_log2 is not None else range(QMAP_BLOCK_LOG2_MAX + 1)):

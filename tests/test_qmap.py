@@ -141,6 +141,27 @@ def test_rdo_map_lowers_its_own_cost_and_fits_the_budget(crop_analysis):
     assert np.array_equal(decoder.decode(data), decoder.decode(data, backend="numpy"))
 
 
+def test_rdo_measuring_fewer_candidates_interpolates_the_others(crop_analysis):
+    """measured=(-4, -2, 0, 2, 4): those rows are the measured ones, each odd
+    candidate's R is the mean of its neighbours' and its D their geometric
+    mean; lambda comes from the measured neighbours of 0."""
+    rgb, an = crop_analysis
+    C = encoder.RDO_CANDIDATES
+    R, D, lam = encoder._rdo_measure(an, rgb, 30000, C)
+    Rf, Df, lamf = encoder._rdo_measure(an, rgb, 30000, C, measured=(-4, -2, 0, 2, 4))
+    for v in (-4, -2, 0, 2, 4):
+        i = C.index(v)
+        assert np.array_equal(Rf[i], R[i]) and np.array_equal(Df[i], D[i])
+    i = C.index(1)
+    assert np.allclose(Rf[i], (R[i - 1] + R[i + 1]) / 2)
+    pos = (D[i - 1] > 0) & (D[i + 1] > 0)
+    assert pos.any() and np.allclose(Df[i][pos], np.sqrt(D[i - 1] * D[i + 1])[pos])
+    i0 = C.index(0)
+    assert lamf == pytest.approx(-(D[i0 + 2].sum() - D[i0 - 2].sum()) / (R[i0 + 2].sum() - R[i0 - 2].sum()))
+    with pytest.raises(ValueError, match="measured"):
+        encoder._rdo_measure(an, rgb, 30000, C, measured=(-2, 0, 4))
+
+
 # ---------------------------------------------------------------- the second edition's codings (clause 6.7)
 
 def test_step_of_a_map():
