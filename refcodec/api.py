@@ -15,8 +15,9 @@ def encode(rgb, beta=None, model=None, num_y_substreams=None, backend="cpu", bpp
     rate, with a warning, when the target is out of range; ``method`` "fast"
     or the "bisect" baseline).
 
-    ``qmap``: the spatial quality map -- None or "flat", "activity", "rdo",
-    an integer array on the block grid, a ``.npy`` file, or a PNG mask (white =
+    ``qmap``: the spatial quality map -- None or "flat", "rdo" (optimized
+    for ``tune``), "activity" (JPEG AI's variance thresholds, for comparison:
+    it loses on PSNR and MS-SSIM), an integer array on the block grid, a ``.npy`` file, or a PNG mask (white =
     region of interest, Q values ``roi_q = (foreground, background)``); one Q
     per 2^qmap_block_log2 latent positions (16 pixels each).  With
     ``qmap_block_log2=None``, "rdo" takes the finest block whose map costs at

@@ -532,8 +532,9 @@ def _add_encoder_options(q):
                    help="number of y substreams, 1-64 (even with the checkerboard context, which is on by "
                         "default); default: up to 4 per phase")
     q.add_argument("--qmap", default=None, metavar="MAP",
-                   help="spatial quality map: flat, activity, rdo, a .npy of Q values, or a PNG mask "
-                        "(white = region of interest)")
+                   help="spatial quality map: flat, rdo (rate-distortion optimized for --tune), activity "
+                        "(JPEG AI's variance thresholds, for comparison: it loses on PSNR and MS-SSIM), a .npy "
+                        "of Q values, or a PNG mask (white = region of interest)")
     q.add_argument("--qmap-block", type=_int, default=None, choices=range(5), metavar="K",
                    help="with --qmap: log2 of the map block in latent positions, 0-4 (0: one Q per 16x16 "
                         "pixels); default: rdo picks the finest block whose map costs at most 2 %% of the "
