@@ -418,8 +418,6 @@ class _PositionCost:
     the RGB squared error weighted by ssim_weights ("ms-ssim")."""
 
     def __init__(self, an, rgb, beta_code, tune="psnr"):
-        if tune not in TUNES:
-            raise RefcodecError(f"tune {tune!r}: not one of {', '.join(TUNES)}")
         self.an, self.beta_code = an, beta_code
         H, W = an.hy * 16, an.wy * 16
         self.pad = ((0, H - rgb.shape[0]), (0, W - rgb.shape[1]), (0, 0))
