@@ -20,8 +20,9 @@ def encode(rgb, beta=None, model=None, num_y_substreams=None, backend="cpu", bpp
     it loses on PSNR and MS-SSIM), an integer array on the block grid, a ``.npy`` file, or a PNG mask (white =
     region of interest, Q values ``roi_q = (foreground, background)``); one Q
     per 2^qmap_block_log2 latent positions (16 pixels each).  With
-    ``qmap_block_log2=None``, "rdo" takes the finest block whose map costs at
-    most 2 % of the stream, the others one Q per latent position.
+    ``qmap_block_log2=None``, "rdo" chooses its block size by rate-distortion
+    cost among those whose map costs at most 2 % of the stream (and codes no
+    map where none pays for its bits), the others one Q per latent position.
 
     ``refine=N``: optimize the latents for this picture with N gradient steps
     (refcodec.refine, needs PyTorch; about N training steps of the picture):

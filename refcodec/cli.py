@@ -537,8 +537,8 @@ def _add_encoder_options(q):
                         "of Q values, or a PNG mask (white = region of interest)")
     q.add_argument("--qmap-block", type=_int, default=None, choices=range(5), metavar="K",
                    help="with --qmap: log2 of the map block in latent positions, 0-4 (0: one Q per 16x16 "
-                        "pixels); default: rdo picks the finest block whose map costs at most 2 %% of the "
-                        "stream, the others 0")
+                        "pixels); default: rdo picks the block by RD cost among those whose map costs at most "
+                        "2 %% of the stream, the others 0")
     q.add_argument("--roi-q", default=None, metavar="FG,BG",
                    help="with a PNG mask: Q inside,outside the region, each in [-8, 8] (default 6,-3)")
     q.add_argument("--tune", default="psnr", choices=("psnr", "ms-ssim"),

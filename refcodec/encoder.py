@@ -328,9 +328,9 @@ def beta_to_code(beta):
 RDO_CANDIDATES = tuple(range(-4, 5))
 
 
-#: With an automatic block size, the rdo strategy takes the finest block whose
-#: map fits in this share of the picture's bits (2 %: about 1 % on average
-#: over Kodak, since most pictures stop below it).
+#: With an automatic block size, the rdo strategy chooses among the blocks
+#: whose map fits in this share of the picture's bits (2 %: about 1 % on
+#: average over Kodak).
 RDO_MAP_BUDGET = 0.02
 
 
@@ -451,9 +451,9 @@ def _blocks(X, block_log2):
 
 
 def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, sweeps=3, budget=RDO_MAP_BUDGET,
-            refine=2, info=None, measured=None):
+            refine=2, info=None, measured=None, allow_flat=True):
     """Q per block minimizing D + lambda (R + R_map) at ``beta_code``;
-    returns ``(Q, block_log2)``.
+    returns ``(Q, block_log2)``, Q None when no map is the cheaper choice.
 
     For every candidate value, the whole picture is quantized and
     reconstructed with that uniform Q; each block's rate (exact table bits of
@@ -462,19 +462,25 @@ def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, s
     around 0.  The map's own bits (its dQ under the table row that codes it,
     as the stream does) enter the cost too: starting from each block's best
     candidate, ``sweeps`` raster passes re-choose every block given its
-    neighbours (iterated conditional modes).  ``block_log2=None`` takes the
-    finest block size (16, 32, ... 256 pixels) whose map costs at most
-    ``budget`` of the picture's bits.  Then ``refine`` more passes: each
+    neighbours (iterated conditional modes).  ``block_log2=None`` chooses the
+    block size (16, 32, ... 256 pixels) by the same cost, the map's exact
+    bits included, among the sizes whose map costs at most ``budget`` of the
+    picture's bits (the coarsest when none does).  Then ``refine`` more passes: each
     measures the picture coded with the map itself and with the map shifted
     by -1 and +1 (so a block's cost now includes its neighbours' choices)
     and re-chooses each block among Q - 1, Q, Q + 1 the same way.  Bit-rate
     matching sets the total rate afterwards.  ``measured``: the candidates
     measured before the refining passes (see _rdo_measure; None: all).
+    Last, the map's estimated cost (its y bits and distortion as measured on
+    the way, plus its own bits) is set against the picture coded without a
+    map (candidate 0, measured): with ``allow_flat``, a map that does not pay
+    for its own bits gives way to none.
     """
     meas = _PositionCost(an, rgb, beta_code, an.tune)
     R0, D0, lam = _rdo_measure(an, rgb, beta_code, candidates, meas, measured)
     cand = np.array(candidates, np.int32)
     fixed_bits = 8 * (len(an.z_stream()) + 64)
+    best = None
     for k in ([block_log2] if block_log2 is not None else range(QMAP_BLOCK_LOG2_MAX + 1)):
         R, D = _blocks(R0, k), _blocks(D0, k)
         J = D + lam * R
@@ -484,18 +490,31 @@ def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=RDO_CANDIDATES, s
             Q = _smooth_map(Q, J, cand, bits, sweeps)
         if block_log2 is not None:
             break
+        # the block size by RD: the whole cost with the map's exact bits, among the sizes within the budget
         map_bits = qm.map_syntax(Q, an.model.y_tables)[3]
-        y_bits = np.take_along_axis(R, np.searchsorted(cand, Q)[None], axis=0).sum()
-        if map_bits <= budget * (y_bits + map_bits + fixed_bits):
-            break
-    y_est = float(np.take_along_axis(_blocks(R0, k), np.searchsorted(cand, Q)[None], axis=0).sum())
+        idx = np.searchsorted(cand, Q)[None]
+        y_bits = np.take_along_axis(R, idx, axis=0).sum()
+        cost = np.take_along_axis(D, idx, axis=0).sum() + lam * (y_bits + map_bits)
+        fits = map_bits <= budget * (y_bits + map_bits + fixed_bits)
+        if fits and (best is None or cost < best[0]):
+            best = (cost, Q, k)
+    if block_log2 is None and best is not None:
+        _, Q, k = best          # else none fits: the coarsest (the loop's last)
+    idx = np.searchsorted(cand, Q)[None]
+    y_est = float(np.take_along_axis(_blocks(R0, k), idx, axis=0).sum())
+    d_est = float(np.take_along_axis(_blocks(D0, k), idx, axis=0).sum())
     for _ in range(int(refine) if lam > 0 else 0):
-        Q, y_est = _refine(an, meas, Q, k, lam, sweeps)
+        Q, y_est, d_est = _refine(an, meas, Q, k, lam, sweeps)
+    map_bits = qm.map_syntax(Q, an.model.y_tables)[3]
+    i0 = list(candidates).index(0)
+    y_flat, d_flat = float(R0[i0].sum()), float(D0[i0].sum())
+    if allow_flat and lam > 0 and d_est + lam * (y_est + map_bits) >= d_flat + lam * y_flat:
+        # the map does not pay for its own bits: code the picture without one
+        Q, y_est, map_bits = None, y_flat, 0.0
     if info is not None:
         # for the rate matcher: the y bits with the map (as measured on the way) and without
-        info.update(y_bits=y_est, y_bits_flat=float(R0[list(candidates).index(0)].sum()) if 0 in candidates
-                    else None, map_bits=qm.map_syntax(Q, an.model.y_tables)[3])
-    return Q.astype(np.int32), k
+        info.update(y_bits=y_est, y_bits_flat=y_flat, map_bits=map_bits)
+    return (None if Q is None else Q.astype(np.int32)), k
 
 
 def _refine(an, meas, Q, k, lam, sweeps, offsets=(-1, 0, 1)):
@@ -512,10 +531,10 @@ def _refine(an, meas, Q, k, lam, sweeps, offsets=(-1, 0, 1)):
     Qn = np.take_along_axis(V, np.argmin(J, axis=0)[None], axis=0)[0]
     if Qn.size > 1 and sweeps > 0:
         Qn = _smooth_map(Qn, J, V, lam * _dq_bits(Qn, an.model.y_tables), sweeps)
-    # the y bits of the new map, each block as measured with its offset applied to the whole map
-    Rb = _blocks(np.array(R), k)
+    # the y bits and distortion of the new map, each block as measured with its offset applied to the whole map
     pick = np.clip(Qn.astype(np.int64)[None] - Q[None].astype(np.int64), min(offsets), max(offsets)) - min(offsets)
-    return Qn.astype(np.int32), float(np.take_along_axis(Rb, pick, axis=0).sum())
+    return (Qn.astype(np.int32), float(np.take_along_axis(_blocks(np.array(R), k), pick, axis=0).sum()),
+            float(np.take_along_axis(_blocks(np.array(D), k), pick, axis=0).sum()))
 
 
 def _dq_bits(Q, y_tables, span=2 * (qm.Q_MAX - qm.Q_MIN)):

@@ -141,6 +141,42 @@ def test_rdo_map_lowers_its_own_cost_and_fits_the_budget(crop_analysis):
     assert np.array_equal(decoder.decode(data), decoder.decode(data, backend="numpy"))
 
 
+def test_rdo_block_size_is_chosen_by_cost(crop_analysis):
+    """block_log2=None: the size whose map (refine passes aside) has the least
+    D + lambda (R + map bits) among the sizes within the budget."""
+    rgb, an = crop_analysis
+    R0, D0, lam = encoder._rdo_measure(an, rgb, 30000, encoder.RDO_CANDIDATES)
+    C = np.array(encoder.RDO_CANDIDATES)
+    fixed = 8 * (len(an.z_stream()) + 64)
+    costs = {}
+    for k in range(encoder.QMAP_BLOCK_LOG2_MAX + 1):
+        Q, _ = encoder.rdo_map(an, rgb, k, 30000, refine=0, allow_flat=False)
+        idx = np.searchsorted(C, Q)[None]
+        y = np.take_along_axis(encoder._blocks(R0, k), idx, 0).sum()
+        map_bits = qmap.map_syntax(Q, an.model.y_tables)[3]
+        if map_bits <= encoder.RDO_MAP_BUDGET * (y + map_bits + fixed):
+            costs[k] = np.take_along_axis(encoder._blocks(D0, k), idx, 0).sum() + lam * (y + map_bits)
+    assert len(costs) >= 2
+    _, k = encoder.rdo_map(an, rgb, None, 30000, refine=0, allow_flat=False)
+    assert k == min(costs, key=costs.get)
+
+
+def test_rdo_without_a_map_when_the_map_does_not_pay(crop_analysis, monkeypatch):
+    """A map whose own bits outweigh what it saves gives way to no map (Q
+    None: the stream has none); allow_flat=False keeps it."""
+    rgb, an = crop_analysis
+    Q, k = encoder.rdo_map(an, rgb, 0, 30000)
+    assert Q is not None                                    # on this picture the map pays
+    info = {}
+    monkeypatch.setattr(qmap, "map_syntax", lambda Q, t, coding="auto": (0, False, (0, 0, 0), 1e9))
+    Q, k = encoder.rdo_map(an, rgb, 0, 30000, info=info)
+    assert Q is None and info["map_bits"] == 0 and info["y_bits"] == info["y_bits_flat"]
+    assert encoder.rdo_map(an, rgb, 0, 30000, allow_flat=False)[0] is not None
+    monkeypatch.undo()
+    data = encoder.encode(rgb, 0.45, qmap=np.zeros(an.qmap_grid(0), np.int32))
+    assert decoder.picture(data).sizes.q_size > 0
+
+
 def test_rdo_measuring_fewer_candidates_interpolates_the_others(crop_analysis):
     """measured=(-4, -2, 0, 2, 4): those rows are the measured ones, each odd
     candidate's R is the mean of its neighbours' and its D their geometric

@@ -2,8 +2,8 @@
 
 ``python -m refcodec.studies.qmap_study [--kodak DIR] [--images N] [--targets 0.12,0.25,0.5,0.75]``
 
-For ``activity``, ``rdo`` and ``rdo/ms-ssim`` (the rdo map with ``tune
-"ms-ssim"``) against ``flat``, with every (image, target) rate-matched
+For ``activity``, ``rdo``, ``rdo/ms-ssim`` (the rdo map with ``tune
+"ms-ssim"``) and ``bdmGAMMA`` (:func:`bdm_map`, with --strategies) against ``flat``, with every (image, target) rate-matched
 (bit-rate matching, ±1 %): BD-rate on PSNR-Y, PSNR-RGB and MS-SSIM (in dB,
 -10 log10(1 - MS-SSIM); mean curves, pchip), the best per-image PSNR-Y gain
 at equal rate, the map's share of the stream, and the time of the matched
@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .. import decoder, model as model_mod
+from ..encoder import Analysis
 from ..ratecontrol import RateError, match
 from ..syntax import picture
 from ..eval.bdrate import bd_rate
@@ -31,8 +32,35 @@ SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
 
 
 #: The strategies the study compares with flat: a --qmap value, and after a
-#: slash the --tune of the rdo map.
-STRATEGIES = ("flat", "activity", "rdo", "rdo/ms-ssim")
+#: slash the --tune of the rdo map; "bdm" followed by gamma (e.g. bdm1.25):
+#: :func:`bdm_map`, a map from the picture's own bit distribution, for
+#: comparison (not an encoder option).
+STRATEGIES = ("flat", "activity", "rdo", "rdo/ms-ssim", "bdm1.25", "bdm0.75")
+
+#: The block of the bdm maps (32 x 32 pixels: the size rdo picks most often).
+BDM_BLOCK_LOG2 = 1
+
+
+def bdm_map(an, beta_code, gamma, block_log2=BDM_BLOCK_LOG2, candidates=None):
+    """A Q map (block grid) from the picture's own bit distribution map, the way
+    the JPEG AI study turns VVC intra's distribution into Q (arXiv 2402.17470;
+    VVC cannot be run here).  The BDM is the exact y bits per block of the
+    picture coded at ``beta_code`` with a flat map; the target distribution
+    is the BDM raised to ``gamma`` and rescaled to the same total (gamma > 1
+    spreads the bits the way VVC's larger-variance distribution does, < 1
+    evens them out); each block takes the candidate Q whose measured bits
+    (the picture coded with that uniform Q) are nearest the target in log.
+    Rates only: no reconstruction."""
+    from ..encoder import RDO_CANDIDATES, _blocks
+    cand = np.array(candidates or RDO_CANDIDATES)
+    R = []
+    for v in cand:
+        q, rows = an.quantize(beta_code, np.full((an.hy, an.wy), v, np.int32), 0)
+        R.append(an.model.y_tables.symbol_bits(q, rows).reshape(an.hy, an.wy, -1).sum(axis=2))
+    R = _blocks(np.array(R, np.float64), block_log2)
+    b = R[list(cand).index(0)]
+    t = b.sum() * b ** gamma / max((b ** gamma).sum(), 1e-12)
+    return cand[np.argmin(np.abs(np.log1p(R) - np.log1p(t)[None]), axis=0)].astype(np.int32)
 
 
 def main(argv=None):
@@ -44,14 +72,15 @@ def main(argv=None):
     p.add_argument("--targets", default="0.12,0.25,0.5,0.75")
     p.add_argument("--block", type=int, default=None,
                    help="qmap_block_log2 (default: rdo picks its own, the others 0)")
-    p.add_argument("--strategies", default=",".join(STRATEGIES),
-                   help=f"flat and any of {', '.join(STRATEGIES[1:])} (default: all)")
+    p.add_argument("--strategies", default=",".join(STRATEGIES[:4]),
+                   help=f"flat and any of {', '.join(STRATEGIES[1:])}, bdmGAMMA (default: "
+                        f"{', '.join(STRATEGIES[:4])})")
     p.add_argument("--roi", action=argparse.BooleanOptionalAction, default=True,
                    help="the region-of-interest example at the end")
     args = p.parse_args(argv)
     strategies = ["flat"] + [s for s in args.strategies.split(",") if s and s != "flat"]
     for s in strategies:
-        if s not in STRATEGIES:
+        if s not in STRATEGIES and not _bdm_gamma(s):
             p.error(f"unknown strategy {s!r} (have {', '.join(STRATEGIES)})")
     warnings.simplefilter("ignore")
     m = model_mod.load()
@@ -69,12 +98,23 @@ def main(argv=None):
                 qmap, _, tune = s.partition("/")
                 try:
                     t0 = time.perf_counter()
-                    r = match(rgb, t, m, qmap=qmap, qmap_block_log2=args.block, nearest=False, tune=tune or "psnr")
+                    if _bdm_gamma(s):
+                        # at the flat match's operating point (its time counted too)
+                        if (f, t) not in res["flat"]:
+                            continue
+                        code0 = res["flat"][(f, t)][4]
+                        k = BDM_BLOCK_LOG2 if args.block is None else args.block
+                        Q = bdm_map(Analysis(rgb, m), code0, _bdm_gamma(s), k)
+                        r = match(rgb, t, m, qmap=Q, qmap_block_log2=k, nearest=False)
+                        t0 -= secs["flat"][(f, t)]
+                    else:
+                        r = match(rgb, t, m, qmap=qmap, qmap_block_log2=args.block, nearest=False,
+                                  tune=tune or "psnr")
                     secs[s][(f, t)] = time.perf_counter() - t0
                 except RateError:
                     continue
                 out = decoder.decode(r.data, models=[m])
-                res[s][(f, t)] = (r.bpp, psnr_ycbcr(rgb, out)[0], ms_ssim(rgb, out), psnr(rgb, out))
+                res[s][(f, t)] = (r.bpp, psnr_ycbcr(rgb, out)[0], ms_ssim(rgb, out), psnr(rgb, out), r.beta_code)
                 if s != "flat":
                     pic = picture(r.data)
                     shares[s].append(pic.sizes.q_size / len(r.data))
@@ -84,7 +124,8 @@ def main(argv=None):
     if not keys:
         print("no (image, target) pair was reachable by every strategy")
         return
-    blk = "rdo's own choice, 16 px for the others" if args.block is None else f"{16 << args.block} px"
+    blk = (f"rdo's own choice, {16 << BDM_BLOCK_LOG2} px for bdm, 16 px for the others" if args.block is None
+           else f"{16 << args.block} px")
     print(f"\n{len(keys)} (image, target) pairs reachable by every strategy; blocks: {blk}")
     for s in strategies[1:]:
         curves = {}
@@ -133,6 +174,17 @@ def main(argv=None):
                   f"PSNR-Y inside {py(a, inside):.2f} -> {py(b, inside):.2f} dB, outside {py(a, ~inside):.2f} -> "
                   f"{py(b, ~inside):.2f} dB")
             break
+
+
+def _bdm_gamma(s):
+    """gamma of a bdm strategy name (bdm1.25), else None."""
+    if s.startswith("bdm"):
+        try:
+            g = float(s[3:])
+        except ValueError:
+            return None
+        return g if g > 0 else None
+    return None
 
 
 if __name__ == "__main__":
