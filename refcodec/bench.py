@@ -22,7 +22,9 @@ interleaved repeats in this one run, same thread count for both:
   it, in a fresh process: the first run with an empty numba cache (compile
   time included) and warm runs (median), printed as ``#`` lines.
 
-Needs torch (the ``bench`` extra).
+``--model W16.npz --float FLOAT.npz`` measures another model (a candidate
+not yet shipped) against its own float weights.  Needs torch (the
+``bench`` extra).
 """
 
 import argparse
@@ -80,6 +82,11 @@ def main(argv=None):
     p.add_argument("--bpp", type=float, default=0.25, help="bit-rate matching target")
     p.add_argument("--no-cli", action="store_true", help="skip the command-line timings")
     p.add_argument("--no-4k", action="store_true", help="skip the 3840x2160 decode")
+    p.add_argument("--model", default=None, metavar="W16.npz",
+                   help="an exported model to measure (default: the shipped one); with --float")
+    p.add_argument("--float", dest="float_weights", default=None, metavar="FLOAT.npz",
+                   help="the float weights the model was exported from, for PyTorch's side (default: "
+                        "hp1-float.npz, the shipped model's)")
     args = p.parse_args(argv)
 
     import numba
@@ -90,8 +97,10 @@ def main(argv=None):
     numba.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
 
-    m = model_mod.load()
-    arch, params, _ = load_float(os.path.join(model_mod.MODELS_DIR, "hp1-float.npz"))
+    if (args.model is None) != (args.float_weights is None):
+        p.error("--model and --float go together (the integer model and the float weights it came from)")
+    m = model_mod.load(args.model)
+    arch, params, _ = load_float(args.float_weights or os.path.join(model_mod.MODELS_DIR, "hp1-float.npz"))
     net = HyperpriorTorch(arch)
     net.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()}, strict=False)
     net.eval()
@@ -148,9 +157,9 @@ def main(argv=None):
                                     "torch": torch_cuda}, args.repeats)
             line(f"decode {name} numba-cuda vs torch-cuda-f32 {nets}", medc["ours"], medc["torch"])
     if not args.no_4k:
-        big_decode(big)
+        big_decode(big, args.model)
     if not args.no_cli:
-        cli_times(data, args.repeats)
+        cli_times(data, args.repeats, args.model)
 
 
 def _gpu(torch):
@@ -163,10 +172,12 @@ def _gpu(torch):
 BIG_SCRIPT = """
 import resource, sys, time
 from refcodec.decoder import decode
+from refcodec.model import load
 data = open(sys.argv[1], "rb").read()
-decode(data)   # the first call loads the kernels
+models = [load(sys.argv[2])] if len(sys.argv) > 2 else None
+decode(data, models=models)   # the first call loads the kernels
 t = time.perf_counter()
-rgb = decode(data)
+rgb = decode(data, models=models)
 secs = time.perf_counter() - t
 try:   # this process's own peak (ru_maxrss would include the parent's from before exec)
     kb = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
@@ -176,9 +187,10 @@ print(secs, kb, rgb.shape)
 """
 
 
-def big_decode(stream):
+def big_decode(stream, model=None):
     """Decode a 3840x2160 stream in a fresh process: time of the second
-    decode and the process's peak resident memory (both decodes)."""
+    decode and the process's peak resident memory (both decodes); ``model``:
+    the model file's path (None: the shipped ones)."""
     import subprocess
     import sys
     import tempfile
@@ -186,15 +198,17 @@ def big_decode(stream):
         src = os.path.join(tmp, "big.rcd")
         with open(src, "wb") as f:
             f.write(stream)
-        out = subprocess.run([sys.executable, "-c", BIG_SCRIPT, src], check=True, capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-c", BIG_SCRIPT, src] + ([os.path.abspath(model)] if model else []),
+                             check=True, capture_output=True, text=True)
     secs, rss_kb, shape = out.stdout.split(maxsplit=2)
     print(f"# decode 3840x2160 ({len(stream)} bytes) on numba CPU, fresh process: {float(secs):.2f} s, "
           f"peak resident memory {int(rss_kb) / 2**20:.2f} GB", flush=True)
 
 
-def cli_times(data, repeats):
+def cli_times(data, repeats, model=None):
     """``refcodec decode`` in fresh processes: once with an empty numba
-    cache, then warm (the cache the first run filled)."""
+    cache, then warm (the cache the first run filled); ``model``: its
+    --model (None: the shipped ones)."""
     import subprocess
     import sys
     import tempfile
@@ -205,6 +219,7 @@ def cli_times(data, repeats):
             f.write(data)
         env = dict(os.environ, NUMBA_CACHE_DIR=os.path.join(tmp, "numba-cache"))
         cmd = [sys.executable, "-m", "refcodec", "decode", src, os.path.join(tmp, "out.png")]
+        cmd += ["--model", os.path.abspath(model)] if model else []
 
         def run():
             t = time.perf_counter()

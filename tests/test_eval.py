@@ -225,3 +225,23 @@ def test_bdm_map_follows_the_bit_distribution():
     assert hi[busy].mean() > hi[~busy].mean() and lo[busy].mean() < lo[~busy].mean()
     data = an.stream(30000, None, hi, 1)
     assert np.array_equal(decoder.decode(data), decoder.decode(data, backend="numpy"))
+
+
+def test_oracle_headroom_and_rdo_variants():
+    """qmap_study.oracle_headroom: non-negative, and finer blocks can only
+    save more (a sum of minima is at most the minimum of sums);
+    rdo@LO:HI:REFINE names an rdo map with its own candidates and passes."""
+    import numpy as np
+    from PIL import Image
+    from refcodec import encoder
+    from refcodec.model import Model
+    from refcodec.studies import qmap_study
+    rgb = np.ascontiguousarray(np.asarray(Image.open("tests/data/kodim23.png").convert("RGB"))[64:320, 128:512])
+    an = encoder.Analysis(rgb, Model.default())
+    h16, h32 = (qmap_study.oracle_headroom(an, rgb, 30000, block_log2=k) for k in (0, 1))
+    assert h16 >= h32 >= 0 and h16 > 0
+    assert qmap_study.oracle_headroom(an, rgb, 30000, candidates=(0,)) == 0
+    assert qmap_study._rdo_variant("rdo@-2:2:1") == ("rdo", {"candidates": (-2, -1, 0, 1, 2), "refine": 1})
+    assert qmap_study._rdo_variant("rdo") == ("rdo", {})
+    assert qmap_study._valid_rdo_variant("rdo@-2:2:0/ms-ssim")
+    assert not qmap_study._valid_rdo_variant("rdo@1:3:0") and not qmap_study._valid_rdo_variant("rdo@x")

@@ -2,17 +2,23 @@
 
 ``python -m refcodec.studies.qmap_study [--kodak DIR] [--images N] [--targets 0.12,0.25,0.5,0.75]``
 
-For ``activity``, ``rdo``, ``rdo/ms-ssim`` (the rdo map with ``tune
-"ms-ssim"``) and ``bdmGAMMA`` (:func:`bdm_map`, with --strategies) against ``flat``, with every (image, target) rate-matched
+For ``activity``, ``rdo`` and ``rdo/ms-ssim`` (the rdo map with ``tune
+"ms-ssim"``) against ``flat``, with every (image, target) rate-matched
 (bit-rate matching, ±1 %): BD-rate on PSNR-Y, PSNR-RGB and MS-SSIM (in dB,
 -10 log10(1 - MS-SSIM); mean curves, pchip), the best per-image PSNR-Y gain
 at equal rate, the map's share of the stream, and the time of the matched
-encode against flat's (median ratio).  Then a region-of-interest example: a centred
-rectangle as the mask (Q 6 inside, -3 outside), PSNR-Y inside and outside
-against flat at the same total rate.
+encode against flat's (median ratio).  Then a region-of-interest example: a
+centred rectangle as the mask (Q 6 inside, -3 outside), PSNR-Y inside and
+outside against flat at the same total rate.
+
+``--strategies`` also takes ``bdmGAMMA`` (:func:`bdm_map`, a map from the
+picture's own bit distribution) and ``rdo@LO:HI:REFINE`` (the rdo map with
+candidates LO ... HI and REFINE refining passes); ``--oracle`` prints what
+a per-block Q could save at most (:func:`oracle_headroom`).
 """
 
 import argparse
+import functools
 import glob
 import os
 import time
@@ -21,7 +27,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from .. import decoder, model as model_mod
+from .. import decoder, encoder, model as model_mod
 from ..encoder import Analysis
 from ..ratecontrol import RateError, match
 from ..syntax import picture
@@ -73,20 +79,24 @@ def main(argv=None):
     p.add_argument("--block", type=int, default=None,
                    help="qmap_block_log2 (default: rdo picks its own, the others 0)")
     p.add_argument("--strategies", default=",".join(STRATEGIES[:4]),
-                   help=f"flat and any of {', '.join(STRATEGIES[1:])}, bdmGAMMA (default: "
+                   help=f"flat and any of {', '.join(STRATEGIES[1:])}, bdmGAMMA, rdo@LO:HI:REFINE (rdo's "
+                        "candidates LO ... HI and its refining passes) (default: "
                         f"{', '.join(STRATEGIES[:4])})")
     p.add_argument("--roi", action=argparse.BooleanOptionalAction, default=True,
                    help="the region-of-interest example at the end")
+    p.add_argument("--oracle", action="store_true",
+                   help="also print, per pair, what a per-block Q could save at most (oracle_headroom)")
     args = p.parse_args(argv)
     strategies = ["flat"] + [s for s in args.strategies.split(",") if s and s != "flat"]
     for s in strategies:
-        if s not in STRATEGIES and not _bdm_gamma(s):
+        if s not in STRATEGIES and not _bdm_gamma(s) and not _valid_rdo_variant(s):
             p.error(f"unknown strategy {s!r} (have {', '.join(STRATEGIES)})")
     warnings.simplefilter("ignore")
     m = model_mod.load()
     targets = [float(t) for t in args.targets.split(",")]
     files = sorted(glob.glob(os.path.join(args.kodak, "*.png")))
     files = [files[int(i) - 1] for i in args.pick.split(",")] if args.pick else files[:args.images]
+    oracle = []
     res = {s: {} for s in strategies}
     secs = {s: {} for s in strategies}
     shares = {s: [] for s in strategies[1:]}
@@ -108,13 +118,26 @@ def main(argv=None):
                         r = match(rgb, t, m, qmap=Q, qmap_block_log2=k, nearest=False)
                         t0 -= secs["flat"][(f, t)]
                     else:
-                        r = match(rgb, t, m, qmap=qmap, qmap_block_log2=args.block, nearest=False,
-                                  tune=tune or "psnr")
+                        qmap, kw = _rdo_variant(qmap)
+                        saved = encoder.rdo_map
+                        if kw:
+                            encoder.rdo_map = functools.partial(saved, **kw)
+                        try:
+                            r = match(rgb, t, m, qmap=qmap, qmap_block_log2=args.block, nearest=False,
+                                      tune=tune or "psnr")
+                        finally:
+                            encoder.rdo_map = saved
                     secs[s][(f, t)] = time.perf_counter() - t0
                 except RateError:
                     continue
                 out = decoder.decode(r.data, models=[m])
                 res[s][(f, t)] = (r.bpp, psnr_ycbcr(rgb, out)[0], ms_ssim(rgb, out), psnr(rgb, out), r.beta_code)
+                if args.oracle and s == "flat":
+                    an = Analysis(rgb, m)
+                    heads = [oracle_headroom(an, rgb, r.beta_code, block_log2=k) for k in (0, 1)]
+                    oracle.append(heads)
+                    print(f"# {os.path.basename(f)} @ {t} bpp: oracle headroom {heads[0]:.2f} % (16 px), "
+                          f"{heads[1]:.2f} % (32 px) of the flat rate", flush=True)
                 if s != "flat":
                     pic = picture(r.data)
                     shares[s].append(pic.sizes.q_size / len(r.data))
@@ -146,6 +169,10 @@ def main(argv=None):
               f"{100 * np.mean(shares[s]):.2f} %, max {100 * np.max(shares[s]):.2f} %; encode time x{ratio:.2f} "
               f"flat's (median); blocks (pixels: count) "
               f"{ {int(b): int(n) for b, n in zip(*np.unique(blocks[s], return_counts=True))} }")
+    if oracle:
+        o = np.array(oracle)
+        print(f"oracle headroom (per-block Q, map bits free): mean {o[:, 0].mean():.2f} % of the flat rate on "
+              f"16 px blocks (range {o[:, 0].min():.2f} ... {o[:, 0].max():.2f}), {o[:, 1].mean():.2f} % on 32 px")
     if not args.roi:
         return
 
@@ -176,6 +203,32 @@ def main(argv=None):
             break
 
 
+def oracle_headroom(an, rgb, beta_code, candidates=None, block_log2=0):
+    """What a per-block Q could save at most: each block takes the candidate
+    with the least D + lambda R as measured on the picture coded with that
+    uniform Q (the rdo strategy's own measurements, encoder._rdo_measure),
+    its map bits free and its neighbours' choices ignored; returned as the
+    saving in D + lambda R against no map, in bits (divided by lambda), as a
+    percentage of the picture's y bits without a map."""
+    from ..encoder import RDO_CANDIDATES, _blocks, _rdo_measure
+    cand = list(candidates or RDO_CANDIDATES)
+    R, D, lam = _rdo_measure(an, rgb, beta_code, cand)
+    i0 = cand.index(0)
+    if lam <= 0:
+        return 0.0
+    J = _blocks(D, block_log2) + lam * _blocks(R, block_log2)
+    return float((J[i0].sum() - J.min(axis=0).sum()) / lam / R[i0].sum() * 100)
+
+
+def _rdo_variant(qmap):
+    """("rdo", rdo_map keywords) of "rdo@LO:HI:REFINE" (candidates LO ... HI,
+    REFINE refining passes), else (qmap, {})."""
+    if not qmap.startswith("rdo@"):
+        return qmap, {}
+    lo, hi, refine = (int(v) for v in qmap[4:].split(":"))
+    return "rdo", {"candidates": tuple(range(lo, hi + 1)), "refine": refine}
+
+
 def _bdm_gamma(s):
     """gamma of a bdm strategy name (bdm1.25), else None."""
     if s.startswith("bdm"):
@@ -185,6 +238,15 @@ def _bdm_gamma(s):
             return None
         return g if g > 0 else None
     return None
+
+
+def _valid_rdo_variant(s):
+    qmap = s.partition("/")[0]
+    try:
+        q, kw = _rdo_variant(qmap)
+    except ValueError:
+        return False
+    return q == "rdo" and bool(kw) and 0 in kw["candidates"] and kw["refine"] >= 0
 
 
 if __name__ == "__main__":
