@@ -261,8 +261,14 @@ def make_qmap(kind, an, rgb, block, seed=0):
     hq, wq = an.qmap_grid(block)
     if kind is None or kind in ("gain_floor", "z_clamp"):
         return None
-    if kind in ("activity", "rdo"):
+    if kind == "activity":
         return encoder.quality_map(an, rgb, kind, block)
+    if kind == "rdo":
+        # the rdo map as the encoder made it when the vectors were cut (candidates -4 ... 4, two
+        # refining passes, no fallback to no map): the vectors exercise the decoder, not the
+        # encoder's tuning, so they stay byte for byte when the encoder's defaults move
+        return encoder.rdo_map(an, rgb, block, 32768, candidates=tuple(range(-4, 5)), refine=2,
+                               allow_flat=False)[0]
     if kind == "max":
         return np.full((hq, wq), qm.Q_MAX, np.int32)
     if kind == "min":

@@ -43,6 +43,9 @@ SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared")
 #: comparison (not an encoder option).
 STRATEGIES = ("flat", "activity", "rdo", "rdo/ms-ssim", "bdm1.25", "bdm0.75")
 
+#: The Q values bdm_map and oracle_headroom choose from (by default).
+STUDY_CANDIDATES = tuple(range(-4, 5))
+
 #: The block of the bdm maps (32 x 32 pixels: the size rdo picks most often).
 BDM_BLOCK_LOG2 = 1
 
@@ -57,8 +60,8 @@ def bdm_map(an, beta_code, gamma, block_log2=BDM_BLOCK_LOG2, candidates=None):
     evens them out); each block takes the candidate Q whose measured bits
     (the picture coded with that uniform Q) are nearest the target in log.
     Rates only: no reconstruction."""
-    from ..encoder import RDO_CANDIDATES, _blocks
-    cand = np.array(candidates or RDO_CANDIDATES)
+    from ..encoder import _blocks
+    cand = np.array(candidates or STUDY_CANDIDATES)
     R = []
     for v in cand:
         q, rows = an.quantize(beta_code, np.full((an.hy, an.wy), v, np.int32), 0)
@@ -210,8 +213,8 @@ def oracle_headroom(an, rgb, beta_code, candidates=None, block_log2=0):
     its map bits free and its neighbours' choices ignored; returned as the
     saving in D + lambda R against no map, in bits (divided by lambda), as a
     percentage of the picture's y bits without a map."""
-    from ..encoder import RDO_CANDIDATES, _blocks, _rdo_measure
-    cand = list(candidates or RDO_CANDIDATES)
+    from ..encoder import _blocks, _rdo_measure
+    cand = list(candidates or STUDY_CANDIDATES)
     R, D, lam = _rdo_measure(an, rgb, beta_code, cand)
     i0 = cand.index(0)
     if lam <= 0:
