@@ -281,6 +281,7 @@ def test_rdo_tuned_for_ms_ssim_spends_less_on_texture():
     tex = ramp + np.where(np.arange(w)[None, :, None] >= w // 2, rng.normal(0, 40, (h, w, 3)), 0)
     rgb = np.clip(tex, 0, 255).astype(np.uint8)
     m = Model.default()
+    assert set(encoder.RDO_SETTINGS) == set(encoder.TUNES)
     gap = {}
     for tune in encoder.TUNES:
         Q, _ = encoder.rdo_map(encoder.Analysis(rgb, m, tune=tune), rgb, 0, 30000)
