@@ -86,7 +86,7 @@ def main(argv=None):
                    help="an exported model to measure (default: the shipped one); with --float")
     p.add_argument("--float", dest="float_weights", default=None, metavar="FLOAT.npz",
                    help="the float weights the model was exported from, for PyTorch's side (default: "
-                        "hp1-float.npz, the shipped model's)")
+                        "the default model's, v2-float.npz)")
     args = p.parse_args(argv)
 
     import numba
@@ -100,7 +100,7 @@ def main(argv=None):
     if (args.model is None) != (args.float_weights is None):
         p.error("--model and --float go together (the integer model and the float weights it came from)")
     m = model_mod.load(args.model)
-    arch, params, _ = load_float(args.float_weights or os.path.join(model_mod.MODELS_DIR, "hp1-float.npz"))
+    arch, params, _ = load_float(args.float_weights or model_mod.float_weights_of(model_mod.DEFAULT_MODEL))
     net = HyperpriorTorch(arch)
     net.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()}, strict=False)
     net.eval()

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -27,7 +28,10 @@ from .quant import INT31, layer_bound
 FORMAT = "refcodec-model"
 FORMAT_VERSION = 1
 MODELS_DIR = os.path.join(os.path.dirname(__file__), "models")
-DEFAULT_MODEL = os.path.join(MODELS_DIR, "refcodec-w16.npz")
+#: The default model: the second generation (issue 19), W16A16.  The first
+#: generation (refcodec-v1-*.npz) stays decodable: decoders find every
+#: shipped model by the stream's model_id (:func:`shipped`).
+DEFAULT_MODEL = os.path.join(MODELS_DIR, "refcodec-v2-w16.npz")
 
 
 class IntNet:
@@ -250,6 +254,14 @@ def load(path=None):
 
 
 _ids = {}
+
+
+def float_weights_of(model_path):
+    """The float weights a shipped model was exported from: refcodec-vK-wB.npz
+    comes from vK-float.npz in the same folder (the trainer resumes from it);
+    None for a model file not named so."""
+    m = re.fullmatch(r"refcodec-(v\d+)-w(?:8|16)\.npz", os.path.basename(model_path))
+    return os.path.join(os.path.dirname(os.path.abspath(model_path)), f"{m.group(1)}-float.npz") if m else None
 
 
 def shipped_models():

@@ -26,11 +26,16 @@ LR = 0.02
 _NETS = {}
 
 
-def shipped_float_weights():
-    """The shipped float weights (hp1-float.npz), from which the shipped models
-    are exported; :func:`refine_latents` refuses them for any other model."""
-    from .model import MODELS_DIR
-    return os.path.join(MODELS_DIR, "hp1-float.npz")
+def shipped_float_weights(model=None):
+    """The float weights a shipped model (default: the default model) was
+    exported from (``model.float_weights_of``: refcodec-v2-w16.npz comes from
+    v2-float.npz); :func:`refine_latents` refuses them for any other model."""
+    from .model import DEFAULT_MODEL, float_weights_of
+    path = float_weights_of(model.path if model is not None else DEFAULT_MODEL)
+    if path is None or not os.path.exists(path):
+        raise RefcodecError(f"latent refinement: no float weights ship with {os.path.basename(model.path)}; "
+                            "pass the float weights it was exported from")
+    return path
 
 
 def torch_model(float_weights):
@@ -109,7 +114,7 @@ def refine_latents(rgb, model, beta, iters=ITERS, lr=LR, method="sga", float_wei
     """Refined (y, z) of a uint8 RGB picture for ``model`` at rate beta, on the
     encoder's padded grid (for ``encoder.Analysis(rgb, model, latents=...)``)."""
     from .decoder import pad_to_grid
-    net, torch = torch_model(float_weights or shipped_float_weights())
+    net, torch = torch_model(float_weights or shipped_float_weights(model))
     _check_same_encoder(net, model)
     x = torch.from_numpy(pad_to_grid(rgb).astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
     return refine(net, torch, x, beta, iters, lr, method)

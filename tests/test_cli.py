@@ -363,7 +363,7 @@ def test_api_rdoq_and_validation():
 def test_every_shipped_model_decodes_without_naming_it(files, tmp_path, capsys):
     rgb = crop()
     shipped = sorted(f for f in os.listdir(MODELS_DIR) if f.startswith("refcodec-") and f.endswith(".npz"))
-    assert "refcodec-w8.npz" in shipped
+    assert {"refcodec-v1-w16.npz", "refcodec-v1-w8.npz", "refcodec-v2-w16.npz", "refcodec-v2-w8.npz"} <= set(shipped)
     for name in shipped:
         m = load(os.path.join(MODELS_DIR, name))
         data = refcodec.encode(rgb, beta=0.4, model=m)
@@ -419,10 +419,12 @@ def test_info_on_model_files(tmp_path, capsys):
     each network (integer models and the trainer's float weights alike);
     anything else named .npz: one line, status 1."""
     from refcodec import arch as A
-    rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-w16.npz")], capsys)
-    assert rc == 0 and "W16A16" in out and "M=128" in out
+    rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-v2-w16.npz")], capsys)
+    assert rc == 0 and "W16A16" in out and "M=256" in out
     total = sum(A.macs_per_pixel(load().arch)[n] for n in A.DECODER_NETS)
-    assert f"total {total:.0f}" in out and "g_s 15744" in out
+    assert f"total {total:.0f}" in out and "g_s 16896" in out and total <= 30000
+    rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-v1-w8.npz")], capsys)
+    assert rc == 0 and "W8A16" in out and "M=128" in out and "g_s 15744" in out
     rc, out, err = run(["info", os.path.join(ROOT, "tests", "data", "tiny-ctx-float.npz")], capsys)
     assert rc == 0 and "float weights" in out and "M=16" in out
     png = tmp_path / "picture.npz"

@@ -84,9 +84,9 @@ def main(argv=None):
     p.add_argument("--anchors", default=os.path.join(SHARED, "anchors"))
     p.add_argument("--betas", default="0,0.25,0.5,0.75,1")
     p.add_argument("--images", type=int, default=24)
-    p.add_argument("--w16", default=os.path.join(model_mod.MODELS_DIR, "refcodec-w16.npz"))
-    p.add_argument("--w8", default=os.path.join(model_mod.MODELS_DIR, "refcodec-w8.npz"))
-    p.add_argument("--float", dest="float_weights", default=os.path.join(model_mod.MODELS_DIR, "hp1-float.npz"))
+    p.add_argument("--w16", default=os.path.join(model_mod.MODELS_DIR, "refcodec-v2-w16.npz"))
+    p.add_argument("--w8", default=os.path.join(model_mod.MODELS_DIR, "refcodec-v2-w8.npz"))
+    p.add_argument("--float", dest="float_weights", default=os.path.join(model_mod.MODELS_DIR, "v2-float.npz"))
     p.add_argument("--json", default=None, help="write all points here")
     args = p.parse_args(argv)
 
