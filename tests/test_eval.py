@@ -246,3 +246,5 @@ def test_oracle_headroom_and_rdo_variants():
     assert qmap_study._rdo_variant("rdo") == ("rdo", {})
     assert qmap_study._valid_rdo_variant("rdo@-2:2:0/ms-ssim")
     assert not qmap_study._valid_rdo_variant("rdo@1:3:0") and not qmap_study._valid_rdo_variant("rdo@x")
+    assert qmap_study._rdo_variant("rdo@-1:1:0:1.5") == ("rdo", {"candidates": (-1, 0, 1), "refine": 0, "budget": 0.015})
+    assert not qmap_study._valid_rdo_variant("rdo@-1:1:0:0") and not qmap_study._valid_rdo_variant("rdo@-1:1:0:1:2")

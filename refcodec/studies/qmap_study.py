@@ -12,8 +12,9 @@ centred rectangle as the mask (Q 6 inside, -3 outside), PSNR-Y inside and
 outside against flat at the same total rate.
 
 ``--strategies`` also takes ``bdmGAMMA`` (:func:`bdm_map`, a map from the
-picture's own bit distribution) and ``rdo@LO:HI:REFINE`` (the rdo map with
-candidates LO ... HI and REFINE refining passes); ``--oracle`` prints what
+picture's own bit distribution) and ``rdo@LO:HI:REFINE[:BUDGET]`` (the rdo
+map with candidates LO ... HI, REFINE refining passes and, optionally, the
+map's bit budget in percent); ``--oracle`` prints what
 a per-block Q could save at most (:func:`oracle_headroom`).
 """
 
@@ -82,8 +83,8 @@ def main(argv=None):
     p.add_argument("--block", type=int, default=None,
                    help="qmap_block_log2 (default: rdo picks its own, the others 0)")
     p.add_argument("--strategies", default=",".join(STRATEGIES[:4]),
-                   help=f"flat and any of {', '.join(STRATEGIES[1:])}, bdmGAMMA, rdo@LO:HI:REFINE (rdo's "
-                        "candidates LO ... HI and its refining passes) (default: "
+                   help=f"flat and any of {', '.join(STRATEGIES[1:])}, bdmGAMMA, rdo@LO:HI:REFINE[:BUDGET] (rdo's "
+                        "candidates LO ... HI, its refining passes, its map budget in %%) (default: "
                         f"{', '.join(STRATEGIES[:4])})")
     p.add_argument("--roi", action=argparse.BooleanOptionalAction, default=True,
                    help="the region-of-interest example at the end")
@@ -224,12 +225,19 @@ def oracle_headroom(an, rgb, beta_code, candidates=None, block_log2=0):
 
 
 def _rdo_variant(qmap):
-    """("rdo", rdo_map keywords) of "rdo@LO:HI:REFINE" (candidates LO ... HI,
-    REFINE refining passes), else (qmap, {})."""
+    """("rdo", rdo_map keywords) of "rdo@LO:HI:REFINE[:BUDGET]" (candidates
+    LO ... HI, REFINE refining passes, the map's bit budget in percent of the
+    picture's, default encoder.RDO_MAP_BUDGET), else (qmap, {})."""
     if not qmap.startswith("rdo@"):
         return qmap, {}
-    lo, hi, refine = (int(v) for v in qmap[4:].split(":"))
-    return "rdo", {"candidates": tuple(range(lo, hi + 1)), "refine": refine}
+    fields = qmap[4:].split(":")
+    if len(fields) not in (3, 4):
+        raise ValueError(f"{qmap}: rdo@LO:HI:REFINE[:BUDGET]")
+    lo, hi, refine = (int(v) for v in fields[:3])
+    kw = {"candidates": tuple(range(lo, hi + 1)), "refine": refine}
+    if len(fields) == 4:
+        kw["budget"] = float(fields[3]) / 100
+    return "rdo", kw
 
 
 def _bdm_gamma(s):
@@ -249,7 +257,8 @@ def _valid_rdo_variant(s):
         q, kw = _rdo_variant(qmap)
     except ValueError:
         return False
-    return q == "rdo" and bool(kw) and 0 in kw["candidates"] and kw["refine"] >= 0
+    return (q == "rdo" and bool(kw) and 0 in kw["candidates"] and kw["refine"] >= 0
+            and 0 < kw.get("budget", 1) <= 1)
 
 
 if __name__ == "__main__":
