@@ -31,9 +31,10 @@ def shipped_float_weights(model=None):
     exported from (``model.float_weights_of``: refcodec-v2-w16.npz comes from
     v2-float.npz); :func:`refine_latents` refuses them for any other model."""
     from .model import DEFAULT_MODEL, float_weights_of
-    path = float_weights_of(model.path if model is not None else DEFAULT_MODEL)
+    model_path = model.path if model is not None else DEFAULT_MODEL
+    path = float_weights_of(model_path)
     if path is None or not os.path.exists(path):
-        raise RefcodecError(f"latent refinement: no float weights ship with {os.path.basename(model.path)}; "
+        raise RefcodecError(f"latent refinement: no float weights ship with {os.path.basename(model_path)}; "
                             "pass the float weights it was exported from")
     return path
 

@@ -414,6 +414,25 @@ def test_eval_on_small_pictures_says_na(files, tmp_path, capsys):
     assert "161 pixels" in out and "n/a" in out
 
 
+def test_each_shipped_model_names_its_float_weights(tmp_path):
+    """refcodec-vK-wB.npz comes from vK-float.npz (what refinement and the
+    benchmark load); a model without shipped float weights is refused by
+    name, before PyTorch is needed."""
+    from refcodec.model import DEFAULT_MODEL, float_weights_of
+    from refcodec.refine import shipped_float_weights
+    assert float_weights_of(DEFAULT_MODEL) == os.path.join(MODELS_DIR, "v2-float.npz")
+    for k in ("v1", "v2"):
+        for b in ("16", "8"):
+            f = float_weights_of(os.path.join(MODELS_DIR, f"refcodec-{k}-w{b}.npz"))
+            assert f == os.path.join(MODELS_DIR, f"{k}-float.npz") and os.path.exists(f)
+    assert float_weights_of("elsewhere/tiny-w16.npz") is None
+    assert shipped_float_weights() == float_weights_of(DEFAULT_MODEL)
+    other = tmp_path / "refcodec-v9-w16.npz"
+    other.write_bytes(open(DEFAULT_MODEL, "rb").read())
+    with pytest.raises(refcodec.RefcodecError, match="no float weights ship with refcodec-v9-w16.npz"):
+        shipped_float_weights(load(str(other)))
+
+
 def test_info_on_model_files(tmp_path, capsys):
     """refcodec info MODEL.npz: the model's id, widths and MACs per pixel of
     each network (integer models and the trainer's float weights alike);
