@@ -1,0 +1,164 @@
+"""Probe: what a small post-filter after g_s would add on a trained model
+(issue 19; ``python -m refcodec.studies.postfilter_probe``).
+
+The synthesis ends at half resolution (a 3x3 convolution to 12 channels and a
+depth-to-space): nothing nonlinear runs at the picture's own resolution.  This
+probe measures, before any syntax, what a residual filter at full resolution
+would buy with every trained network frozen:
+
+    x_out = x_hat + f(x_hat [, beta])       f: 3x3 convolutions and ReLUs
+
+The codec's reconstructions x_hat (float model, hard rounding, the
+checkerboard context) of training crops at beta drawn as the trainer draws
+it are cached once, with those of the 24 Kodak pictures at five betas; the
+filter trains on the MSE alone (the rate does not change), and the Kodak
+PSNR-RGB (8-bit, rounded) is printed at each beta with and without it, with
+the decoder MACs per pixel the filter would add.
+"""
+
+import argparse
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..train.__main__ import SHARED, draw_beta, load_images
+from ..train.nets import HyperpriorTorch, load_float
+
+MODELS = os.path.join(os.path.dirname(__file__), "..", "models")
+
+
+class PostFilter(nn.Module):
+    def __init__(self, ch, layers, beta_in):
+        super().__init__()
+        self.beta_in = beta_in
+        cin = 3 + (1 if beta_in else 0)
+        convs = []
+        for i in range(layers):
+            cout = 3 if i == layers - 1 else ch
+            convs.append(nn.Conv2d(cin, cout, 3, padding=1))
+            cin = cout
+        nn.init.zeros_(convs[-1].weight)
+        nn.init.zeros_(convs[-1].bias)
+        self.convs = nn.ModuleList(convs)
+
+    def forward(self, x, beta):
+        h = x - 0.5
+        if self.beta_in:
+            h = torch.cat([h, beta[:, None, None, None].expand(-1, 1, *x.shape[2:]) - 0.5], 1)
+        for i, c in enumerate(self.convs):
+            h = c(h)
+            if i < len(self.convs) - 1:
+                h = F.relu(h)
+        return x + h
+
+    def macs_per_pixel(self):
+        return sum(c.in_channels * c.out_channels * 9 for c in self.convs)
+
+
+def psnr(a, b):
+    mse = float(((torch.round(a.clamp(0, 1) * 255) - b * 255) ** 2).mean())
+    return 10 * math.log10(255 ** 2 / max(mse, 1e-10))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", default=os.path.join(MODELS, "v2-next-float.npz"))
+    p.add_argument("--ch", type=int, default=16)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--beta-in", action="store_true", help="give the filter beta as a fourth input plane")
+    p.add_argument("--crops", type=int, default=820)
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--iters", type=int, default=6000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--eval-every", type=int, default=1000)
+    p.add_argument("--cache", default="runs/postfilter_cache.pt")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    betas = [0.3, 0.45, 0.6, 0.75, 0.9]
+
+    if os.path.exists(args.cache):
+        cache = torch.load(args.cache)
+    else:
+        meta = json.loads(bytes(np.load(args.weights)["__meta__"]).decode())
+        model = HyperpriorTorch(meta["arch"])
+        load_float(model, args.weights)
+        model.eval()
+        t0 = time.time()
+        with torch.no_grad():
+            kod = []
+            for im in load_images(os.path.join(SHARED, "kodak")):
+                x = torch.from_numpy(im.copy()).permute(2, 0, 1)[None].float() / 255
+                outs = [model(x, torch.tensor([b]), noise=False)[0].half() for b in betas]
+                kod.append((x.half(), torch.cat(outs)))
+            images = load_images(os.path.join(SHARED, "train"), min_side=args.crop)
+            xs, xh, bs = [], [], []
+            for i in range(args.crops):
+                im = images[i % len(images)]
+                hh, ww = im.shape[:2]
+                y0, x0 = rng.integers(hh - args.crop + 1), rng.integers(ww - args.crop + 1)
+                c = np.ascontiguousarray(im[y0:y0 + args.crop, x0:x0 + args.crop])
+                x = torch.from_numpy(c).permute(2, 0, 1)[None].float() / 255
+                b = draw_beta(1, 0.3, 0.5)
+                xs.append(x.half())
+                xh.append(model(x, b, noise=False)[0].half())
+                bs.append(b)
+        cache = {"kodak": kod, "x": torch.cat(xs), "x_hat": torch.cat(xh), "beta": torch.cat(bs)}
+        torch.save(cache, args.cache)
+        print(f"reconstructions cached in {time.time() - t0:.0f} s", flush=True)
+
+    filt = PostFilter(args.ch, args.layers, args.beta_in)
+    print(f"filter {args.layers} layers x {args.ch} channels{' + beta' if args.beta_in else ''}: "
+          f"{filt.macs_per_pixel()} decoder MAC/pixel", flush=True)
+
+    @torch.no_grad()
+    def kodak_eval():
+        rows = []
+        for j, beta in enumerate(betas):
+            before = after = 0.0
+            for x, outs in cache["kodak"]:
+                xh = outs[j:j + 1].float()
+                before += psnr(xh, x.float())
+                after += psnr(filt(xh, torch.tensor([beta])), x.float())
+            n = len(cache["kodak"])
+            rows.append((beta, before / n, after / n))
+        return rows
+
+    X, XH, B = cache["x"], cache["x_hat"], cache["beta"]
+    opt = torch.optim.Adam(filt.parameters(), lr=args.lr)
+    t0 = time.time()
+    P = args.patch
+    for it in range(1, args.iters + 1):
+        idx = rng.integers(len(X), size=args.batch)
+        r0, c0 = rng.integers(args.crop - P + 1), rng.integers(args.crop - P + 1)
+        x = X[idx, :, r0:r0 + P, c0:c0 + P].float()
+        xh = XH[idx, :, r0:r0 + P, c0:c0 + P].float()
+        loss = F.mse_loss(filt(xh, B[idx]), x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if it == int(args.iters * 0.8):
+            for gr in opt.param_groups:
+                gr["lr"] = args.lr / 10
+        if it % 500 == 0:
+            print(f"iter {it} mse {float(loss) * 255 ** 2:.2f} ({(time.time() - t0) / it:.3f} s/it)", flush=True)
+        if it % args.eval_every == 0 or it == args.iters:
+            rows = kodak_eval()
+            print(f"kodak iter {it}: " + ", ".join(f"beta {b}: {p0:.3f} -> {p1:.3f} dB ({p1 - p0:+.3f})"
+                                                    for b, p0, p1 in rows)
+                  + f"; mean {np.mean([p1 - p0 for _, p0, p1 in rows]):+.3f} dB", flush=True)
+
+
+if __name__ == "__main__":
+    main()
