@@ -23,6 +23,13 @@ the decoded anchors around it::
     c        = g_cm(y_hat * anchor_mask)                 5x5 convolution
     mu', s'  = (mu, s) + g_ep(concat(mu, s, c))          1x1 convolutions
 
+With the post-filter tool (an architecture with ``PF`` channels), a small
+residual network runs on g_s's output at the picture's own resolution, told
+the rate by a fourth input plane r = mean_c(log2 gain) / 8 (the quality map's
+Q / 32 added per block)::
+
+    x' = x + g_pf(concat(x, r))                           3x3 convolutions, ReLU
+
 ``g_a`` and ``h_a`` are float and run only in the encoder.  ``h_s`` and
 ``g_s`` use only operations with an exact integer form: stride-1 zero-padded
 convolution, depth-to-space (sub-pixel upsampling), ReLU and the simplified
@@ -48,11 +55,12 @@ import math
 #: Version of the architecture description; part of every model file.
 #: Version 2 adds the checkerboard context networks g_cm and g_ep; version 3
 #: the encoder-only residual blocks of g_a (``RA``; a version-2 description is
-#: a version-3 one with ``RA = 0``, and make_arch still writes 2 for it).
-ARCH_VERSION = 3
+#: a version-3 one with ``RA = 0``, and make_arch still writes 2 for it);
+#: version 4 the post-filter g_pf (``PF``; make_arch writes 4 only for it).
+ARCH_VERSION = 4
 
 
-def make_arch(N=96, M=128, Z=64, NH=96, K=5, C=128, NE=320, RA=0):
+def make_arch(N=96, M=128, Z=64, NH=96, K=5, C=128, NE=320, RA=0, PF=0, PFL=3):
     """Return the architecture description for channel widths N, M, Z, NH.
 
     N  -- feature channels of g_a / g_s
@@ -98,8 +106,13 @@ def make_arch(N=96, M=128, Z=64, NH=96, K=5, C=128, NE=320, RA=0):
         ("conv", NE, NE, 1, 1), ("relu",),
         ("conv", NE, 2 * M, 1, 1),
     ]
+    g_pf = []
+    for i in range(PFL):
+        g_pf.append(("conv", 4 if i == 0 else PF, 3 if i == PFL - 1 else PF, 3, 1))
+        if i < PFL - 1:
+            g_pf.append(("relu",))
     out = {
-        "version": ARCH_VERSION if RA else 2,
+        "version": 4 if PF else 3 if RA else 2,
         "N": N, "M": M, "Z": Z, "NH": NH, "K": K,
         "g_a": g_a, "h_a": h_a, "h_s": h_s, "g_s": g_s,
         # Entropy model of y: a discretized Gaussian whose sigma is read
@@ -112,12 +125,21 @@ def make_arch(N=96, M=128, Z=64, NH=96, K=5, C=128, NE=320, RA=0):
     }
     if C:
         out.update(C=C, NE=NE, g_cm=g_cm, g_ep=g_ep)
+    if PF:
+        out.update(PF=PF, g_pf=g_pf)
     return out
 
 
+def with_postfilter(arch, PF=16, PFL=3):
+    """``arch`` with a post-filter of PF channels and PFL layers added
+    (version 4); every other network unchanged."""
+    pf = make_arch(M=arch["M"], PF=PF, PFL=PFL)
+    return {**arch, "version": 4, "PF": PF, "g_pf": pf["g_pf"]}
+
+
 #: The networks of an architecture, in dataflow order (g_cm and g_ep only
-#: where the architecture has the context tool).
-NETS = ("g_a", "h_a", "h_s", "g_cm", "g_ep", "g_s")
+#: where the architecture has the context tool, g_pf only with the post-filter).
+NETS = ("g_a", "h_a", "h_s", "g_cm", "g_ep", "g_s", "g_pf")
 
 
 def nets_of(arch):
@@ -126,6 +148,14 @@ def nets_of(arch):
 
 def has_context(arch):
     return "g_cm" in arch
+
+
+def has_postfilter(arch):
+    return "g_pf" in arch
+
+
+#: The post-filter's rate plane: r = mean_c(log2 gain) / PF_RATE_DIV.
+PF_RATE_DIV = 8
 
 
 #: Smallest tabulated sigma of the y entropy model.
@@ -192,7 +222,7 @@ def layer_macs(layers, h, w):
 
 #: Where each network runs, as the side of its input grid relative to the
 #: picture's (h_s reads z at 1/64, the others y or its features at 1/16).
-NET_INPUT_SCALE = {"g_a": 1, "h_a": 16, "h_s": 64, "g_cm": 16, "g_ep": 16, "g_s": 16}
+NET_INPUT_SCALE = {"g_a": 1, "h_a": 16, "h_s": 64, "g_cm": 16, "g_ep": 16, "g_s": 16, "g_pf": 1}
 
 
 def macs_per_pixel(arch):
@@ -208,7 +238,7 @@ def macs_per_pixel(arch):
 
 
 #: The networks the decoder runs (the integer decoder's MAC budget).
-DECODER_NETS = ("h_s", "g_cm", "g_ep", "g_s")
+DECODER_NETS = ("h_s", "g_cm", "g_ep", "g_s", "g_pf")
 
 
 def receptive_radius(layers):

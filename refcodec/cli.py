@@ -394,7 +394,8 @@ def model_info(path):
     ra = sum(1 for layer in a["g_a"] if layer[0] == "res") // 3
     print(f"  widths             N={a['N']} M={a['M']} Z={a['Z']} NH={a['NH']}"
           + (f" C={a['C']} NE={a['NE']}" if A.has_context(a) else " (no context networks)")
-          + (f", {ra} residual block(s) per scale in g_a" if ra else ""))
+          + (f", {ra} residual block(s) per scale in g_a" if ra else "")
+          + (f", post-filter PF={a['PF']}" if A.has_postfilter(a) else ""))
     dec = [n for n in A.DECODER_NETS if n in macs]
     print("  decoder MAC/pixel  " + ", ".join(f"{n} {macs[n]:.0f}" for n in dec)
           + f"; total {sum(macs[n] for n in dec):.0f}")
@@ -417,7 +418,8 @@ def cmd_info(args, con):
     print(f"  width x height     {h.width} x {h.height}")
     print(f"  beta_code          {h.beta_code} (beta {h.beta:.4f})")
     print(f"  tool_flags         {h.tool_flags:#04x} (quality map {'on' if h.quality_map_enabled else 'off'}, "
-          f"context {'on' if h.context_enabled else 'off'}, monochrome {'on' if h.monochrome else 'off'})")
+          f"context {'on' if h.context_enabled else 'off'}, monochrome {'on' if h.monochrome else 'off'}, "
+          f"post-filter {'on' if h.postfilter_enabled else 'off'})")
     if h.quality_map_enabled:
         print(f"  qmap_mode          {h.qmap_mode:#04x} (block 2^{h.qmap_block_log2}, step 2^{h.qmap_step_log2}, "
               f"contexts {'on' if h.qmap_context else 'off'})")

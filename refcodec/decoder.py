@@ -14,6 +14,7 @@ are integer numpy, which is exact everywhere.
                                                 then the other positions)
     y_hat   = dequantize(mu, q, inv_gain)       clause 6.4
     x       = g_s(y_hat)                        clause 6.5
+    x       = x + g_pf(concat(x, r))            clause 6.5.1 (when enabled)
     rgb     = colour_transform(x)               clause 6.6
 """
 
@@ -87,6 +88,29 @@ def context_params(model, y_hat_q, mu_q, s_q, backend="cpu"):
     return np.where(anchors, mu_q, mu2), np.where(anchors, s_q, s2)
 
 
+def rate_plane(model, beta_code, Q_lat, hy, wy):
+    """Clause 6.5.1: the post-filter's rate input per latent position, int16
+    (Hy, Wy): the mean log2 gain of the M channels (2^-16 units, floor
+    division), plus Q * 2^14 where a quality map is coded, divided by
+    PF_RATE_DIV = 8 and brought to p_x fractional bits:
+    r = (lg_mean * 2^p_x + 2^18) >> 19, clamped to int16."""
+    lg = gain.log2_gain_fp(model.gain_log2_fp, beta_code)
+    plane = np.full((hy, wy), int(lg.sum()) // lg.size, np.int64)
+    if Q_lat is not None:
+        plane += Q_lat.astype(np.int64) << 14
+    r = ((plane << model.prec["p_x"]) + (1 << 18)) >> 19
+    return np.clip(r, -32768, 32767).astype(np.int16)
+
+
+def postfilter(model, x_q, r_lat, backend="cpu"):
+    """Clause 6.5.1: x + g_pf(concat(x, r)), clamped to int16; x_q (H, W, 3)
+    int16 at p_x, r_lat the rate plane of the same rows at the latent grid
+    (each value covers 16 x 16 pixels)."""
+    r = np.repeat(np.repeat(r_lat, 16, axis=0), 16, axis=1)[:x_q.shape[0], :x_q.shape[1], None]
+    d = model.g_pf(np.ascontiguousarray(np.concatenate([x_q, r], axis=-1)), backend=backend)
+    return np.clip(x_q.astype(np.int32) + d, -32768, 32767).astype(np.int16)
+
+
 def z_rows(hz, wz, z):
     return np.tile(np.arange(z, dtype=np.int32), hz * wz)
 
@@ -124,8 +148,10 @@ def find_model(model_id, models):
 
 
 def decode_latents(pic, model, backend, trace=None):
-    """Clauses 6.2-6.4 up to the dequantized latent: returns (y_hat_q, mu_q, q, rows)
-    (mu_q and rows as coded: refined by the context at the non-anchors).
+    """Clauses 6.2-6.4 up to the dequantized latent: returns (y_hat_q, mu_q, q, rows,
+    r) (mu_q and rows as coded: refined by the context at the non-anchors; r
+    the post-filter's rate plane of clause 6.5.1, None when the stream does not
+    enable the post-filter).
 
     ``trace``: a dict that receives the intermediates as they are computed
     (z_hat, the hyperprior's mu_hs and s_hs, Q, rows_phaseN and q_phaseN of
@@ -194,7 +220,13 @@ def decode_latents(pic, model, backend, trace=None):
     y_hat_q = dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], model.ig_p)
     if trace is not None:
         trace.update(mu=mu_q, s=s_coded, rows=rows, q=q, y_hat=y_hat_q)
-    return y_hat_q, mu_q, q, rows
+    r = None
+    if h.postfilter_enabled:
+        if not model.postfilter:
+            raise BitstreamError("postfilter_enabled, but the model has no post-filter (g_pf)",
+                                 field="tool_flags", clause="5.2")
+        r = rate_plane(model, h.beta_code, Q_lat, hy, wy)
+    return y_hat_q, mu_q, q, rows, r
 
 
 #: Synthesis by bands of latent rows (clause 6.5 note): each band is computed
@@ -206,8 +238,12 @@ G_S_BAND = 32
 G_S_MARGIN = 3
 
 
-def synthesize(model, y_hat_q, height, width, backend="cpu", band=G_S_BAND, margin=G_S_MARGIN, monochrome=False):
-    """Clauses 6.5-6.6 by bands of latent rows: uint8 RGB (height, width, 3)."""
+def synthesize(model, y_hat_q, height, width, backend="cpu", band=G_S_BAND, margin=G_S_MARGIN, monochrome=False,
+               rate=None):
+    """Clauses 6.5-6.6 by bands of latent rows: uint8 RGB (height, width, 3).
+    ``rate``: the post-filter's rate plane (clause 6.5.1, :func:`rate_plane`),
+    or None for none.  The filter sees 3 pixels each way, far inside a band's
+    margin, so the bands stay exact."""
     hy = y_hat_q.shape[0]
     up = model.g_s.upscale
     out = np.empty((height, width, 3), np.uint8)
@@ -215,6 +251,8 @@ def synthesize(model, y_hat_q, height, width, backend="cpu", band=G_S_BAND, marg
         b = min(a + band, hy)
         a0, b0 = max(0, a - margin), min(hy, b + margin)
         x_q = model.g_s(np.ascontiguousarray(y_hat_q[a0:b0]), backend=backend)
+        if rate is not None:
+            x_q = postfilter(model, x_q, rate[a0:b0], backend)
         rows = x_q[(a - a0) * up:(b - a0) * up]
         p0, p1 = a * up, min(b * up, height)
         if p0 >= height:
@@ -235,6 +273,6 @@ def decode(data, backend="cpu", models=None):
         model = model_mod.shipped(pic.header.model_id)
     else:
         model = find_model(pic.header.model_id, models)
-    y_hat_q, *_ = decode_latents(pic, model, backend)
+    y_hat_q, _, _, _, r = decode_latents(pic, model, backend)
     return synthesize(model, y_hat_q, pic.header.height, pic.header.width, backend,
-                      monochrome=pic.header.monochrome)
+                      monochrome=pic.header.monochrome, rate=r)

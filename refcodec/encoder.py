@@ -21,11 +21,12 @@ from . import qmap as qm
 from .arch import receptive_radius
 from .colour import to_ycbcr, ycbcr
 from .decoder import (anchor_mask, context_params, dequantize, gain_maps, grid_sizes, pad_to_grid, phase_positions,
-                      phase_substream_starts, y_rows, y_substream_starts, z_rows)
+                      phase_substream_starts, rate_plane, y_rows, y_substream_starts, z_rows)
 from .errors import ImageError, RefcodecError
 from .nn import run_float
 from .syntax import PictureHeader, write_picture
-from .syntax.picture_header import CONTEXT_FLAG, LEVEL, MONOCHROME_FLAG, QMAP_BLOCK_LOG2_MAX, QUALITY_MAP_FLAG
+from .syntax.picture_header import (CONTEXT_FLAG, LEVEL, MONOCHROME_FLAG, POSTFILTER_FLAG, QMAP_BLOCK_LOG2_MAX,
+                                    QUALITY_MAP_FLAG)
 
 
 #: Rate-aware rounding of y (an encoder choice; the decoder never sees it).
@@ -194,6 +195,8 @@ class Analysis:
             raise RefcodecError("this model has no context networks (g_cm, g_ep): it cannot code with the "
                                 "checkerboard context")
         self.context = model.context if context is None else bool(context)
+        #: run the model's post-filter (clause 6.5.1, tool_flags bit 3): whenever the model has one
+        self.postfilter = bool(getattr(model, "postfilter", False))
         self.model = model
         self.height, self.width = rgb.shape[:2]
         _, (self.hy, self.wy), (self.hz, self.wz) = grid_sizes(self.width, self.height)
@@ -288,7 +291,12 @@ class Analysis:
         p = m.prec
         q, _, mu_q, ig = coded or self.coded(beta_code, Q, block_log2)
         y_hat_q = dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], m.ig_p)
-        return synthesize(m, y_hat_q, self.height, self.width, self.backend, monochrome=self.monochrome)
+        rate = None
+        if self.postfilter:
+            rate = rate_plane(m, beta_code, None if Q is None else qm.expand(Q, block_log2, self.hy, self.wy),
+                              self.hy, self.wy)
+        return synthesize(m, y_hat_q, self.height, self.width, self.backend, monochrome=self.monochrome,
+                          rate=rate)
 
     def default_substreams(self):
         return default_substreams(self.hy, self.context)
@@ -311,7 +319,7 @@ class Analysis:
         ys = y_substreams(m, q, rows, self.hy, self.wy, S, self.context, self.backend)
         q_data, qfields = (None, {}) if Q is None else self.qmap_stream(Q, block_log2)
         flags = ((0 if Q is None else QUALITY_MAP_FLAG) | (CONTEXT_FLAG if self.context else 0)
-                 | (MONOCHROME_FLAG if self.monochrome else 0))
+                 | (MONOCHROME_FLAG if self.monochrome else 0) | (POSTFILTER_FLAG if self.postfilter else 0))
         header = PictureHeader(model_id=m.model_id, width=self.width, height=self.height, beta_code=beta_code,
                                num_y_substreams=S, tool_flags=flags, **qfields)
         return write_picture(header, self.z_stream(), ys, q_data)

@@ -75,6 +75,10 @@ def float_forward(arch, params, rgb, beta):
         y_hat = mu + np.round((y - mu) * g) / g
         out.update(cm=cm_acts, ep=ep_acts, mu_ctx=mu, s_ctx=s)
     out.update(y_hat=y_hat, gs=trace(arch["g_s"], params, "g_s", y_hat))
+    if A.has_postfilter(arch):
+        x = out["gs"][-1]
+        r = np.full(x.shape[:2] + (1,), lg.mean() / A.PF_RATE_DIV, np.float32)
+        out["pf"] = trace(arch["g_pf"], params, "g_pf", np.concatenate([x, r], axis=-1))
     return out
 
 
@@ -131,7 +135,7 @@ def calibrate(arch, params, images):
     for im in images:
         for beta in CALIB_BETAS:
             t = float_forward(arch, params, im, beta)
-            for net in ("hs", "cm", "ep", "gs"):
+            for net in ("hs", "cm", "ep", "gs", "pf"):
                 for i, a in enumerate(t.get(net, ())):
                     upd((net, i), a)
             for k in ("mu", "s", "mu_ctx", "s_ctx"):
@@ -149,7 +153,7 @@ def calibrate(arch, params, images):
 
 
 def integerize(arch, params, stats, weight_bits):
-    """Quantize h_s, g_cm, g_ep and g_s; returns (layer descriptions, arrays, precisions)."""
+    """Quantize h_s, g_cm, g_ep, g_s and g_pf; returns (layer descriptions, arrays, precisions)."""
     arrays = {}
     desc = {}
     prec = {}
@@ -165,9 +169,14 @@ def integerize(arch, params, stats, weight_bits):
         # g_ep reads (mu, s, c): three precisions, one per input-channel group
         stages += [("g_cm", "cm", p_y, full), ("g_ep", "ep", None, full)]
     stages += [("g_s", "gs", p_y, full)]
+    if A.has_postfilter(arch):
+        # g_pf reads (x, r) at the precision of g_s's output and adds its output to x: p_x in and out
+        stages += [("g_pf", "pf", None, full)]
     for net, key, p_in, in_range in stages:
         if net == "g_ep":
             p_in = np.array([prec["p_mu"]] * M + [prec["p_s"]] * M + list(desc["g_cm"][-1]["p_out"]), np.int64)
+        if net == "g_pf":
+            p_in = prec["p_x"]
         layers = arch[net]
         ops = []
         p_cur = p_in
@@ -208,6 +217,11 @@ def integerize(arch, params, stats, weight_bits):
                     p_out = np.array([prec["p_mu"]] * M + [prec["p_s"]] * M, np.int32)
                 elif last and net == "g_s":
                     prec["p_x"] = int(min(prec["p_x"], cap.min()))
+                    p_out = np.full(cout, prec["p_x"], np.int32)
+                elif last and net == "g_pf":
+                    if cap.min() < prec["p_x"]:
+                        raise ValueError(f"{name}: the post-filter's output cannot reach p_x = {prec['p_x']} "
+                                         f"with {weight_bits}-bit weights (at most {int(cap.min())})")
                     p_out = np.full(cout, prec["p_x"], np.int32)
                 else:
                     p_out = np.full(cout, min(precision_for(stats[(key, j)], headroom=2.0), 14, int(cap.min())),

@@ -116,8 +116,8 @@ def analyse(data, models=None, backend="cpu", original=None):
     M, Z = a["M"], a["Z"]
     (hp, wp), (hy, wy), (hz, wz) = decoder.grid_sizes(h.width, h.height)
     tr = {}
-    y_hat, *_ = decoder.decode_latents(pic, model, backend, trace=tr)
-    rgb = decoder.synthesize(model, y_hat, h.height, h.width, backend, monochrome=h.monochrome)
+    y_hat, _, _, _, rate = decoder.decode_latents(pic, model, backend, trace=tr)
+    rgb = decoder.synthesize(model, y_hat, h.height, h.width, backend, monochrome=h.monochrome, rate=rate)
 
     # ---- bits (exact information content under the decoder's tables)
     y_bits = model.y_tables.symbol_bits(tr["q"].reshape(-1), tr["rows"]).reshape(hy, wy, M)

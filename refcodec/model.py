@@ -21,7 +21,7 @@ import kernels
 from kernels import rans
 from kernels.conv import interleave_weights
 
-from .arch import has_context, nets_of
+from .arch import has_context, has_postfilter, nets_of
 from .errors import ModelError
 from .quant import INT31, layer_bound
 
@@ -195,12 +195,18 @@ class Model:
                     raise ValueError(f"arch C = {C!r}")
                 self.g_cm = IntNet("g_cm", nets["g_cm"], arrays, (-32768, 32767), M, C)
                 self.g_ep = IntNet("g_ep", nets["g_ep"], arrays, (-32768, 32767), 2 * M + C, 2 * M)
+            # the post-filter tool (clause 6.5.1), where the model has it
+            self.postfilter = has_postfilter(self.arch)
+            if self.postfilter:
+                self.g_pf = IntNet("g_pf", nets["g_pf"], arrays, (-32768, 32767), 4, 3)
         except (KeyError, TypeError, ValueError) as e:
             raise ModelError(f"{path}: malformed network description ({type(e).__name__}: {e})") from None
         if self.h_s.upscale != 4 or self.g_s.upscale != 16:
             raise ModelError(f"{path}: h_s must upsample by 4 and g_s by 16")
         if self.context and (self.g_cm.upscale != 1 or self.g_ep.upscale != 1):
             raise ModelError(f"{path}: g_cm and g_ep must keep the latent grid")
+        if self.postfilter and self.g_pf.upscale != 1:
+            raise ModelError(f"{path}: g_pf must keep the picture's grid")
         # rans.Tables: the coders' derived tables are built once per model
         self.y_tables = rans.Tables(*(_array(arrays, k) for k in ("y_cdf", "y_cdf_len", "y_offset")))
         self.z_tables = rans.Tables(*(_array(arrays, k) for k in ("z_cdf", "z_cdf_len", "z_offset")))

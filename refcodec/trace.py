@@ -61,7 +61,7 @@ def trace(data, models=None, backend="cpu", out=None):
     model = model_mod.shipped(h.model_id) if models is None else decoder.find_model(h.model_id, models)
     tr = {}
     try:
-        y_hat, *_ = decoder.decode_latents(pic, model, backend, trace=tr)
+        y_hat, _, _, _, rate = decoder.decode_latents(pic, model, backend, trace=tr)
     finally:
         for clause, key, dtype in LATENT_RECORDS:
             if tr.get(key) is not None:
@@ -71,6 +71,10 @@ def trace(data, models=None, backend="cpu", out=None):
     for i, op in enumerate(model.g_s.ops):
         x = model.g_s.run_op(op, x, backend)
         recs.append(record("6.5", f"g_s.{i}.{op[0]}", x, "int16"))
+    if rate is not None:
+        recs.append(record("6.5.1", "rate_plane", rate, "int16"))
+        x = decoder.postfilter(model, x, rate, backend)
+        recs.append(record("6.5.1", "post_filter", x, "int16"))
     rgb = decoder.colour_transform(x, model.prec["p_x"], h.monochrome)[:h.height, :h.width]
     recs.append(record("6.6", "rgb", rgb, "uint8"))
     return recs, rgb

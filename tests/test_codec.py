@@ -36,6 +36,14 @@ def tiny_ctx(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def tiny_pf(tmp_path_factory):
+    """tiny_ctx plus a trained post-filter g_pf of 4 channels (tools/make_tiny_float.py)."""
+    path = str(tmp_path_factory.mktemp("models") / "tiny-pf-w16.npz")
+    export(os.path.join(DATA, "tiny-pf-float.npz"), path, DATA, weight_bits=16, n_images=2)
+    return Model(path)
+
+
+@pytest.fixture(scope="module")
 def kodak_crop():
     return np.asarray(Image.open(KODIM23).convert("RGB"))[200:297, 300:431].copy()   # 97 x 131
 
@@ -55,12 +63,13 @@ def test_roundtrip_identical_on_numpy_and_cpu(tiny, rng, h, w):
 
 
 @pytest.mark.skipif(not CUDA, reason="no CUDA GPU and NUMBA_ENABLE_CUDASIM is not set")
-@pytest.mark.parametrize("name,S", [("tiny", 3), ("tiny_ctx", 4)])        # without and with the context
+@pytest.mark.parametrize("name,S", [("tiny", 3), ("tiny_ctx", 4), ("tiny_pf", 2)])   # context, post-filter
 def test_roundtrip_identical_on_cuda(request, rng, name, S):
     m = request.getfixturevalue(name)
     rgb = image(rng, 9, 20)
     data = encoder.encode(rgb, beta=0.8, model=m, num_y_substreams=S)
-    assert decoder.picture(data).header.context_enabled == (name == "tiny_ctx")
+    assert decoder.picture(data).header.context_enabled == (name != "tiny")
+    assert decoder.picture(data).header.postfilter_enabled == (name == "tiny_pf")
     assert np.array_equal(decoder.decode(data, backend="cuda", models=[m]),
                           decoder.decode(data, backend="numpy", models=[m]))
 
@@ -332,7 +341,7 @@ def test_context_refines_only_the_non_anchors_and_saves_bits(tiny_ctx, kodak_cro
     assert len(data[True]) < 0.9 * len(data[False])
     mus = {}
     for c, d in data.items():
-        _, mus[c], _, _ = decode_latents(decoder.picture(d), tiny_ctx, "cpu")
+        _, mus[c], _, _, _ = decode_latents(decoder.picture(d), tiny_ctx, "cpu")
     a = anchor_mask(*mus[True].shape[:2])
     assert np.array_equal(mus[True][a], mus[False][a]) and not np.array_equal(mus[True][~a], mus[False][~a])
     assert not decoder.picture(data[False]).header.context_enabled
@@ -369,6 +378,93 @@ def test_context_model_files_are_checked(tiny_ctx, tmp_path):
     big = w.copy()
     big[2] = np.iinfo(w.dtype).max
     refused({**npz, "g_ep.0.w": big}, r"layer g_ep\.0: output channel 2")
+
+
+# ------------------------------------------------------------------ post-filter (clause 6.5.1)
+
+@pytest.mark.parametrize("h,w", [(1, 1), (17, 33), (70, 130)])
+def test_postfilter_roundtrip_identical_on_numpy_and_cpu(tiny_pf, rng, kodak_crop, h, w):
+    """With g_pf the stream sets postfilter_enabled, numpy and numba CPU
+    decode it identically, the encoder's reconstruction is the decoder's
+    picture, and the filter changes the picture (without the flag the same
+    latents decode to g_s's output alone)."""
+    rgb = kodak_crop[:h, :w] if h > 1 else image(rng, h, w)
+    an = encoder.Analysis(rgb, tiny_pf)
+    code = encoder.beta_to_code(0.6)
+    data = an.stream(code)
+    assert decoder.picture(data).header.postfilter_enabled
+    out = {be: decoder.decode(data, backend=be, models=[tiny_pf]) for be in ("numpy", "cpu")}
+    assert np.array_equal(out["numpy"], out["cpu"])
+    assert np.array_equal(out["cpu"], an.reconstruct(code))
+    an.postfilter = False
+    plain = an.stream(code)
+    assert not decoder.picture(plain).header.postfilter_enabled and len(plain) == len(data)
+    unfiltered = decoder.decode(plain, models=[tiny_pf])
+    assert np.array_equal(unfiltered, an.reconstruct(code))
+    if h > 1:
+        assert not np.array_equal(unfiltered, out["cpu"])
+
+
+def test_postfilter_reads_the_rate_and_the_quality_map(tiny_pf, kodak_crop):
+    """The rate plane r (clause 6.5.1) follows beta and each block's Q: a
+    stream with a quality map decodes identically on numpy and CPU, and its
+    plane is the picture's plus Q * 2^14 / 8 at p_x bits."""
+    from refcodec import qmap as qm
+    an = encoder.Analysis(kodak_crop, tiny_pf)
+    hy, wy = an.hy, an.wy
+    lo, hi = (decoder.rate_plane(tiny_pf, encoder.beta_to_code(b), None, hy, wy) for b in (0.2, 0.9))
+    assert lo.shape == (hy, wy) and len(np.unique(lo)) == 1 and hi[0, 0] != lo[0, 0]
+    Q = np.zeros(an.qmap_grid(0), np.int32)
+    Q[0, 0], Q[-1, -1] = 4, -4
+    r = decoder.rate_plane(tiny_pf, encoder.beta_to_code(0.2), qm.expand(Q, 0, hy, wy), hy, wy)
+    p_x = tiny_pf.prec["p_x"]
+    assert r[0, 0] - lo[0, 0] == pytest.approx((4 << 14) * 2 ** p_x / 2 ** 19, abs=1)
+    assert r[-1, -1] - lo[0, 0] == pytest.approx(-(4 << 14) * 2 ** p_x / 2 ** 19, abs=1)
+    data = an.stream(encoder.beta_to_code(0.2), Q=Q, block_log2=0)
+    pic = decoder.picture(data)
+    assert pic.header.postfilter_enabled and pic.header.quality_map_enabled
+    assert np.array_equal(decoder.decode_latents(pic, tiny_pf, "cpu")[4], r)
+    assert np.array_equal(decoder.decode(data, backend="numpy", models=[tiny_pf]),
+                          decoder.decode(data, backend="cpu", models=[tiny_pf]))
+
+
+def test_postfilter_bands_are_exact(tiny_pf, kodak_crop):
+    """Synthesis by bands of one latent row (the smallest) gives the picture
+    of one band over the whole grid: the filter stays inside the margin."""
+    an = encoder.Analysis(kodak_crop, tiny_pf)
+    code = encoder.beta_to_code(0.5)
+    q, _, mu_q, ig = an.coded(code)
+    p = tiny_pf.prec
+    y_hat = decoder.dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], tiny_pf.ig_p)
+    r = decoder.rate_plane(tiny_pf, code, None, an.hy, an.wy)
+    h, w = kodak_crop.shape[:2]
+    whole = decoder.synthesize(tiny_pf, y_hat, h, w, band=1000, rate=r)
+    assert np.array_equal(decoder.synthesize(tiny_pf, y_hat, h, w, band=1, rate=r), whole)
+    assert np.array_equal(whole, an.reconstruct(code))
+
+
+def test_postfilter_needs_a_model_with_g_pf(tiny_ctx, tiny_pf, rng, tmp_path):
+    """A stream that sets postfilter_enabled for a model without g_pf is
+    refused naming tool_flags; a model file whose g_pf is missing or
+    mis-shaped is refused naming the layer."""
+    from refcodec.syntax import PictureHeader, picture, write_picture
+    pic = picture(encoder.encode(image(rng, 30, 30), beta=0.5, model=tiny_ctx))
+    assert not pic.header.postfilter_enabled
+    h = PictureHeader(**{**pic.header.__dict__, "tool_flags": pic.header.tool_flags | 8})
+    with pytest.raises(BitstreamError, match="post-filter") as e:
+        decoder.decode(write_picture(h, pic.z_data, pic.y_data), models=[tiny_ctx])
+    assert e.value.field == "tool_flags"
+    npz = dict(np.load(tiny_pf.path))
+
+    def refused(arrays, match):
+        path = tmp_path / "bad.npz"
+        np.savez(path, **arrays)
+        with pytest.raises(ModelError, match=match):
+            Model(str(path))
+
+    refused({k: v for k, v in npz.items() if k != "g_pf.2.w"}, "g_pf.2.w")
+    w = npz["g_pf.0.w"]
+    refused({**npz, "g_pf.0.w": w[..., :-1].copy()}, r"layer g_pf\.0: takes")
 
 
 def test_symbol_bits_is_the_information_content_of_the_coder(tiny, rng):

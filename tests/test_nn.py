@@ -69,7 +69,10 @@ def test_macs_per_pixel():
     assert m["g_a"] > 10000 and set(m) == {"g_a", "h_a", "h_s", "g_cm", "g_ep", "g_s"}
     # residual blocks cost the encoder alone
     m2 = A.macs_per_pixel(A.make_arch(N=64, M=128, Z=64, NH=64, C=128, NE=320, RA=1))
-    assert m2["g_a"] > m["g_a"] and all(m2[n] == m[n] for n in A.DECODER_NETS)
+    assert m2["g_a"] > m["g_a"] and all(m2[n] == m[n] for n in A.DECODER_NETS if n in m)
+    # the post-filter: 3x3 convolutions 4 -> PF -> PF -> 3 at the picture's resolution
+    m3 = A.macs_per_pixel(A.with_postfilter(A.make_arch(N=64, M=128, Z=64, NH=64, C=128, NE=320), PF=16))
+    assert m3["g_pf"] == 9 * (4 * 16 + 16 * 16 + 16 * 3) and all(m3[n] == m[n] for n in m)
 
 
 def test_receptive_radius():

@@ -67,9 +67,11 @@ def test_flipped_bit_in_each_header_field(name, start, n):
                 # out of range, or a count that no longer matches the sizes that follow
                 assert e.field == name or e.field == "z_size" or e.field.startswith("y_size")
         else:
-            # tool_flags bit 2 (0x80 >> 5) is monochrome: the output transform alone changes
+            # tool_flags bit 2 (0x80 >> 5) is monochrome: the output transform alone changes;
+            # bit 3 (0x80 >> 4) the post-filter: the parse is the same, the decoder checks the model
             assert name in ("model_id", "beta_code", "width_minus1", "height_minus1") \
-                or (name == "tool_flags" and bit == 5 and parsed.header.monochrome)
+                or (name == "tool_flags" and bit == 5 and parsed.header.monochrome) \
+                or (name == "tool_flags" and bit == 4 and parsed.header.postfilter_enabled)
             assert parsed.z_data == data[-len(parsed.z_data) - sum(map(len, parsed.y_data)):][:len(parsed.z_data)]
 
 

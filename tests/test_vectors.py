@@ -49,8 +49,12 @@ def test_manifest_covers_the_tools():
     assert {1, 64} <= {v["substreams"] for v in vs} and len({v["substreams"] for v in vs}) >= 4
     assert {"activity", "rdo", "max", "min", "alternating", "random"} <= {v["qmap"] for v in vs}
     assert {0, 1, 2, 3, 4} <= {v["qmap_block_log2"] for v in vs if v["qmap"]}
-    assert {"conf-w16.npz", "conf-w8.npz", "conf-ctx-w16.npz", "conf-ctx-w8.npz", "conf-gain-w16.npz"} \
-        == {v["model"] for v in vs}
+    assert {"conf-w16.npz", "conf-w8.npz", "conf-ctx-w16.npz", "conf-ctx-w8.npz", "conf-gain-w16.npz",
+            "conf-pf-w16.npz", "conf-pf-w8.npz"} == {v["model"] for v in vs}
+    pf = [v for v in vs if "postfilter" in v["tags"]]                 # tool_flags bit 3
+    assert {v["model"] for v in pf} == {"conf-pf-w16.npz", "conf-pf-w8.npz"}
+    assert (1, 1) in {(v["width"], v["height"]) for v in pf} and {0.0, 1.0} <= {v["beta"] for v in pf}
+    assert any(v["qmap"] for v in pf) and any("cuda" in v["tags"] for v in pf)
     ctx = [v for v in vs if v["model"].startswith("conf-ctx")]       # the checkerboard context tool
     assert (1, 1) in {(v["width"], v["height"]) for v in ctx} and any(v["qmap"] for v in ctx)
     assert {0.0, 1.0, 64} <= {v["beta"] for v in ctx} | {v["substreams"] for v in ctx}
@@ -60,8 +64,8 @@ def test_manifest_covers_the_tools():
     assert mono and any(v["model"].startswith("conf-ctx") for v in mono) and any("cuda" in v["tags"] for v in mono)
     errors = {i["error"] for i in manifest()["invalid"]}
     assert {"TruncatedStreamError", "BitstreamError", "EntropyDecodingError"} <= errors
-    assert {"context_odd_substreams.bin", "context_model_without_networks.bin", "context_phase1_bitflip.bin"} \
-        <= {i["file"] for i in manifest()["invalid"]}
+    assert {"context_odd_substreams.bin", "context_model_without_networks.bin", "context_phase1_bitflip.bin",
+            "postfilter_model_without_g_pf.bin"} <= {i["file"] for i in manifest()["invalid"]}
 
 
 def test_monochrome_vectors_fail_a_decoder_that_ignores_the_flag():
@@ -83,6 +87,35 @@ def test_monochrome_vectors_fail_a_decoder_that_ignores_the_flag():
         expected = json.load(open(os.path.join(folder, "expected.json")))["sha256"]
         assert plane_hashes(wrong)["rgb"] != expected["rgb"]
         assert plane_hashes(decoder.decode(data, models=[model]))["rgb"] == expected["rgb"]
+
+
+@pytest.mark.parametrize("defect", ["ignore_flag", "ignore_map"])
+def test_postfilter_vectors_fail_a_decoder_that_slips(monkeypatch, defect):
+    """Clause 6.5.1: a decoder that skips the post-filter, or builds the rate
+    plane without the quality map's Q, outputs another picture for the
+    post-filter vectors (every vector but the 1x1 one for the first slip,
+    some vector with a map for the second)."""
+    from refcodec import decoder
+    from refcodec.conformance import plane_hashes
+    from refcodec.model import Model
+    real = decoder.rate_plane
+    if defect == "ignore_flag":
+        monkeypatch.setattr(decoder, "postfilter", lambda model, x, r, backend="cpu": x)
+    else:
+        monkeypatch.setattr(decoder, "rate_plane", lambda m, code, Q, hy, wy: real(m, code, None, hy, wy))
+    vs = [v for v in manifest()["vectors"] if "postfilter" in v["tags"]]
+    differ = []
+    for v in vs:
+        folder = os.path.join(VECTORS, v["id"])
+        data = open(os.path.join(folder, "bitstream.bin"), "rb").read()
+        assert decoder.picture(data).header.postfilter_enabled
+        model = Model(os.path.join(VECTORS, "models", v["model"]))
+        expected = json.load(open(os.path.join(folder, "expected.json")))["sha256"]["rgb"]
+        differ.append(plane_hashes(decoder.decode(data, models=[model]))["rgb"] != expected)
+    if defect == "ignore_flag":
+        assert all(differ[i] for i, v in enumerate(vs) if v["width"] * v["height"] > 1)
+    else:
+        assert any(differ) and all(not d for d, v in zip(differ, vs) if not v["qmap"])
 
 
 @pytest.mark.parametrize("defect", ["no_step", "no_context"])

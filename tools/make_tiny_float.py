@@ -21,6 +21,22 @@ conf-ctx-w16/w8): the same network plus the checkerboard context networks
     python -m refcodec.export tests/data/tiny-ctx-float.npz vectors/models/conf-ctx-w8.npz --calib tests/data \
         --images 2 --weight-bits 8
 
+The post-filter variant (tests/data/tiny-pf-float.npz): tiny-ctx-float plus a
+post-filter g_pf of 4 channels (SPEC.md clause 6.5.1), trained alone for 1,500
+iterations (a minute):
+
+    python -m refcodec.train --run runs/tinypf --init tests/data/tiny-ctx-float.npz --postfilter 4 \
+        --train g_pf --batch 8 --crop 64 --iters 6000 --lr 3e-3 --threads 1 --eval-every 1000000
+    python -c "import numpy as np; d = dict(np.load('runs/tinypf/last.npz')); d['g_pf.0.weight'][:, 3] *= 10; \
+        np.savez_compressed('tests/data/tiny-pf-float.npz', **d)"
+    python -m refcodec.export tests/data/tiny-pf-float.npz vectors/models/conf-pf-w16.npz --calib tests/data --images 2
+    python -m refcodec.export tests/data/tiny-pf-float.npz vectors/models/conf-pf-w8.npz --calib tests/data \
+        --images 2 --weight-bits 8
+
+(the weights of g_pf's rate input scaled by 10 after training: the tiny filter
+barely used it, and the post-filter vectors must pin the rate plane of every
+block).
+
 Training is not bit-reproducible across machines; the committed files are
 the reference.  Running this script prints the commands.
 """

@@ -27,7 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..train.__main__ import SHARED, draw_beta, load_images
+from .. import arch as A
+from ..train.__main__ import SHARED, draw_beta, export_float, load_images
 from ..train.nets import HyperpriorTorch, load_float
 
 MODELS = os.path.join(os.path.dirname(__file__), "..", "models")
@@ -61,6 +62,24 @@ class PostFilter(nn.Module):
         return sum(c.in_channels * c.out_channels * 9 for c in self.convs)
 
 
+class ModelFilter(nn.Module):
+    """The model's own post-filter (refcodec.arch g_pf, clause 6.5.1): on g_s's
+    YCbCr output, told the rate by r = mean_c(log2 gain) / 8; RGB in and out
+    here, as the cache holds RGB reconstructions (to_ycbcr inverts to_rgb)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, beta):
+        m = self.model
+        lg = m.gain(beta)[:, :, None, None]
+        return m.to_rgb(m.synthesis_post(m.to_ycbcr(x), lg))
+
+    def macs_per_pixel(self):
+        return int(A.macs_per_pixel(self.model.arch)["g_pf"])
+
+
 def psnr(a, b):
     mse = float(((torch.round(a.clamp(0, 1) * 255) - b * 255) ** 2).mean())
     return 10 * math.log10(255 ** 2 / max(mse, 1e-10))
@@ -82,6 +101,9 @@ def main(argv=None):
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--cache", default="runs/postfilter_cache.pt")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", default=None, metavar="FLOAT.npz",
+                   help="train the model's own g_pf (YCbCr, rate plane; arch.with_postfilter) instead of the RGB "
+                        "filter, and write the float weights with it")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -118,7 +140,18 @@ def main(argv=None):
         torch.save(cache, args.cache)
         print(f"reconstructions cached in {time.time() - t0:.0f} s", flush=True)
 
-    filt = PostFilter(args.ch, args.layers, args.beta_in)
+    if args.save:
+        meta = json.loads(bytes(np.load(args.weights)["__meta__"]).decode())
+        arch = A.with_postfilter(meta["arch"], PF=args.ch, PFL=args.layers)
+        for net in A.nets_of(arch):
+            arch[net] = [tuple(layer) for layer in arch[net]]
+        model = HyperpriorTorch(arch)
+        load_float(model, args.weights)
+        for name, q in model.named_parameters():
+            q.requires_grad_(name.startswith("g_pf."))
+        filt = ModelFilter(model)
+    else:
+        filt = PostFilter(args.ch, args.layers, args.beta_in)
     print(f"filter {args.layers} layers x {args.ch} channels{' + beta' if args.beta_in else ''}: "
           f"{filt.macs_per_pixel()} decoder MAC/pixel", flush=True)
 
@@ -136,7 +169,7 @@ def main(argv=None):
         return rows
 
     X, XH, B = cache["x"], cache["x_hat"], cache["beta"]
-    opt = torch.optim.Adam(filt.parameters(), lr=args.lr)
+    opt = torch.optim.Adam([q for q in filt.parameters() if q.requires_grad], lr=args.lr)
     t0 = time.time()
     P = args.patch
     for it in range(1, args.iters + 1):
@@ -158,6 +191,9 @@ def main(argv=None):
             print(f"kodak iter {it}: " + ", ".join(f"beta {b}: {p0:.3f} -> {p1:.3f} dB ({p1 - p0:+.3f})"
                                                     for b, p0, p1 in rows)
                   + f"; mean {np.mean([p1 - p0 for _, p0, p1 in rows]):+.3f} dB", flush=True)
+    if args.save:
+        export_float(filt.model, args.save, meta.get("step"), meta.get("kodak_score"))
+        print(f"wrote {args.save}", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@
         beta_code                               u(16)   beta = beta_code / 65535
         tool_flags                              u(8)    bit 0: quality_map_enabled;
                                                         bit 1: context_enabled; bit 2: monochrome;
-                                                        bits 3-7 reserved (0)
+                                                        bit 3: postfilter_enabled; bits 4-7 reserved (0)
         num_y_substreams                        u(8)    1 ... 64; even when context_enabled
         if (quality_map_enabled) {
             qmap_mode                           u(8)    bits 0-2: qmap_block_log2, 0 ... 4 (a Q value
@@ -52,7 +52,8 @@ LEVEL = {
 QUALITY_MAP_FLAG = 1
 CONTEXT_FLAG = 2
 MONOCHROME_FLAG = 4
-TOOL_FLAGS = QUALITY_MAP_FLAG | CONTEXT_FLAG | MONOCHROME_FLAG
+POSTFILTER_FLAG = 8
+TOOL_FLAGS = QUALITY_MAP_FLAG | CONTEXT_FLAG | MONOCHROME_FLAG | POSTFILTER_FLAG
 QMAP_BLOCK_LOG2_MAX = 4
 QMAP_STEP_LOG2_MAX = 2
 QMAP_CONTEXT_BIT = 5
@@ -102,6 +103,11 @@ class PictureHeader:
     def monochrome(self):
         """Clause 6.6: the output is R = G = B, from the luma channel alone."""
         return bool(self.tool_flags & MONOCHROME_FLAG)
+
+    @property
+    def postfilter_enabled(self):
+        """Clause 6.5.1: the model's post-filter g_pf runs on g_s's output."""
+        return bool(self.tool_flags & POSTFILTER_FLAG)
 
 
 def _fail(msg, field):

@@ -234,7 +234,16 @@ def parse_arch(text):
 
 
 def arch_of_run(args):
-    """The architecture of a run: --arch, else the checkpoint's, else the --init file's, else DEFAULT_ARCH."""
+    """The architecture of a run: --arch, else the checkpoint's, else the --init file's, else DEFAULT_ARCH;
+    with ``--postfilter PF[,L]`` a post-filter added where it has none."""
+    arch = _arch_of_run(args)
+    if getattr(args, "postfilter", None) and not A.has_postfilter(arch):
+        v = [int(t) for t in args.postfilter.split(",")]
+        arch = A.with_postfilter(arch, PF=v[0], PFL=v[1] if len(v) > 1 else 3)
+    return arch
+
+
+def _arch_of_run(args):
     if args.arch:
         return parse_arch(args.arch)
     ckpt = os.path.join(args.run, "last.pt")
@@ -256,6 +265,9 @@ def main(argv=None):
     p.add_argument("--arch", default=None,
                    help="N,M,Z,NH[,C[,NE[,RA]]] (C = 0 or left out: no context networks; RA: residual blocks "
                         f"of g_a at each scale); default: the checkpoint's, the --init file's, or {DEFAULT_ARCH}")
+    p.add_argument("--postfilter", default=None, metavar="PF[,L]",
+                   help="add a post-filter g_pf of PF channels and L layers (default 3) to the architecture "
+                        "(SPEC.md clause 6.5.1); it starts as the identity")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=3e-4)

@@ -180,6 +180,11 @@ class HyperpriorTorch(nn.Module):
         if A.has_context(arch):
             self.g_cm = build(arch["g_cm"])
             self.g_ep = build(arch["g_ep"])
+        if A.has_postfilter(arch):
+            self.g_pf = build(arch["g_pf"])
+            last = [m for m in self.g_pf if isinstance(m, nn.Conv2d)][-1]
+            nn.init.zeros_(last.weight)          # a new post-filter starts as the identity
+            nn.init.zeros_(last.bias)
         self.entropy_z = FactorizedPrior(arch["Z"])
         K, M = arch["K"], arch["M"]
         lam = torch.tensor(arch["lambdas"])
@@ -276,8 +281,21 @@ class HyperpriorTorch(nn.Module):
             r_lik_in = r_hat = rounding(r)
         bits_y = -torch.log2(gaussian_likelihood(r_lik_in, sigma).clamp_min(1e-9))
         y_hat = mu + r_hat / g
-        x_hat = self.to_rgb(self.g_s(y_hat)) if synthesis else None
+        x_hat = self.to_rgb(self.synthesis(y_hat, lg)) if synthesis else None
         return x_hat, bits_y.sum(dim=(1, 2, 3)), bits_z.sum(dim=(1, 2, 3))
+
+    def synthesis(self, y_hat, lg):
+        """g_s, then the post-filter where the architecture has one (clause
+        6.5.1): x + g_pf(concat(x, r)), r = mean_c(log2 gain) / 8 as a plane;
+        YCbCr out.  ``lg``: the log2 gains (B, M, 1, 1)."""
+        return self.synthesis_post(self.g_s(y_hat), lg)
+
+    def synthesis_post(self, x, lg):
+        """The post-filter alone on g_s's output x (the identity without one)."""
+        if not A.has_postfilter(self.arch):
+            return x
+        r = (lg.mean(dim=1, keepdim=True) / A.PF_RATE_DIV).expand(-1, 1, *x.shape[2:])
+        return x + self.g_pf(torch.cat([x, r], dim=1))
 
 
 def load_float(model, path):
