@@ -112,3 +112,47 @@ def test_widen_command_line(tmp_path):
     assert y.shape == (2, 2, 16)
     with pytest.raises(SystemExit):
         W.main([str(src), str(tmp_path / "x.npz")])
+
+
+def test_postfilter_from_another_file(tmp_path):
+    """--postfilter-from adds the g_pf of another file of the same model: the
+    other networks keep their weights, g_pf and its widths come along, and
+    the trainer's network computes g_s's output plus the filter's."""
+    import json
+    from refcodec.train.nets import HyperpriorTorch
+
+    def save(m, path):
+        arrays = {k: v.detach().numpy() for k, v in m.state_dict().items()
+                  if not k.startswith(("rgb_to", "ycbcr_to"))}
+        np.savez(path, __meta__=np.frombuffer(json.dumps({"arch": m.arch, "step": 3}).encode(), np.uint8), **arrays)
+
+    base = tiny(12)
+    torch.manual_seed(1)
+    pf = HyperpriorTorch(A.with_postfilter(base.arch, PF=4))
+    with torch.no_grad():
+        for name, p in pf.named_parameters():
+            if name.startswith("g_pf."):
+                p.normal_(0, 0.1)
+    save(base, tmp_path / "base.npz")
+    save(pf, tmp_path / "pf.npz")
+    W.main([str(tmp_path / "base.npz"), str(tmp_path / "out.npz"), "--postfilter-from", str(tmp_path / "pf.npz")])
+    data = np.load(tmp_path / "out.npz")
+    arch = json.loads(bytes(data["__meta__"]).decode())["arch"]
+    assert arch["PF"] == 4 and A.has_postfilter(arch) and arch["M"] == 12
+    for k, v in base.state_dict().items():
+        if k in data.files:
+            assert np.array_equal(data[k], v.numpy()), k
+    for k, v in pf.state_dict().items():
+        if k.startswith("g_pf."):
+            assert np.array_equal(data[k], v.numpy()), k
+    with pytest.raises(SystemExit):                     # a file without a post-filter
+        W.main([str(tmp_path / "base.npz"), str(tmp_path / "x.npz"), "--postfilter-from", str(tmp_path / "base.npz")])
+    # the trainer's synthesis: x + g_pf(concat(x, r)) with r the mean log2 gain / 8
+    m = HyperpriorTorch({**arch, **{n: [tuple(layer) for layer in arch[n]] for n in A.nets_of(arch)}})
+    m.load_state_dict({k: torch.from_numpy(data[k]) for k in data.files if k != "__meta__"}, strict=False)
+    y_hat = torch.randn(1, 12, 3, 4)
+    lg = torch.full((1, 12, 1, 1), 0.8)
+    x = m.g_s(y_hat)
+    r = torch.full((1, 1, *x.shape[2:]), 0.1)
+    got, want = m.synthesis(y_hat, lg), x + m.g_pf(torch.cat([x, r], 1))
+    assert torch.isfinite(want).all() and torch.allclose(got, want, atol=1e-6), (got - want).abs().max()

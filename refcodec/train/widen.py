@@ -1,4 +1,8 @@
-"""Grow a trained model: ``python -m refcodec.train.widen IN.npz OUT.npz [--M 256] [--RA 1]``.
+"""Grow a trained model: ``python -m refcodec.train.widen IN.npz OUT.npz [--M 256] [--RA 1] [--postfilter-from PF.npz]``.
+
+``--postfilter-from`` adds (or replaces) the post-filter g_pf with the one of
+another float file of the same model (clause 6.5.1; trained alone on the
+frozen model by ``refcodec.studies.postfilter_probe --save``).
 
 ``--RA n`` adds n encoder-only residual blocks at each of 1/4, 1/8 and 1/16
 of g_a (:func:`add_residual`): their second convolution starts at zero, so
@@ -152,21 +156,32 @@ def main(argv=None):
     p.add_argument("--gs-spread", type=float, default=GS_SPREAD,
                    help="spread of g_s's new input weights relative to the old ones' (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--postfilter-from", default=None, metavar="FLOAT.npz",
+                   help="take the post-filter g_pf (SPEC.md clause 6.5.1) and its widths from these float "
+                        "weights (e.g. a filter trained alone by refcodec.studies.postfilter_probe --save)")
     args = p.parse_args(argv)
     data = np.load(args.src)
     meta = json.loads(bytes(data["__meta__"]).decode())
     arrays = {k: data[k] for k in data.files if k != "__meta__"}
-    if args.M is None and not args.RA:
-        p.error("nothing to do: give --M, --RA or both")
+    if args.M is None and not args.RA and not args.postfilter_from:
+        p.error("nothing to do: give --M, --RA, --postfilter-from")
     a, arch = arrays, meta["arch"]
     if args.M is not None:
         a, arch = widen(a, arch, args.M, args.seed, args.ga_spread, args.gs_spread)
     if args.RA:
         a, arch = add_residual(a, arch, args.RA, args.seed)
+    if args.postfilter_from:
+        pf = np.load(args.postfilter_from)
+        pf_arch = json.loads(bytes(pf["__meta__"]).decode())["arch"]
+        if "g_pf" not in pf_arch:
+            p.error(f"{args.postfilter_from} has no post-filter g_pf")
+        a = {**{k: v for k, v in a.items() if not k.startswith("g_pf.")},
+             **{k: pf[k] for k in pf.files if k.startswith("g_pf.")}}
+        arch = {**arch, "version": 4, "PF": pf_arch["PF"], "g_pf": pf_arch["g_pf"]}
     meta = dict(meta, arch=arch, widened_from=meta["arch"]["M"], kodak_score=float("inf"))
     np.savez_compressed(args.dst, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **a)
-    print(f"{args.src} (M={meta['widened_from']}) -> {args.dst} (M={arch['M']}, RA={args.RA}), "
-          f"step {meta.get('step', 0)}")
+    print(f"{args.src} (M={meta['widened_from']}) -> {args.dst} (M={arch['M']}, RA={args.RA}"
+          f"{', PF=%d' % arch['PF'] if 'PF' in arch else ''}), step {meta.get('step', 0)}")
 
 
 if __name__ == "__main__":
