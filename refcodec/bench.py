@@ -45,12 +45,16 @@ def line(name, ours, anchor):
 
 def torch_decode(net, z_t, y_t):
     """The float networks a decode runs: h_s, with the context tool g_cm and
-    g_ep on the latent grid, then g_s."""
+    g_ep on the latent grid, then g_s and, with the post-filter, g_pf on
+    g_s's output and a rate plane."""
     p = net.h_s(z_t)
     if hasattr(net, "g_cm"):
         mu, s = p.chunk(2, dim=1)
         p = net.g_ep(torch_cat([mu, s, net.g_cm(y_t)]))
-    return net.g_s(p[:, :0].sum() + y_t)
+    x = net.g_s(p[:, :0].sum() + y_t)
+    if hasattr(net, "g_pf"):
+        x = x + net.g_pf(torch_cat([x, x[:, :1] * 0 + 0.1]))
+    return x
 
 
 def torch_encode(net, x_t):
@@ -128,7 +132,7 @@ def main(argv=None):
             "brm": lambda: match(rgb, args.bpp, model=m, method="fast"),
             "brm_b": lambda: match(rgb, args.bpp, model=m, method="bisect"),
         }, args.repeats)
-    nets = "h_s+g_cm+g_ep+g_s" if m.context else "h_s+g_s"
+    nets = ("h_s+g_cm+g_ep+g_s" if m.context else "h_s+g_s") + ("+g_pf" if m.postfilter else "")
     line(f"decode {w}x{h} numba-cpu vs torch-f32 {nets}", med["dec"], med["dec_t"])
     line(f"g_s {w}x{h} int16 numba-cpu vs torch-f32", med["gs"], med["gs_t"])
     enc_nets = "g_a+h_a+h_s+g_cm+g_ep" if m.context else "g_a+h_a+h_s"

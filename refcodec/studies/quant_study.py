@@ -63,11 +63,16 @@ def float_decode(rgb, an, beta, params, arch, counter, fixed_bytes):
     from ..ratecontrol import CODER_EXCESS
     nbytes = fixed_bytes + (1 + CODER_EXCESS) * bits / 8
     y_hat = mu + q / g
-    return gs_float_rgb(y_hat, params, arch, rgb.shape), 8 * nbytes / (rgb.shape[0] * rgb.shape[1])
+    return gs_float_rgb(y_hat, params, arch, rgb.shape, beta), 8 * nbytes / (rgb.shape[0] * rgb.shape[1])
 
 
-def gs_float_rgb(y_hat, params, arch, shape):
+def gs_float_rgb(y_hat, params, arch, shape, beta):
+    """Float g_s (and, with the post-filter, g_pf told the rate at beta) to 8-bit RGB."""
     x = run_float(arch["g_s"], params, "g_s", y_hat.astype(np.float32))
+    if A.has_postfilter(arch):
+        from ..export import gain_log2
+        r = np.full(x.shape[:2] + (1,), gain_log2(arch, params, beta).mean() / A.PF_RATE_DIV, np.float32)
+        x = x + run_float(arch["g_pf"], params, "g_pf", np.concatenate([x, r], axis=-1))
     x[..., 0] += 0.5
     rgb = np.clip(np.round(x @ np.array(A.YCBCR_TO_RGB, np.float32).T * 255), 0, 255).astype(np.uint8)
     return rgb[:shape[0], :shape[1]]
@@ -113,7 +118,7 @@ def main(argv=None):
             data16 = an16.stream(code)
             pic = decoder.picture(data16)
             y_hat_q, *_ = decoder.decode_latents(pic, m16, "cpu")
-            out_e = gs_float_rgb(y_hat_q.astype(np.float32) / (1 << m16.prec["p_y"]), params, arch, rgb.shape)
+            out_e = gs_float_rgb(y_hat_q.astype(np.float32) / (1 << m16.prec["p_y"]), params, arch, rgb.shape, b)
             pts["int-entropy"][b].append(metrics(rgb, out_e, 8 * len(data16) / npx))
             pts["W16A16"][b].append(metrics(rgb, decoder.decode(data16, models=[m16]), 8 * len(data16) / npx))
             data8 = an8.stream(code)
