@@ -6,7 +6,7 @@ from .errors import RefcodecError
 
 def encode(rgb, beta=None, model=None, num_y_substreams=None, backend="cpu", bpp=None, tolerance=0.01,
            side="both", method="fast", nearest=False, qmap=None, qmap_block_log2=None, roi_q=(6, -3), refine=0,
-           context=None, rdoq=None, monochrome=None, tune="psnr"):
+           context=None, rdoq=None, monochrome=None, tune="psnr", postfilter=None):
     """Encode a uint8 (H, W, 3) RGB array; returns bytes.
 
     Either at rate parameter ``beta`` in [0, 1] (default 0.5), or at a target
@@ -37,6 +37,9 @@ def encode(rgb, beta=None, model=None, num_y_substreams=None, backend="cpu", bpp
     ``monochrome``: code a gray picture as monochrome (tool_flags bit 2: the
     decoder outputs R = G = B); by default when every pixel has R = G = B.
 
+    ``postfilter``: run the model's post-filter g_pf (SPEC.md clause 6.5.1)
+    -- by default whenever the model has one; ``False`` codes without it.
+
     ``tune``: the metric the "rdo" map optimizes -- "psnr" (squared error,
     YUV 6:1:1) or "ms-ssim" (squared error weighted down where the picture
     is busy, as SSIM weighs it).
@@ -44,7 +47,7 @@ def encode(rgb, beta=None, model=None, num_y_substreams=None, backend="cpu", bpp
     Options outside their ranges raise a :class:`RefcodecError` naming them.
     """
     qkw = dict(qmap=qmap, qmap_block_log2=qmap_block_log2, roi_q=roi_q, refine=refine, context=context, rdoq=rdoq,
-               monochrome=monochrome, tune=tune)
+               monochrome=monochrome, tune=tune, postfilter=postfilter)
     if bpp is not None:
         if beta is not None:
             raise RefcodecError("give either beta or bpp, not both")

@@ -233,7 +233,8 @@ def _encode_kwargs(args):
         elif qmap != "rdo":
             raise RefcodecError(f"--tune {args.tune} shapes the rdo quality map; --qmap {qmap} does not use it")
     return {"qmap": qmap, "qmap_block_log2": args.qmap_block, "roi_q": roi_q, "refine": args.refine,
-            "context": args.context, "rdoq": args.rdoq, "num_y_substreams": args.substreams, "tune": args.tune}
+            "context": args.context, "rdoq": args.rdoq, "num_y_substreams": args.substreams, "tune": args.tune,
+            "postfilter": args.postfilter}
 
 
 DEFAULTS = {"tolerance": 0.01, "side": "both", "method": "fast", "nearest": False}
@@ -546,6 +547,9 @@ def _add_encoder_options(q):
     q.add_argument("--tune", default="psnr", choices=("psnr", "ms-ssim"),
                    help="the metric the rdo quality map optimizes (default psnr: squared error, YUV 6:1:1); "
                         "ms-ssim alone implies --qmap rdo")
+    q.add_argument("--no-postfilter", dest="postfilter", action="store_false", default=None,
+                   help="code without the model's post-filter g_pf (SPEC.md 6.5.1; on by default when the model "
+                        "has it)")
     q.add_argument("--no-context", dest="context", action="store_false", default=None,
                    help="code without the checkerboard context (on by default when the model has it)")
     q.add_argument("--rdoq", type=_number, default=None, metavar="C",

@@ -164,7 +164,7 @@ class Analysis:
     reusable across rates: only the y quantization depends on beta."""
 
     def __init__(self, rgb, model, backend="cpu", latents=None, context=None, rdoq=None, monochrome=None,
-                 tune="psnr"):
+                 tune="psnr", postfilter=None):
         """``latents=(y, z)`` (float, H x W x C at the latent and hyper-latent
         grids of the padded picture) replaces the analysis transforms, for
         encoders that optimize the latents themselves (refcodec.studies.refine_study).
@@ -175,7 +175,8 @@ class Analysis:
         bit 2, clause 6.6: the decoder outputs R = G = B from luma); by
         default when every pixel has R = G = B.  ``tune``: what the rdo
         quality map optimizes, "psnr" (squared error, YUV 6:1:1) or "ms-ssim"
-        (TUNES)."""
+        (TUNES).  ``postfilter``: run the model's post-filter g_pf (clause
+        6.5.1, tool_flags bit 3); by default whenever the model has one."""
         check_image(rgb)
         if tune not in TUNES:
             raise RefcodecError(f"tune {tune!r}: not one of {', '.join(TUNES)}")
@@ -195,8 +196,10 @@ class Analysis:
             raise RefcodecError("this model has no context networks (g_cm, g_ep): it cannot code with the "
                                 "checkerboard context")
         self.context = model.context if context is None else bool(context)
-        #: run the model's post-filter (clause 6.5.1, tool_flags bit 3): whenever the model has one
-        self.postfilter = bool(getattr(model, "postfilter", False))
+        if postfilter and not model.postfilter:
+            raise RefcodecError("this model has no post-filter (g_pf): it cannot code with it")
+        #: run the model's post-filter (clause 6.5.1, tool_flags bit 3): by default whenever the model has one
+        self.postfilter = model.postfilter if postfilter is None else bool(postfilter)
         self.model = model
         self.height, self.width = rgb.shape[:2]
         _, (self.hy, self.wy), (self.hz, self.wz) = grid_sizes(self.width, self.height)
@@ -627,7 +630,7 @@ def quality_map(an, rgb, qmap, block_log2=0, roi_q=(6, -3), beta_code=32768):
 
 
 def encode(rgb, beta=0.5, model=None, num_y_substreams=None, backend="cpu", qmap=None, qmap_block_log2=None,
-           roi_q=(6, -3), refine=0, context=None, rdoq=None, monochrome=None, tune="psnr"):
+           roi_q=(6, -3), refine=0, context=None, rdoq=None, monochrome=None, tune="psnr", postfilter=None):
     """Encode a uint8 (H, W, 3) RGB array at rate parameter beta in [0, 1].
 
     ``refine=N`` optimizes the latents for this picture with N gradient
@@ -636,7 +639,8 @@ def encode(rgb, beta=0.5, model=None, num_y_substreams=None, backend="cpu", qmap
     when the model has it).  ``rdoq``: the rate weight of the rounding of y
     (None: :func:`rdoq_weight` of beta; 0: round to nearest).  ``monochrome``:
     see :class:`Analysis` (by default when R = G = B everywhere).  ``tune``:
-    the metric the rdo map optimizes, "psnr" or "ms-ssim"."""
+    the metric the rdo map optimizes, "psnr" or "ms-ssim".  ``postfilter=False``
+    codes without the model's post-filter (on by default when it has one)."""
     from . import model as model_mod
     check_options(num_y_substreams, qmap, qmap_block_log2, roi_q, refine, context)
     if not (isinstance(beta, (int, float, np.floating)) and 0 <= beta <= 1):
@@ -647,8 +651,9 @@ def encode(rgb, beta=0.5, model=None, num_y_substreams=None, backend="cpu", qmap
         from .refine import refine_latents
         check_image(rgb)
         an = Analysis(rgb, model, backend, latents=refine_latents(rgb, model, beta, refine), context=context,
-                      rdoq=rdoq, monochrome=monochrome, tune=tune)
+                      rdoq=rdoq, monochrome=monochrome, tune=tune, postfilter=postfilter)
     else:
-        an = Analysis(rgb, model, backend, context=context, rdoq=rdoq, monochrome=monochrome, tune=tune)
+        an = Analysis(rgb, model, backend, context=context, rdoq=rdoq, monochrome=monochrome, tune=tune,
+                      postfilter=postfilter)
     Q, k = resolve_qmap(an, rgb, qmap, qmap_block_log2, roi_q, beta_to_code(beta))
     return an.stream(beta_to_code(beta), num_y_substreams, Q, k)

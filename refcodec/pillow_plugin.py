@@ -18,7 +18,7 @@ FORMAT = "REFCODEC"
 
 #: Options ``Image.save`` passes on to :func:`refcodec.encode`.
 SAVE_OPTIONS = ("beta", "bpp", "tolerance", "side", "method", "nearest", "qmap", "qmap_block_log2", "roi_q",
-                "context", "rdoq", "num_y_substreams", "monochrome")
+                "context", "rdoq", "num_y_substreams", "monochrome", "postfilter")
 
 
 def _accept(prefix):

@@ -443,6 +443,19 @@ def test_postfilter_bands_are_exact(tiny_pf, kodak_crop):
     assert np.array_equal(whole, an.reconstruct(code))
 
 
+def test_postfilter_option(tiny_ctx, tiny_pf, rng):
+    """postfilter=False codes without the filter (through the matcher too);
+    postfilter=True with a model that has none is a clear error."""
+    rgb = image(rng, 20, 24)
+    assert decoder.picture(refcodec.encode(rgb, beta=0.5, model=tiny_pf)).header.postfilter_enabled
+    off = refcodec.encode(rgb, beta=0.5, model=tiny_pf, postfilter=False)
+    assert not decoder.picture(off).header.postfilter_enabled
+    assert not decoder.picture(refcodec.encode(rgb, bpp=2.0, tolerance=0.2, nearest=True, model=tiny_pf,
+                                               postfilter=False)).header.postfilter_enabled
+    with pytest.raises(RefcodecError, match="no post-filter"):
+        refcodec.encode(rgb, beta=0.5, model=tiny_ctx, postfilter=True)
+
+
 def test_postfilter_needs_a_model_with_g_pf(tiny_ctx, tiny_pf, rng, tmp_path):
     """A stream that sets postfilter_enabled for a model without g_pf is
     refused naming tool_flags; a model file whose g_pf is missing or

@@ -125,10 +125,11 @@ def _accept(r, target, tol, side):
 
 def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
                backend="cpu", max_trials=12, qmap=None, qmap_block_log2=None, roi_q=(6, -3), extend=True,
-               refine=0, context=None, rdoq=None, monochrome=None, tune="psnr"):
+               refine=0, context=None, rdoq=None, monochrome=None, tune="psnr", postfilter=None):
     from ..encoder import rdo_map, resolve_qmap
     t0 = time.perf_counter()
-    an = Analysis(rgb, model, backend, context=context, rdoq=rdoq, monochrome=monochrome, tune=tune)
+    an = Analysis(rgb, model, backend, context=context, rdoq=rdoq, monochrome=monochrome, tune=tune,
+                  postfilter=postfilter)
     S = num_y_substreams or an.default_substreams()
     counter = RateCounter(model)
     trials0 = 0
@@ -141,7 +142,7 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
             code0, t, _, _ = _search(an, counter, None, 0, S, target_bpp, tolerance, side, max_trials, model)
             trials0 += t
             an = Analysis(rgb, model, backend, latents=refine_latents(rgb, model, code0 / BETA_CODE_MAX, refine),
-                          context=context, rdoq=rdoq, monochrome=monochrome, tune=tune)
+                          context=context, rdoq=rdoq, monochrome=monochrome, tune=tune, postfilter=postfilter)
     if isinstance(qmap, str) and qmap == "rdo":
         # the map trades distortion for rate at the picture's own RD slope where
         # it will be coded: find that operating point on the flat map first
@@ -468,7 +469,7 @@ def _search(an, counter, Q, block_log2, S, target_bpp, tolerance, side, max_tria
 
 def match_bisect(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=False, num_y_substreams=None,
                  backend="cpu", max_trials=20, qmap=None, qmap_block_log2=None, roi_q=(6, -3), context=None,
-                 rdoq=None, extend=True, monochrome=None, tune="psnr"):
+                 rdoq=None, extend=True, monochrome=None, tune="psnr", postfilter=None):
     """Baseline: bisection over beta, a full encode and decode per trial.
 
     Beyond the gain unit's range it goes on as the fast method does (without
@@ -490,7 +491,7 @@ def match_bisect(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fa
         if key not in seen:
             data = encode(rgb, beta=code / BETA_CODE_MAX, model=model, num_y_substreams=num_y_substreams,
                           backend=backend, qmap=qm_arg, qmap_block_log2=k, roi_q=roi_q, context=context,
-                          rdoq=rdoq, monochrome=monochrome, tune=tune)
+                          rdoq=rdoq, monochrome=monochrome, tune=tune, postfilter=postfilter)
             decode(data, backend=backend, models=[model])        # the loss evaluation of the VM's search
             trials += 1
             seen[key] = (8 * len(data) / npx, data)
