@@ -85,6 +85,45 @@ def psnr(a, b):
     return 10 * math.log10(255 ** 2 / max(mse, 1e-10))
 
 
+def codec_recon(an, beta):
+    """g_s's output of the integer codec at beta (the post-filter off) as
+    float RGB (1, 3, H, W), unclamped: the colour transform without its rounding."""
+    from ..decoder import dequantize
+    from ..encoder import beta_to_code
+    m = an.model
+    p = m.prec
+    q, _, mu_q, ig = an.coded(beta_to_code(beta))
+    x = m.g_s(dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], m.ig_p)).astype(np.float32) / (1 << p["p_x"])
+    x[..., 0] += 0.5
+    rgb = x[:an.height, :an.width] @ np.array(A.YCBCR_TO_RGB, np.float32).T
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
+
+
+def codec_cache(args, betas, rng):
+    from ..encoder import Analysis
+    from ..model import Model
+    m = Model(args.codec)
+    t0 = time.time()
+    kod = []
+    for im in load_images(os.path.join(SHARED, "kodak")):
+        an = Analysis(im, m, postfilter=False)
+        x = torch.from_numpy(im.copy()).permute(2, 0, 1)[None].float() / 255
+        kod.append((x.half(), torch.cat([codec_recon(an, b) for b in betas]).half()))
+    images = load_images(os.path.join(SHARED, "train"), min_side=args.crop)
+    xs, xh, bs = [], [], []
+    for i in range(args.crops):
+        im = images[i % len(images)]
+        hh, ww = im.shape[:2]
+        y0, x0 = rng.integers(hh - args.crop + 1), rng.integers(ww - args.crop + 1)
+        c = np.ascontiguousarray(im[y0:y0 + args.crop, x0:x0 + args.crop])
+        b = draw_beta(1, 0.3, 0.5)
+        xs.append((torch.from_numpy(c).permute(2, 0, 1)[None].float() / 255).half())
+        xh.append(codec_recon(Analysis(c, m, postfilter=False), float(b)).half())
+        bs.append(b)
+    print(f"integer codec reconstructions cached in {time.time() - t0:.0f} s", flush=True)
+    return {"kodak": kod, "x": torch.cat(xs), "x_hat": torch.cat(xh), "beta": torch.cat(bs)}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default=os.path.join(MODELS, "v2-next-float.npz"))
@@ -101,6 +140,10 @@ def main(argv=None):
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--cache", default="runs/postfilter_cache.pt")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--codec", default=None, metavar="MODEL.npz",
+                   help="cache the reconstructions of the integer codec with this model file instead of the "
+                        "float model's: the encoder's rate-aware rounding and the integer g_s, the post-filter "
+                        "off -- what the decoder's g_pf will see")
     p.add_argument("--save", default=None, metavar="FLOAT.npz",
                    help="train the model's own g_pf (YCbCr, rate plane; arch.with_postfilter) instead of the RGB "
                         "filter, and write the float weights with it")
@@ -112,6 +155,9 @@ def main(argv=None):
 
     if os.path.exists(args.cache):
         cache = torch.load(args.cache)
+    elif args.codec:
+        cache = codec_cache(args, betas, rng)
+        torch.save(cache, args.cache)
     else:
         meta = json.loads(bytes(np.load(args.weights)["__meta__"]).decode())
         model = HyperpriorTorch(meta["arch"])
