@@ -99,16 +99,16 @@ def codec_recon(an, beta):
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
 
 
-def codec_cache(args, betas, rng):
-    from ..encoder import Analysis
-    from ..model import Model
-    m = Model(args.codec)
+def build_cache(args, betas, rng, kodak_recon, crop_recon):
+    """The Kodak pictures and ``args.crops`` training crops with their
+    reconstructions: ``kodak_recon(im, x)`` gives a picture's at every beta
+    (5, 3, H, W), ``crop_recon(crop, x, beta)`` a crop's at its beta drawn as
+    the trainer draws it (1, 3, H, W); float16, RGB in [0, 1]."""
     t0 = time.time()
     kod = []
     for im in load_images(os.path.join(SHARED, "kodak")):
-        an = Analysis(im, m, postfilter=False)
         x = torch.from_numpy(im.copy()).permute(2, 0, 1)[None].float() / 255
-        kod.append((x.half(), torch.cat([codec_recon(an, b) for b in betas]).half()))
+        kod.append((x.half(), kodak_recon(im, x).half()))
     images = load_images(os.path.join(SHARED, "train"), min_side=args.crop)
     xs, xh, bs = [], [], []
     for i in range(args.crops):
@@ -116,12 +116,45 @@ def codec_cache(args, betas, rng):
         hh, ww = im.shape[:2]
         y0, x0 = rng.integers(hh - args.crop + 1), rng.integers(ww - args.crop + 1)
         c = np.ascontiguousarray(im[y0:y0 + args.crop, x0:x0 + args.crop])
+        x = torch.from_numpy(c).permute(2, 0, 1)[None].float() / 255
         b = draw_beta(1, 0.3, 0.5)
-        xs.append((torch.from_numpy(c).permute(2, 0, 1)[None].float() / 255).half())
-        xh.append(codec_recon(Analysis(c, m, postfilter=False), float(b)).half())
+        xs.append(x.half())
+        xh.append(crop_recon(c, x, b).half())
         bs.append(b)
-    print(f"integer codec reconstructions cached in {time.time() - t0:.0f} s", flush=True)
+    print(f"reconstructions cached in {time.time() - t0:.0f} s", flush=True)
     return {"kodak": kod, "x": torch.cat(xs), "x_hat": torch.cat(xh), "beta": torch.cat(bs)}
+
+
+def codec_cache(args, betas, rng):
+    """The integer codec's reconstructions (rate-aware rounding, integer g_s, no post-filter)."""
+    from ..encoder import Analysis
+    from ..model import Model
+    m = Model(args.codec)
+
+    def every_beta(an):
+        return torch.cat([codec_recon(an, b) for b in betas])
+
+    return build_cache(args, betas, rng,
+                       lambda im, x: every_beta(Analysis(im, m, postfilter=False)),
+                       lambda c, x, b: codec_recon(Analysis(c, m, postfilter=False), float(b)))
+
+
+def float_cache(args, betas, rng):
+    """The float model's reconstructions (hard rounding, the checkerboard
+    context; g_s alone where the weights have a post-filter already)."""
+    meta = json.loads(bytes(np.load(args.weights)["__meta__"]).decode())
+    model = HyperpriorTorch(meta["arch"])
+    load_float(model, args.weights)
+    model.eval()
+    if A.has_postfilter(model.arch):
+        last = [m for m in model.g_pf if isinstance(m, nn.Conv2d)][-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.zero_()
+    with torch.no_grad():
+        return build_cache(args, betas, rng,
+                           lambda im, x: torch.cat([model(x, torch.tensor([b]), noise=False)[0] for b in betas]),
+                           lambda c, x, b: model(x, b, noise=False)[0])
 
 
 def main(argv=None):
@@ -155,36 +188,9 @@ def main(argv=None):
 
     if os.path.exists(args.cache):
         cache = torch.load(args.cache)
-    elif args.codec:
-        cache = codec_cache(args, betas, rng)
-        torch.save(cache, args.cache)
     else:
-        meta = json.loads(bytes(np.load(args.weights)["__meta__"]).decode())
-        model = HyperpriorTorch(meta["arch"])
-        load_float(model, args.weights)
-        model.eval()
-        t0 = time.time()
-        with torch.no_grad():
-            kod = []
-            for im in load_images(os.path.join(SHARED, "kodak")):
-                x = torch.from_numpy(im.copy()).permute(2, 0, 1)[None].float() / 255
-                outs = [model(x, torch.tensor([b]), noise=False)[0].half() for b in betas]
-                kod.append((x.half(), torch.cat(outs)))
-            images = load_images(os.path.join(SHARED, "train"), min_side=args.crop)
-            xs, xh, bs = [], [], []
-            for i in range(args.crops):
-                im = images[i % len(images)]
-                hh, ww = im.shape[:2]
-                y0, x0 = rng.integers(hh - args.crop + 1), rng.integers(ww - args.crop + 1)
-                c = np.ascontiguousarray(im[y0:y0 + args.crop, x0:x0 + args.crop])
-                x = torch.from_numpy(c).permute(2, 0, 1)[None].float() / 255
-                b = draw_beta(1, 0.3, 0.5)
-                xs.append(x.half())
-                xh.append(model(x, b, noise=False)[0].half())
-                bs.append(b)
-        cache = {"kodak": kod, "x": torch.cat(xs), "x_hat": torch.cat(xh), "beta": torch.cat(bs)}
+        cache = (codec_cache if args.codec else float_cache)(args, betas, rng)
         torch.save(cache, args.cache)
-        print(f"reconstructions cached in {time.time() - t0:.0f} s", flush=True)
 
     if args.save:
         meta = json.loads(bytes(np.load(args.weights)["__meta__"]).decode())
