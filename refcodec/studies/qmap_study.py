@@ -88,6 +88,7 @@ def main(argv=None):
                         f"{', '.join(STRATEGIES[:4])})")
     p.add_argument("--roi", action=argparse.BooleanOptionalAction, default=True,
                    help="the region-of-interest example at the end")
+    p.add_argument("--model", default=None, help="model file (default: the shipped default)")
     p.add_argument("--oracle", action="store_true",
                    help="also print, per pair, what a per-block Q could save at most (oracle_headroom)")
     args = p.parse_args(argv)
@@ -96,7 +97,7 @@ def main(argv=None):
         if s not in STRATEGIES and not _bdm_gamma(s) and not _valid_rdo_variant(s):
             p.error(f"unknown strategy {s!r} (have {', '.join(STRATEGIES)})")
     warnings.simplefilter("ignore")
-    m = model_mod.load()
+    m = model_mod.load(args.model)
     targets = [float(t) for t in args.targets.split(",")]
     files = sorted(glob.glob(os.path.join(args.kodak, "*.png")))
     files = [files[int(i) - 1] for i in args.pick.split(",")] if args.pick else files[:args.images]
