@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from .config import INT16_MAX, INT16_MIN, NJIT, NJIT_INLINE, NJIT_PARALLEL, check_backend
-from .simd import BLOCKS, MAX_PIXELS, PIXELS_0, madd_6x16, madd_8x16, madd_8x32, variant_for
+from .simd import BLOCKS, MAX_PIXELS, madd_6x16, madd_8x16, madd_8x32, madd_12x8, variant_for
 
 
 def _check_args(x, w, b, shift, lo, hi):
@@ -95,8 +95,8 @@ def conv2d_numpy(x, w, b, shift, lo=INT16_MIN, hi=INT16_MAX):
 # (K = k*k*Cin, padded to even): read straight from x inside the picture
 # (the k taps of one kernel row are contiguous there), gathered into a small
 # im2col matrix P at its edges
-# (vpmaddwd / vpdpwssd on x86; 6 x 16 on AVX2, 8 x 32 on AVX-512, see
-# kernels.simd.BLOCKS).  Requantization is done in int64 from the int32 sums.
+# (vpmaddwd / vpdpwssd on x86; 6 x 16 on AVX2, 8 x 32 on AVX-512, 12 x 8
+# for layers of at most 8 outputs, see kernels.simd.BLOCKS).  Requantization is done in int64 from the int32 sums.
 # --------------------------------------------------------------------------
 
 def interleave_weights(w, variant=None):
@@ -156,7 +156,9 @@ def _requantize(acc, r, lo, hi):
 
 @njit(**NJIT_INLINE)
 def _madd(variant, X, off, pstride, kp0, nkp, Wi, cb, acc):
-    if variant == 2:
+    if variant == 3:
+        madd_12x8(X, off, pstride, kp0, nkp, Wi, cb, acc)
+    elif variant == 2:
         madd_8x32(X, off, pstride, kp0, nkp, Wi, cb, acc)
     elif variant == 1:
         madd_8x16(X, off, pstride, kp0, nkp, Wi, cb, acc)
@@ -170,7 +172,7 @@ def _conv2d_cpu(x, Wi, b, shift, k, lo, hi, variant, out):
     cout = out.shape[2]
     nblk, khalf, lanes = Wi.shape[0], Wi.shape[1], Wi.shape[2]
     kp = 2 * khalf
-    pixels = PIXELS_0 if variant == 0 else MAX_PIXELS
+    pixels = 6 if variant == 0 else (12 if variant == 3 else 8)      # BLOCKS[variant][0]
     pad = k // 2
     # Direct path: where all k taps of a kernel row lie inside the picture,
     # they are k * cin contiguous int16 in x, so the micro-kernel reads x
@@ -212,7 +214,7 @@ def conv2d_cpu(x, w, b, shift, lo=INT16_MIN, hi=INT16_MAX, Wi=None, variant=None
     default the host's choice for this layer."""
     if variant is None:
         variant = variant_for(w.shape[0]) if Wi is None else \
-            (2 if Wi.shape[2] == 32 else variant_for(min(16, w.shape[0])))
+            {32: 2, 8: 3}.get(Wi.shape[2], variant_for(max(9, min(16, w.shape[0]))))
     if Wi is None:
         Wi = interleave_weights(w, variant)
     if Wi.shape[2] != BLOCKS[variant][1]:

@@ -51,12 +51,13 @@ def test_conv2d_matches_numpy_oracle(backend, rng, h, w, cin, cout, k, wdtype):
 
 @pytest.mark.parametrize("variant", sorted(BLOCKS))
 def test_every_cpu_micro_kernel_matches_numpy_oracle(rng, variant):
-    """Each blocking of kernels.simd (6x16, 8x16, 8x32; the host uses one of
+    """Each blocking of kernels.simd (6x16, 8x16, 8x32, 12x8; the host uses one of
     them per layer) gives the oracle's integers, whatever this host's vector
     width: widths that are not multiples of 8, Cout around 16 and 32, int16
-    extremes in x and w."""
+    extremes in x and w, Cout 1, 3 and 8 (the 12x8 blocking)."""
     shapes = SHAPES + [(3, 17, 5, 33, 3), (2, 13, 64, 12, 3), (2, 9, 2, 40, 1), (1, 8, 9, 16, 3),
-                       (2, 23, 3, 32, 3), DIRECT[0], DIRECT[1], DIRECT[2], (3, 29, 64, 12, 3)]
+                       (2, 23, 3, 32, 3), DIRECT[0], DIRECT[1], DIRECT[2], (3, 29, 64, 12, 3),
+                       (3, 31, 16, 3, 3), (2, 25, 4, 8, 3), (2, 14, 7, 1, 1), (1, 13, 16, 3, 3)]
     for h, w, cin, cout, k in shapes:
         for wdtype in (np.int16, np.int8):
             x = rng.integers(-32768, 32768, (h, w, cin)).astype(np.int16)
