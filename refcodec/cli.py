@@ -386,11 +386,15 @@ def model_info(path):
             raise ModelError(f"{path}: float weights without an architecture")
         a = meta["arch"]
         print(f"{path}: float weights (the trainer's), training step {meta.get('step', '?')}, "
-              f"Kodak score {meta.get('kodak_score', '?')}")
+              f"Kodak score {meta.get('kodak_score', '?')}"
+              + (f"; g_a and h_a from {meta['encoder_from'].get('file')}"
+                 if isinstance(meta.get("encoder_from"), dict) else ""))
     else:
         m = Model(path)
         a = m.arch
-        print(f"{path}: refcodec model {m.model_id.hex()}, W{m.weight_bits}A16")
+        ref = m.header.get("encoder_from")
+        print(f"{path}: refcodec model {m.model_id.hex()}, W{m.weight_bits}A16"
+              + (f"; encoder weights from {ref.get('file')}" if isinstance(ref, dict) else ""))
     macs = A.macs_per_pixel(a)
     ra = sum(1 for layer in a["g_a"] if layer[0] == "res") // 3
     print(f"  widths             N={a['N']} M={a['M']} Z={a['Z']} NH={a['NH']}"

@@ -1,6 +1,15 @@
 """Export trained float weights to a refcodec model file (SPEC.md clause 8).
 
-``python -m refcodec.export FLOAT.npz OUT.npz [--weight-bits 16|8] [--calib DIR]``
+``python -m refcodec.export FLOAT.npz OUT.npz [--weight-bits 16|8] [--calib DIR] [--encoder-from W16.npz]``
+``python -m refcodec.export FLOAT.npz vK-float.npz --float --encoder-from refcodec-vK-w16.npz``
+
+With ``--encoder-from`` the file written holds no float analysis weights
+(g_a, h_a, 6 MB of the second generation's 9): its header names the model
+file beside it that holds them, with that file's SHA-256 (the W8 export of
+the weights the W16 export came from, or, with ``--float``, the float
+weights the trainer resumes from), so that a shipped model's three files
+carry the encoder once.  The named file's encoder weights must be exactly
+those of FLOAT.npz.
 
 Steps:
 
@@ -21,6 +30,7 @@ that streams name.
 
 import argparse
 import glob
+import hashlib
 import io
 import json
 import math
@@ -296,8 +306,43 @@ def exp2_table():
     return np.array([round(2.0 ** 30 * 2.0 ** (i / (1 << EXP2_BITS))) for i in range(1 << EXP2_BITS)], np.int64)
 
 
-def export(float_path, out_path, calib_dir, weight_bits=16, n_images=12):
+def encoder_reference(model_path, out_path, enc):
+    """The ``encoder_from`` entry that names ``model_path`` (in the folder of
+    ``out_path``) as the holder of the float encoder weights ``enc``
+    ({g_a.*, h_a.*: float32}); refused unless its weights are exactly those."""
+    from .model import load
+    if os.path.dirname(os.path.abspath(model_path)) != os.path.dirname(os.path.abspath(out_path)):
+        raise SystemExit(f"--encoder-from {model_path}: must lie in the folder of {out_path}")
+    theirs = load(model_path).enc
+    if set(theirs) != set(enc) or not all(np.array_equal(theirs[k], v) and theirs[k].dtype == v.dtype
+                                          for k, v in enc.items()):
+        raise SystemExit(f"--encoder-from {model_path}: its encoder weights are not those of the float weights")
+    with open(model_path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return {"file": os.path.basename(model_path), "sha256": digest}
+
+
+def encoder_weights(params):
+    """The float analysis weights a model file carries: g_a and h_a, float32."""
+    return {k: v.astype(np.float32) for k, v in params.items() if k.startswith(("g_a.", "h_a."))}
+
+
+def export_float(float_path, out_path, encoder_from):
+    """Write the float weights of ``float_path`` without g_a and h_a, which the
+    model file ``encoder_from`` holds (:func:`refcodec.nn.load_float` puts
+    them back)."""
     arch, params, meta = load_float(float_path)
+    enc = encoder_weights(params)
+    meta = {**meta, "encoder_from": encoder_reference(encoder_from, out_path, enc)}
+    rest = {k: v for k, v in params.items() if k not in enc}
+    np.savez_compressed(out_path, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **rest)
+    return out_path
+
+
+def export(float_path, out_path, calib_dir, weight_bits=16, n_images=12, encoder_from=None):
+    arch, params, meta = load_float(float_path)
+    enc = encoder_weights(params)
+    ref = encoder_reference(encoder_from, out_path, enc) if encoder_from else None
     images = calibration_images(calib_dir, n_images=n_images)
     stats = calibrate(arch, params, images)
     desc, arrays, prec = integerize(arch, params, stats, weight_bits)
@@ -306,14 +351,15 @@ def export(float_path, out_path, calib_dir, weight_bits=16, n_images=12):
     arrays["z_cdf"], arrays["z_cdf_len"], arrays["z_offset"] = z_tables(arch, params)
     arrays["gain_log2_fp"] = np.round(params["log2_gain"].astype(np.float64) * 65536).astype(np.int32)
     arrays["exp2_table"] = exp2_table()
-    for k, v in params.items():
-        if k.startswith(("g_a.", "h_a.")):
-            arrays[f"enc.{k}"] = v.astype(np.float32)
+    if ref is None:
+        arrays.update({f"enc.{k}": v for k, v in enc.items()})
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch, "nets": desc, "precisions": prec,
         "weight_bits": weight_bits, "ig_p": IG_P, "exp2_bits": EXP2_BITS, "z_bits": Z_BITS,
         "train_step": meta.get("step"), "calibration": {"images": len(images), "betas": list(CALIB_BETAS)},
     }
+    if ref is not None:
+        header["encoder_from"] = ref
     arrays["__header__"] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), np.uint8)
     with open(out_path, "wb") as f:
         f.write(write_npz(arrays))
@@ -353,8 +399,19 @@ def main(argv=None):
     p.add_argument("--calib", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
                                                     "train"))
     p.add_argument("--images", type=int, default=12)
+    p.add_argument("--encoder-from", default=None, metavar="W16.npz",
+                   help="leave the float encoder weights out: they are those of this model file, which must "
+                        "lie in OUT's folder (a W8 export beside its W16 one)")
+    p.add_argument("--float", action="store_true",
+                   help="write float weights (what the trainer resumes from) without g_a and h_a, which "
+                        "--encoder-from holds, instead of a model file")
     args = p.parse_args(argv)
-    export(args.float_weights, args.out, args.calib, args.weight_bits, args.images)
+    if args.float:
+        if not args.encoder_from:
+            p.error("--float needs --encoder-from")
+        export_float(args.float_weights, args.out, args.encoder_from)
+    else:
+        export(args.float_weights, args.out, args.calib, args.weight_bits, args.images, args.encoder_from)
     print(f"wrote {args.out}")
 
 

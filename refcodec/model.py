@@ -235,7 +235,14 @@ class Model:
 
     @property
     def enc(self):
-        """The float analysis weights (``enc.*`` arrays), read on first use."""
+        """The float analysis weights (``enc.*`` arrays), read on first use.
+
+        A file whose header has ``encoder_from`` (a W8 export beside the W16
+        one, :func:`refcodec.export.export`) holds none: they are those of
+        the model file it names, which must lie in the same folder with the
+        SHA-256 the header gives (:func:`encoder_of`)."""
+        if self._enc is None and "encoder_from" in self.header:
+            self._enc = encoder_of(self.header["encoder_from"], self.path)
         if self._enc is None:
             try:
                 self._enc = {k[4:]: self._npz[k] for k in self._npz.files if k.startswith("enc.")}
@@ -246,6 +253,32 @@ class Model:
     @classmethod
     def default(cls):
         return load(DEFAULT_MODEL)
+
+
+def encoder_of(ref, referrer):
+    """The float analysis weights of the model file that ``ref`` (an
+    ``encoder_from`` entry: ``{"file": NAME, "sha256": HEX}``) names, NAME
+    being looked up in the folder of ``referrer`` (the file that refers to
+    it).  A missing file, another file under that name, or one that refers
+    on again is a :class:`ModelError` naming both."""
+    if not (isinstance(ref, dict) and isinstance(ref.get("file"), str) and isinstance(ref.get("sha256"), str)
+            and re.fullmatch(r"[0-9a-f]{64}", ref["sha256"]) and os.path.basename(ref["file"]) == ref["file"]
+            and ref["file"] not in ("", ".", "..")):
+        raise ModelError(f"{referrer}: malformed encoder_from {ref!r} (expected a file name and its sha256)")
+    path = os.path.join(os.path.dirname(os.path.abspath(referrer)), ref["file"])
+    try:
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+    except OSError as e:
+        raise ModelError(f"{referrer}: its encoder weights are those of {ref['file']}, which cannot be read "
+                         f"beside it ({e.strerror})") from None
+    if digest != ref["sha256"]:
+        raise ModelError(f"{referrer}: its encoder weights are those of {ref['file']}, but the file there is "
+                         f"another one (sha256 {digest[:16]}..., expected {ref['sha256'][:16]}...)")
+    source = load(path)
+    if "encoder_from" in source.header:
+        raise ModelError(f"{referrer}: {ref['file']}, which holds its encoder weights, refers on to another file")
+    return source.enc
 
 
 _cache = {}

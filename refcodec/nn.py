@@ -25,10 +25,18 @@ GDN_ROWS = 1 << 18
 
 
 def load_float(path):
-    """(arch, params, meta) of a float weight file (the trainer's export)."""
+    """(arch, params, meta) of a float weight file (the trainer's export).
+
+    A file whose meta has ``encoder_from`` (a shipped ``vK-float.npz``,
+    written by ``refcodec.export --float``) holds no g_a and h_a: they are
+    the float encoder weights of the model file it names, beside it, taken
+    from there (:func:`refcodec.model.encoder_of`; exact float32 copies)."""
     data = np.load(path)
     meta = json.loads(bytes(data["__meta__"]).decode())
     params = {k: data[k] for k in data.files if k != "__meta__"}
+    if "encoder_from" in meta:
+        from .model import encoder_of
+        params.update(encoder_of(meta["encoder_from"], path))
     arch = meta["arch"]
     for net in A.nets_of(arch):
         arch[net] = [tuple(layer) for layer in arch[net]]

@@ -5,7 +5,6 @@ Nothing at decode time imports this module: PyTorch is the optional
 names the model file uses.
 """
 
-import json
 import math
 
 import numpy as np
@@ -301,10 +300,12 @@ class HyperpriorTorch(nn.Module):
 def load_float(model, path):
     """Load exported float weights (.npz with __meta__) into a HyperpriorTorch;
     returns the file's meta.  Networks the file predates (the context
-    networks g_cm, g_ep) keep their initialization."""
-    data = np.load(path)
-    meta = json.loads(bytes(data["__meta__"]).decode())
-    sd = {k: torch.from_numpy(data[k]) for k in data.files if k != "__meta__"}
+    networks g_cm, g_ep) keep their initialization.  The file is read by
+    :func:`refcodec.nn.load_float` (a shipped file's g_a and h_a come from
+    the model file it names)."""
+    from ..nn import load_float as read_float
+    _, params, meta = read_float(path)
+    sd = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in params.items()}
     missing, unexpected = model.load_state_dict(sd, strict=False)
     missing = [m for m in missing if not m.startswith(("rgb_to", "ycbcr_to"))]
     new = tuple(f"{n}." for n in A.nets_of(model.arch) if not any(k.startswith(f"{n}.") for k in sd))

@@ -40,6 +40,8 @@ import json
 
 import numpy as np
 
+from ..nn import load_float
+
 
 #: Spread of the new channels' weights, relative to the old ones': g_a's new filters, g_s's new inputs.
 GA_SPREAD = 0.15
@@ -160,9 +162,8 @@ def main(argv=None):
                    help="take the post-filter g_pf (SPEC.md clause 6.5.1) and its widths from these float "
                         "weights (e.g. a filter trained alone by refcodec.studies.postfilter_probe --save)")
     args = p.parse_args(argv)
-    data = np.load(args.src)
-    meta = json.loads(bytes(data["__meta__"]).decode())
-    arrays = {k: data[k] for k in data.files if k != "__meta__"}
+    _, arrays, meta = load_float(args.src)       # a shipped file's g_a, h_a from its model file
+    meta.pop("encoder_from", None)
     if args.M is None and not args.RA and not args.postfilter_from:
         p.error("nothing to do: give --M, --RA, --postfilter-from")
     a, arch = arrays, meta["arch"]
