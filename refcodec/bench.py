@@ -90,7 +90,7 @@ def main(argv=None):
                    help="an exported model to measure (default: the shipped one); with --float")
     p.add_argument("--float", dest="float_weights", default=None, metavar="FLOAT.npz",
                    help="the float weights the model was exported from, for PyTorch's side (default: "
-                        "the default model's, v2-float.npz)")
+                        "the default model's, model.float_weights_of)")
     args = p.parse_args(argv)
 
     import numba

@@ -32,6 +32,8 @@ MODELS_DIR = os.path.join(os.path.dirname(__file__), "models")
 #: generation (refcodec-v1-*.npz) stays decodable: decoders find every
 #: shipped model by the stream's model_id (:func:`shipped`).
 DEFAULT_MODEL = os.path.join(MODELS_DIR, "refcodec-v2-w16.npz")
+#: Its W8A16 export (the same float weights, SPEC.md clause 7.1's 8-bit mode).
+DEFAULT_W8 = DEFAULT_MODEL.replace("-w16.npz", "-w8.npz")
 
 
 class IntNet:

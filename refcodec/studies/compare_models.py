@@ -1,5 +1,5 @@
 """Whether a new model may become the default: ``python -m refcodec.studies.compare_models NEW.npz
-[--old refcodec/models/refcodec-v2-w16.npz] [--kodak DIR] [--jobs 2]``.
+[--old DEFAULT.npz] [--kodak DIR] [--jobs 2]``.
 
 Both models code every Kodak image at the same target rates by bit-rate
 matching (the codec as it ships: rate-aware rounding, the context), the
@@ -52,11 +52,14 @@ def mean_curve(per_image):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m refcodec.studies.compare_models", description=__doc__.split("\n")[0])
     p.add_argument("new")
-    p.add_argument("--old", default=os.path.join(HERE, "..", "models", "refcodec-v2-w16.npz"))
+    p.add_argument("--old", default=None, help="the model to beat (default: the default model)")
     p.add_argument("--kodak", default=os.path.join(SHARED, "data", "kodak"))
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--json", default=None, help="write every point here")
     args = p.parse_args(argv)
+    if args.old is None:
+        from ..model import DEFAULT_MODEL
+        args.old = DEFAULT_MODEL
     files = sorted(os.path.join(args.kodak, f) for f in os.listdir(args.kodak) if f.endswith(".png"))
     per = {args.old: {}, args.new: {}}
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:

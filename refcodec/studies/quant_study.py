@@ -89,9 +89,9 @@ def main(argv=None):
     p.add_argument("--anchors", default=os.path.join(SHARED, "anchors"))
     p.add_argument("--betas", default="0,0.25,0.5,0.75,1")
     p.add_argument("--images", type=int, default=24)
-    p.add_argument("--w16", default=os.path.join(model_mod.MODELS_DIR, "refcodec-v2-w16.npz"))
-    p.add_argument("--w8", default=os.path.join(model_mod.MODELS_DIR, "refcodec-v2-w8.npz"))
-    p.add_argument("--float", dest="float_weights", default=os.path.join(model_mod.MODELS_DIR, "v2-float.npz"))
+    p.add_argument("--w16", default=model_mod.DEFAULT_MODEL)
+    p.add_argument("--w8", default=model_mod.DEFAULT_W8)
+    p.add_argument("--float", dest="float_weights", default=model_mod.float_weights_of(model_mod.DEFAULT_MODEL))
     p.add_argument("--json", default=None, help="write all points here")
     args = p.parse_args(argv)
 

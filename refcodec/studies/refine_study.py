@@ -56,8 +56,8 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=None, help="write every point here")
-    p.add_argument("--w16", default=os.path.join(model_mod.MODELS_DIR, "refcodec-v2-w16.npz"))
-    p.add_argument("--float", dest="float_weights", default=os.path.join(model_mod.MODELS_DIR, "v2-float.npz"))
+    p.add_argument("--w16", default=model_mod.DEFAULT_MODEL)
+    p.add_argument("--float", dest="float_weights", default=model_mod.float_weights_of(model_mod.DEFAULT_MODEL))
     args = p.parse_args(argv)
 
     if args.merge:
