@@ -250,7 +250,7 @@ def main(argv=None):
             for gr in opt.param_groups:
                 gr["lr"] = args.lr / 10
         if it % 100 == 0:
-            print(f"iter {it} bpp(y) {float(loss):.4f} ({(time.time() - t0) / it:.2f} s/it)", flush=True)
+            print(f"iter {it} bpp(y) {loss.item():.4f} ({(time.time() - t0) / it:.2f} s/it)", flush=True)
         if it % args.eval_every == 0 or it == args.iters:
             rows = kodak_eval()
             saved = [100 * (n / b - 1) for _, b, n in rows]

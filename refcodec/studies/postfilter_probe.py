@@ -237,7 +237,7 @@ def main(argv=None):
             for gr in opt.param_groups:
                 gr["lr"] = args.lr / 10
         if it % 500 == 0:
-            print(f"iter {it} mse {float(loss) * 255 ** 2:.2f} ({(time.time() - t0) / it:.3f} s/it)", flush=True)
+            print(f"iter {it} mse {loss.item() * 255 ** 2:.2f} ({(time.time() - t0) / it:.3f} s/it)", flush=True)
         if it % args.eval_every == 0 or it == args.iters:
             rows = kodak_eval()
             print(f"kodak iter {it}: " + ", ".join(f"beta {b}: {p0:.3f} -> {p1:.3f} dB ({p1 - p0:+.3f})"
