@@ -339,7 +339,8 @@ def test_roundtrip_takes_bpp_and_qmap(files, capsys):
 
 def test_qmap_rdo_with_a_fixed_beta_and_with_bisection(files, capsys):
     rgb = crop()
-    data = refcodec.encode(rgb, beta=0.5, qmap="rdo")
+    # rdo codes a map only where it pays: on this crop with the v3 model at beta 0.3, not at 0.5
+    data = refcodec.encode(rgb, beta=0.3, qmap="rdo")
     assert decoder.picture(data).header.quality_map_enabled
     assert refcodec.encode(rgb, bpp=0.4, qmap="rdo", method="bisect")
     rc, _, err = run(["encode", str(files / "in.png"), str(files / "r.rcd"), "--beta", "0.5", "--qmap", "rdo"],
@@ -363,7 +364,7 @@ def test_api_rdoq_and_validation():
 def test_every_shipped_model_decodes_without_naming_it(files, tmp_path, capsys):
     rgb = crop()
     shipped = sorted(f for f in os.listdir(MODELS_DIR) if f.startswith("refcodec-") and f.endswith(".npz"))
-    assert {"refcodec-v1-w16.npz", "refcodec-v1-w8.npz", "refcodec-v2-w16.npz", "refcodec-v2-w8.npz"} <= set(shipped)
+    assert {f"refcodec-v{k}-w{b}.npz" for k in (1, 2, 3) for b in (16, 8)} <= set(shipped)
     for name in shipped:
         m = load(os.path.join(MODELS_DIR, name))
         data = refcodec.encode(rgb, beta=0.4, model=m)
@@ -420,8 +421,8 @@ def test_each_shipped_model_names_its_float_weights(tmp_path):
     name, before PyTorch is needed."""
     from refcodec.model import DEFAULT_MODEL, float_weights_of
     from refcodec.refine import shipped_float_weights
-    assert float_weights_of(DEFAULT_MODEL) == os.path.join(MODELS_DIR, "v2-float.npz")
-    for k in ("v1", "v2"):
+    assert float_weights_of(DEFAULT_MODEL) == os.path.join(MODELS_DIR, "v3-float.npz")
+    for k in ("v1", "v2", "v3"):
         for b in ("16", "8"):
             f = float_weights_of(os.path.join(MODELS_DIR, f"refcodec-{k}-w{b}.npz"))
             assert f == os.path.join(MODELS_DIR, f"{k}-float.npz") and os.path.exists(f)
@@ -438,11 +439,15 @@ def test_info_on_model_files(tmp_path, capsys):
     each network (integer models and the trainer's float weights alike);
     anything else named .npz: one line, status 1."""
     from refcodec import arch as A
-    rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-v2-w16.npz")], capsys)
-    assert rc == 0 and "W16A16" in out and "M=256" in out
+    rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-v3-w16.npz")], capsys)
+    assert rc == 0 and "W16A16" in out and "M=256" in out and "post-filter PF=16" in out
     macs = A.macs_per_pixel(load().arch)
     total = sum(macs[n] for n in A.DECODER_NETS if n in macs)
-    assert f"total {total:.0f}" in out and "g_s 16896" in out and total <= 30000
+    assert f"total {total:.0f}" in out and "g_s 16896" in out and "g_pf 3312" in out and total <= 30000
+    rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-v3-w8.npz")], capsys)
+    assert rc == 0 and "W8A16" in out and "encoder weights from refcodec-v3-w16.npz" in out
+    rc, out, err = run(["info", os.path.join(MODELS_DIR, "v3-float.npz")], capsys)
+    assert rc == 0 and "float weights" in out and "g_a and h_a from refcodec-v3-w16.npz" in out
     rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-v1-w8.npz")], capsys)
     assert rc == 0 and "W8A16" in out and "M=128" in out and "g_s 15744" in out
     rc, out, err = run(["info", os.path.join(ROOT, "tests", "data", "tiny-ctx-float.npz")], capsys)

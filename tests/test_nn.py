@@ -147,8 +147,8 @@ def test_latent_refinement_lowers_the_training_loss():
     import os
     from PIL import Image
     from refcodec.refine import refine, torch_model
-    from refcodec.model import MODELS_DIR
-    net, _ = torch_model(os.path.join(MODELS_DIR, "v2-float.npz"))
+    from refcodec.model import DEFAULT_MODEL, float_weights_of
+    net, _ = torch_model(float_weights_of(DEFAULT_MODEL))      # g_a, h_a from the W16 file
     torch.set_num_threads(1)
     crop = np.asarray(Image.open(os.path.join(os.path.dirname(__file__), "data", "kodim23.png")).convert("RGB"))
     x = torch.from_numpy(crop[:128, :128].astype(np.float32) / 255).permute(2, 0, 1)[None].contiguous()
