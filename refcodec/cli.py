@@ -427,8 +427,13 @@ def cmd_info(args, con):
           f"post-filter {'on' if h.postfilter_enabled else 'off'})")
     if h.quality_map_enabled:
         print(f"  qmap_mode          {h.qmap_mode:#04x} (block 2^{h.qmap_block_log2}, step 2^{h.qmap_step_log2}, "
-              f"contexts {'on' if h.qmap_context else 'off'})")
-        print(f"  qmap_sigma_row     {', '.join(str(r) for r in h.qmap_ctx_rows) if h.qmap_context else h.qmap_sigma_row}")
+              + ("direct)" if h.qmap_direct else f"contexts {'on' if h.qmap_context else 'off'})"))
+        if h.qmap_direct:
+            print(f"  qmap_freq          V {h.qmap_v_min} ... {h.qmap_v_min + len(h.qmap_freqs) - 1}: "
+                  f"{', '.join(str(f) for f in h.qmap_freqs)}")
+        else:
+            print(f"  qmap_sigma_row     "
+                  f"{', '.join(str(r) for r in h.qmap_ctx_rows) if h.qmap_context else h.qmap_sigma_row}")
         print(f"  q_size             {z.q_size}")
     print(f"  z_size             {z.z_size}")
     print(f"  num_y_substreams   {h.num_y_substreams}: y_size {list(z.y_size)}")

@@ -175,7 +175,7 @@ def decode_latents(pic, model, backend, trace=None):
     if h.quality_map_enabled:
         hq, wq = qmap.grid(hy, wy, h.qmap_block_log2)
         Q = qmap.decode_qmap(pic.q_data, hq, wq, h.qmap_ctx_rows, model.y_tables, h.qmap_step_log2,
-                             backend=backend)
+                             backend=backend, direct=h.qmap_direct_table)
         Q_lat = qmap.expand(Q, h.qmap_block_log2, hy, wy)
         if trace is not None:
             trace["Q"] = Q

@@ -306,14 +306,17 @@ class Analysis:
 
     def qmap_stream(self, Q, block_log2):
         """(q_data, header fields) for a quality map on the block grid: the
-        cheapest of its codings (clause 6.7: step, contexts)."""
+        cheapest of its codings (clause 6.7: step, contexts, direct)."""
         Q = qm.check_map(Q, *self.qmap_grid(block_log2))
-        step, context, rows, _ = qm.map_syntax(Q, self.model.y_tables, self.qmap_coding)
-        fields = dict(qmap_block_log2=block_log2, qmap_step_log2=step, qmap_context=context,
-                      qmap_sigma_row=rows[0])
-        if context:
-            fields.update(qmap_sigma_row1=rows[1], qmap_sigma_row2=rows[2])
-        return qm.encode_qmap(Q, rows, self.model.y_tables, step, backend=self.backend), fields
+        syn = qm.map_syntax(Q, self.model.y_tables, self.qmap_coding)
+        fields = dict(qmap_block_log2=block_log2, qmap_step_log2=syn.step_log2)
+        if syn.direct is not None:
+            fields.update(qmap_direct=True, qmap_v_min=syn.direct[0], qmap_freqs=syn.direct[1])
+        else:
+            fields.update(qmap_context=syn.context, qmap_sigma_row=syn.ctx_rows[0])
+            if syn.context:
+                fields.update(qmap_sigma_row1=syn.ctx_rows[1], qmap_sigma_row2=syn.ctx_rows[2])
+        return qm.encode_map(Q, syn, self.model.y_tables, backend=self.backend), fields
 
     def stream(self, beta_code, num_y_substreams=None, Q=None, block_log2=0):
         m = self.model
@@ -520,13 +523,15 @@ def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=None, sweeps=3, b
         if lam > 0 and Q.size > 1 and sweeps > 0:
             bits = lam * _dq_bits(Q, an.model.y_tables)
             Q = _smooth_map(Q, J, cand, bits, sweeps)
+            # the map priced under the direct coding instead (clause 6.7, third edition): the cheaper of the two
+            Qd = _direct_map(J, cand, lam, sweeps)
+            if _map_cost(Qd, R, D, cand, lam, an.model.y_tables)[0] < _map_cost(Q, R, D, cand, lam,
+                                                                                an.model.y_tables)[0]:
+                Q = Qd
         if block_log2 is not None:
             break
         # the block size by RD: the whole cost with the map's exact bits, among the sizes within the budget
-        map_bits = qm.map_syntax(Q, an.model.y_tables)[3]
-        idx = np.searchsorted(cand, Q)[None]
-        y_bits = np.take_along_axis(R, idx, axis=0).sum()
-        cost = np.take_along_axis(D, idx, axis=0).sum() + lam * (y_bits + map_bits)
+        cost, y_bits, map_bits = _map_cost(Q, R, D, cand, lam, an.model.y_tables)
         fits = map_bits <= budget * (y_bits + map_bits + fixed_bits)
         if fits and (best is None or cost < best[0]):
             best = (cost, Q, k)
@@ -537,7 +542,7 @@ def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=None, sweeps=3, b
     d_est = float(np.take_along_axis(_blocks(D0, k), idx, axis=0).sum())
     for _ in range(int(refine) if lam > 0 else 0):
         Q, y_est, d_est = _refine(an, meas, Q, k, lam, sweeps)
-    map_bits = qm.map_syntax(Q, an.model.y_tables)[3]
+    map_bits = qm.map_syntax(Q, an.model.y_tables).bits
     i0 = list(candidates).index(0)
     y_flat, d_flat = float(R0[i0].sum()), float(D0[i0].sum())
     if allow_flat and lam > 0 and d_est + lam * (y_est + map_bits) >= d_flat + lam * y_flat:
@@ -547,6 +552,33 @@ def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=None, sweeps=3, b
         # for the rate matcher: the y bits with the map (as measured on the way) and without
         info.update(y_bits=y_est, y_bits_flat=y_flat, map_bits=map_bits)
     return (None if Q is None else Q.astype(np.int32)), k
+
+
+def _map_cost(Q, R, D, cand, lam, y_tables):
+    """(D + lambda (R + map bits), R, map bits) of the map Q over the
+    candidates' per-block rates R and distortions D, the map's bits exact
+    under its cheapest coding (qmap.map_syntax)."""
+    map_bits = qm.map_syntax(Q, y_tables).bits
+    idx = np.searchsorted(cand, Q)[None]
+    y_bits = float(np.take_along_axis(R, idx, axis=0).sum())
+    return float(np.take_along_axis(D, idx, axis=0).sum()) + lam * (y_bits + map_bits), y_bits, map_bits
+
+
+def _direct_map(J, cand, lam, iters):
+    """The map minimizing J[c, i, j] + lambda * bits of its direct coding
+    (clause 6.7): every block takes its cheapest candidate under a table of
+    the candidates' frequencies, the table is refitted to the new map, and
+    so on ``iters`` times (each value's bits -log2 of its share, every
+    candidate counted at least once, as the coding's frequencies are >= 1)."""
+    Q = cand[np.argmin(J, axis=0)]
+    for _ in range(iters):
+        counts = np.array([np.count_nonzero(Q == c) for c in cand], np.float64) + 1
+        bits = -np.log2(counts / counts.sum())
+        Qn = cand[np.argmin(J + lam * bits[:, None, None], axis=0)]
+        if np.array_equal(Qn, Q):
+            break
+        Q = Qn
+    return Q
 
 
 def _refine(an, meas, Q, k, lam, sweeps, offsets=(-1, 0, 1)):

@@ -36,7 +36,7 @@ from kernels import rans
 
 from . import decoder, qmap as qm
 from .syntax import picture
-from .syntax.picture_header import HEADER_BYTES
+from .syntax.picture_header import write_picture_header
 
 #: Where each panel's process is specified (SPEC.md clause, its title).
 CLAUSES = {
@@ -124,14 +124,17 @@ def analyse(data, models=None, backend="cpu", original=None):
     z_bits = model.z_tables.symbol_bits(tr["z_hat"].reshape(-1), decoder.z_rows(hz, wz, Z))
     q_bits = 0.0
     if h.quality_map_enabled:
-        dq = qm.differences(tr["Q"], h.qmap_step_log2).reshape(tr["Q"].shape)
-        rows = np.asarray(h.qmap_ctx_rows, np.int32)[rans.grid_contexts(dq)]
-        q_bits = float(model.y_tables.symbol_bits(dq.reshape(-1), rows).sum())
+        if h.qmap_direct:
+            q_bits = qm.direct_bits(tr["Q"], h.qmap_step_log2, h.qmap_direct_table)[0] - 8 * (2 + len(h.qmap_freqs))
+        else:
+            dq = qm.differences(tr["Q"], h.qmap_step_log2).reshape(tr["Q"].shape)
+            rows = np.asarray(h.qmap_ctx_rows, np.int32)[rans.grid_contexts(dq)]
+            q_bits = float(model.y_tables.symbol_bits(dq.reshape(-1), rows).sum())
     S = h.num_y_substreams
     sub = substream_of_positions(hy, wy, S, h.context_enabled)
     per_pos = y_bits.sum(axis=2)
     y_sub_bits = [float(per_pos[sub == i].sum()) for i in range(S)]
-    head = HEADER_BYTES + (2 if h.quality_map_enabled else 0)
+    head = len(write_picture_header(h))
     sizes = 4 * (1 + S + (1 if h.quality_map_enabled else 0))
     parts = [("picture_header", head, None), ("substream_sizes", sizes, None)]
     if h.quality_map_enabled:
@@ -243,10 +246,15 @@ def header_elements(pic):
             ("num_y_substreams", h.num_y_substreams, "5.2")]
     if h.quality_map_enabled:
         rows += [("qmap_mode", f"{h.qmap_mode:#04x} (block 2^{h.qmap_block_log2}, step 2^{h.qmap_step_log2}, "
-                               f"contexts {'on' if h.qmap_context else 'off'})", "5.2"),
-                 ("qmap_sigma_row" + ("s" if h.qmap_context else ""),
-                  ", ".join(str(r) for r in h.qmap_ctx_rows) if h.qmap_context else h.qmap_sigma_row, "5.2"),
-                 ("q_size", z.q_size, "5.3")]
+                               + ("direct)" if h.qmap_direct else
+                                  f"contexts {'on' if h.qmap_context else 'off'})"), "5.2")]
+        if h.qmap_direct:
+            rows += [("qmap_v_min_plus8", h.qmap_v_min + 8, "5.2"), ("qmap_num_values", len(h.qmap_freqs), "5.2"),
+                     ("qmap_freq", ", ".join(str(f) for f in h.qmap_freqs), "5.2")]
+        else:
+            rows += [("qmap_sigma_row" + ("s" if h.qmap_context else ""),
+                      ", ".join(str(r) for r in h.qmap_ctx_rows) if h.qmap_context else h.qmap_sigma_row, "5.2")]
+        rows += [("q_size", z.q_size, "5.3")]
     rows += [("z_size", z.z_size, "5.3")] + [(f"y_size[{i}]", s, "5.3") for i, s in enumerate(z.y_size)]
     return [{"element": n, "value": v if isinstance(v, (int, str)) else str(v), "clause": c} for n, v, c in rows]
 

@@ -20,6 +20,15 @@ Each dV is coded with the y table row of its context c: without
 outside [-8, 8] makes the stream non-conforming.  (With s = 0 and no
 context: the first edition's coding, unchanged.)
 
+Direct coding (third edition, ``qmap_direct``): the values V themselves, in
+raster order, all with one table built from the header's frequencies
+``qmap_freq[a]`` (u(8), >= 1) of V = V_min + a, a < A (:func:`direct_tables`:
+cdf[a] = F_a * 65535 // F over the prefix sums F_a, the escape symbol
+frequency 1).  A V outside [V_min, V_min + A - 1] (an escaped value) makes
+the stream non-conforming.  Rate-distortion maps take a few values with
+little spatial order (about log2(3) bits per block with Q in {-1, 0, 1}),
+which a difference under a Gaussian row codes in ~1.8 bits.
+
 Effect (clause 6.4): at a latent position whose block has quality Q, the log2
 gain of every channel grows by Q / 4 (``Q << 14`` in 2^-16 units): the
 residual is quantized with a step ``2^(-Q/4)`` times the gain unit's, and the
@@ -30,6 +39,8 @@ thresholds, as the JPEG AI reference software), a user map (``.npy`` of Q
 values, or a PNG mask with foreground / background Q).
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 from kernels import rans
@@ -38,6 +49,9 @@ from .errors import BitstreamError, RefcodecError
 
 Q_MIN, Q_MAX = -8, 8
 CLAUSE = "6.7"
+#: Direct coding (third edition): at most this many values, each frequency u(8) in [1, FREQ_MAX].
+DIRECT_VALUES_MAX = Q_MAX - Q_MIN + 1
+FREQ_MAX = 255
 
 
 class QualityMapError(RefcodecError):
@@ -99,8 +113,11 @@ def encode_qmap(Q, ctx_rows, y_tables, step_log2=0, backend="cpu"):
     return rans.encode_grid(d, rows, y_tables, backend=backend)
 
 
-def decode_qmap(data, hq, wq, ctx_rows, y_tables, step_log2=0, backend="cpu"):
-    """Q (hq, wq) from q_data; ``ctx_rows``: the header's row of each context (one int: the same for all)."""
+def decode_qmap(data, hq, wq, ctx_rows, y_tables, step_log2=0, backend="cpu", direct=None):
+    """Q (hq, wq) from q_data; ``ctx_rows``: the header's row of each context (one int: the same for all);
+    ``direct``: (V_min, frequencies) of the third edition's direct coding (ctx_rows unused)."""
+    if direct is not None:
+        return decode_direct(data, hq, wq, *direct, step_log2=step_log2, backend=backend)
     rows = [ctx_rows] * 3 if np.ndim(ctx_rows) == 0 else list(ctx_rows)
     names = ("qmap_sigma_row", "qmap_sigma_row1", "qmap_sigma_row2")
     for r, name in zip(rows, names):
@@ -109,6 +126,65 @@ def decode_qmap(data, hq, wq, ctx_rows, y_tables, step_log2=0, backend="cpu"):
                                  field=name, clause="5.2")
     dq = rans.decode_grid(data, hq, wq, rows, y_tables, backend=backend)
     return reconstruct(dq.reshape(-1), hq, wq, step_log2)
+
+
+def direct_tables(v_min, freqs):
+    """The one-row table of the direct coding (clause 6.7): symbol a < A is
+    V = v_min + a with cdf[a] = F_a * 65535 // F (F_a the sum of the first a
+    frequencies, F of all A), symbol A the escape, frequency 1.  Every
+    frequency >= 1 and F <= 17 * 255 make every step >= 15: the row rises
+    strictly, as clause 6.1 requires.  The products fit 32 bits."""
+    f = np.asarray(freqs, np.int64)
+    if not (1 <= f.size <= DIRECT_VALUES_MAX and f.min() >= 1 and f.max() <= FREQ_MAX):
+        raise ValueError("direct map coding: 1 ... 17 frequencies in [1, 255] expected")
+    F = np.concatenate([[0], np.cumsum(f)])
+    cdf = np.zeros((1, f.size + 2), np.int32)
+    cdf[0, :f.size + 1] = F * 65535 // F[-1]
+    cdf[0, f.size + 1] = 1 << rans.PRECISION
+    return rans.Tables(cdf, np.array([f.size + 1], np.int32), np.array([v_min], np.int32))
+
+
+def direct_freqs(Q, step_log2=0):
+    """The encoder's frequency table for the direct coding of Q: (V_min,
+    frequencies), each value's count scaled so that the commonest is 255
+    (at least 1, so every value of V_min ... V_max stays codable)."""
+    V = np.asarray(Q, np.int64).reshape(-1) >> step_log2
+    v_min = int(V.min())
+    c = np.bincount(V - v_min).astype(np.float64)
+    return v_min, tuple(int(x) for x in np.maximum(1, np.round(c * FREQ_MAX / c.max())))
+
+
+def encode_direct(Q, v_min, freqs, step_log2=0, backend="cpu"):
+    """q_data of the map Q, directly coded (third edition)."""
+    V = (np.asarray(Q, np.int64).reshape(-1) >> step_log2).astype(np.int32)
+    if V.size and (V.min() < v_min or V.max() > v_min + len(freqs) - 1):
+        raise ValueError("direct map coding: a value outside the table's range")
+    return rans.encode(V, np.zeros(V.size, np.int32), np.array([0, V.size], np.int64),
+                       direct_tables(v_min, freqs), backend=backend)[0]
+
+
+def decode_direct(data, hq, wq, v_min, freqs, step_log2=0, backend="cpu"):
+    """Q (hq, wq) from a directly coded q_data; raises BitstreamError for a
+    value outside V_min ... V_min + A - 1 (an escape)."""
+    n = hq * wq
+    V = rans.decode(data, [len(data)], np.array([0, n], np.int64), np.zeros(n, np.int32),
+                    direct_tables(v_min, freqs), backend=backend)
+    bad = np.flatnonzero((V < v_min) | (V > v_min + len(freqs) - 1))
+    if bad.size:
+        i, j = divmod(int(bad[0]), wq)
+        raise BitstreamError(f"quality map value V = {int(V[bad[0]])} at block ({i}, {j}) outside the direct "
+                             f"coding's range [{v_min}, {v_min + len(freqs) - 1}]", field="q_data", clause=CLAUSE)
+    return (V.astype(np.int32) << step_log2).reshape(hq, wq)
+
+
+def direct_bits(Q, step_log2=0, table=None):
+    """(bits, (V_min, freqs)): the information content of Q's direct coding
+    under ``table`` (V_min, freqs) or the encoder's own table of Q, the
+    header's V_min, A and frequencies included."""
+    v_min, freqs = table if table is not None else direct_freqs(Q, step_log2)
+    V = np.asarray(Q, np.int64).reshape(-1) >> step_log2
+    bits = float(direct_tables(v_min, freqs).symbol_bits(V, np.zeros(V.size, np.int64)).sum())
+    return bits + 8 * (2 + len(freqs)), (v_min, freqs)
 
 
 def _row_bits(d, y_tables):
@@ -132,22 +208,51 @@ def fit_rows(d, y_tables):
 
 #: The encoder's choices of map coding: the cheapest (``auto``), the first
 #: edition's (``first``: no step, one row), the step alone (``step``: one
-#: row), or the step with contexts (``context``).
-MAP_CODINGS = ("auto", "first", "step", "context")
+#: row), the step with contexts (``context``), or the third edition's
+#: values under a table of frequencies (``direct``).
+MAP_CODINGS = ("auto", "first", "step", "context", "direct")
+
+
+class MapSyntax(NamedTuple):
+    """How a map is coded (clause 6.7): its step, contexts and rows, or the
+    direct coding's (V_min, frequencies); ``bits``: q_data's information
+    content plus the header bytes beyond the one qmap_sigma_row every
+    difference coding has."""
+    step_log2: int
+    context: bool
+    ctx_rows: tuple
+    bits: float
+    direct: tuple = None
 
 
 def map_syntax(Q, y_tables, coding="auto"):
-    """The coding of the map Q: (step_log2, context, ctx_rows, bits), bits
-    counting q_data's information content and the header's extra rows;
-    ``coding`` one of MAP_CODINGS."""
+    """The coding of the map Q (a MapSyntax); ``coding`` one of MAP_CODINGS."""
     if coding == "first":
         row = best_sigma_row(Q, y_tables)
-        return 0, False, (row,) * 3, float(_row_bits(differences(Q), y_tables)[row])
+        return MapSyntax(0, False, (row,) * 3, float(_row_bits(differences(Q), y_tables)[row]))
     s = step_log2_of(Q)
+    if coding == "direct" or coding == "auto":
+        d_bits, table = direct_bits(Q, s)
+        direct = MapSyntax(s, False, (0,) * 3, d_bits - 8, table)   # - 8: no qmap_sigma_row
+        if coding == "direct":
+            return direct
     (row, one_bits), (rows, ctx_bits) = fit_rows(differences(Q, s).reshape(np.shape(Q)), y_tables)
-    if coding == "context" or (coding == "auto" and ctx_bits + 16 < one_bits):   # 16: two more header bytes
-        return s, True, rows, ctx_bits + 16
-    return s, False, (row,) * 3, one_bits
+    if coding == "context":
+        return MapSyntax(s, True, rows, ctx_bits + 16)          # 16: two more header bytes
+    best = MapSyntax(s, False, (row,) * 3, one_bits)
+    if coding == "auto":
+        if ctx_bits + 16 < best.bits:
+            best = MapSyntax(s, True, rows, ctx_bits + 16)
+        if direct.bits < best.bits:
+            best = direct
+    return best
+
+
+def encode_map(Q, syntax, y_tables, backend="cpu"):
+    """q_data of the map Q coded as ``syntax`` (a MapSyntax)."""
+    if syntax.direct is not None:
+        return encode_direct(Q, *syntax.direct, step_log2=syntax.step_log2, backend=backend)
+    return encode_qmap(Q, syntax.ctx_rows, y_tables, syntax.step_log2, backend=backend)
 
 
 def best_sigma_row(Q, y_tables):

@@ -38,6 +38,9 @@ def header_text(pic):
     if h.qmap_step_log2 or h.qmap_context:         # the map codings of the second edition (clause 6.7)
         fields += [("qmap_step_log2", h.qmap_step_log2), ("qmap_context", int(h.qmap_context)),
                    ("qmap_sigma_rows", ",".join(str(r) for r in h.qmap_ctx_rows))]
+    if h.qmap_direct:                               # the direct coding of the third edition (clause 6.7)
+        fields += [("qmap_direct", 1), ("qmap_v_min", h.qmap_v_min),
+                   ("qmap_freqs", ",".join(str(f) for f in h.qmap_freqs))]
     return ";".join(f"{k}={v}" for k, v in fields)
 
 

@@ -142,6 +142,10 @@ VECTORS = [
     ("qmap2_step2_b2", "waves", 128, 192, W16, 0.5, 1, "random4", 2, ["qmap2"]),
     ("qmap2_step1_context_b1", "kodak", 128, 192, W16, 0.4, 2, "clusters_even", 1, ["qmap2"]),
     ("qmap2_step2_context_b0", "noise", 64, 128, W16C, 0.6, 2, "random4", 0, ["qmap2", "context", "cuda"]),
+    # the direct map coding of the third edition (clause 6.7): the values under the header's frequencies
+    ("qmap3_direct_b0", "kodak", 128, 192, W16, 0.5, 2, "three_skewed", 0, ["qmap3"]),
+    ("qmap3_direct_all17_b0", "waves", 256, 384, W16, 0.6, 1, "all17", 0, ["qmap3"]),
+    ("qmap3_direct_step1_b0", "noise", 64, 128, W16C, 0.5, 2, "even_skewed", 0, ["qmap3", "context", "cuda"]),
     # the post-filter (tool_flags bit 3): g_pf on g_s's output, told the rate and the map (clause 6.5.1)
     ("postfilter_size_1x1", "solid", 1, 1, W16P, 0.5, 2, None, 0, ["postfilter", "context", "cuda"]),
     ("postfilter_size_33x65_not_mult64", "gradient", 33, 65, W16P, 0.75, 2, None, 0, ["postfilter", "context"]),
@@ -155,7 +159,8 @@ VECTORS = [
 ]
 #: How each vector's map is coded (qmap.MAP_CODINGS): the vectors older than
 #: the second edition keep the first edition's coding, byte for byte.
-QMAP_CODING = {"qmap2_step2_b2": "step", "qmap2_step1_context_b1": "context", "qmap2_step2_context_b0": "context"}
+QMAP_CODING = {"qmap2_step2_b2": "step", "qmap2_step1_context_b1": "context", "qmap2_step2_context_b0": "context",
+               "qmap3_direct_b0": "direct", "qmap3_direct_all17_b0": "direct", "qmap3_direct_step1_b0": "direct"}
 
 
 def craft_escapes(an, beta_code, S):
@@ -291,6 +296,15 @@ def make_qmap(kind, an, rgb, block, seed=0):
         return np.random.default_rng(seed).integers(qm.Q_MIN, qm.Q_MAX + 1, (hq, wq)).astype(np.int32)
     if kind == "random4":       # multiples of 4: qmap_step_log2 = 2
         return 4 * np.random.default_rng(seed).integers(-2, 3, (hq, wq)).astype(np.int32)
+    if kind == "three_skewed":   # -1, 0, 1, mostly 0, no spatial order: as rdo maps are
+        return np.random.default_rng(seed).choice([-1, 0, 0, 0, 0, 1], (hq, wq)).astype(np.int32)
+    if kind == "all17":          # every value of [-8, 8], each but 0 once: frequencies 255 and 1
+        rng = np.random.default_rng(seed)
+        Q = np.zeros(hq * wq, np.int32)
+        Q[rng.choice(hq * wq, 16, replace=False)] = [v for v in range(qm.Q_MIN, qm.Q_MAX + 1) if v]
+        return Q.reshape(hq, wq)
+    if kind == "even_skewed":    # even values: qmap_step_log2 = 1
+        return 2 * np.random.default_rng(seed).choice([-2, -1, 0, 0, 0, 1], (hq, wq)).astype(np.int32)
     if kind == "clusters_even":  # even Q in patches: qmap_step_log2 = 1, runs of zero differences
         rng = np.random.default_rng(seed)
         Q = np.zeros((hq, wq), np.int32)
@@ -299,6 +313,12 @@ def make_qmap(kind, an, rgb, block, seed=0):
             Q[i:i + 3, j:j + 4] = 2 * rng.integers(-4, 5)
         return Q
     raise ValueError(kind)
+
+
+def map_coding_name(h):
+    if h.qmap_direct:
+        return f"direct, values {h.qmap_v_min} ... {h.qmap_v_min + len(h.qmap_freqs) - 1}"
+    return "contexts" if h.qmap_context else "one row"
 
 
 def count_escapes(data, model):
@@ -338,7 +358,7 @@ def _set(data, pos, value, nbytes):
     return bytes(b)
 
 
-def invalid_streams(base, base_qmap, model, base_ctx, model_ctx, base_qmap2):
+def invalid_streams(base, base_qmap, model, base_ctx, model_ctx, base_qmap2, base_qmap3):
     """(name, bytes, description) of streams that must be rejected; base has no
     quality map, base_qmap has one, base_ctx (model_ctx) uses the context."""
     H = HEADER_BYTES
@@ -394,6 +414,23 @@ def invalid_streams(base, base_qmap, model, base_ctx, model_ctx, base_qmap2):
     h4 = PictureHeader(**{**h.__dict__, "qmap_step_log2": 2})
     out.append(("qmap_step2_value_12", write_picture(h4, qpic.z_data, qpic.y_data, qdata),
                 "the quality map decodes to Q = 3 x 2^2 = 12"))
+    # the third edition's direct coding (qmap_direct, V_min, A, frequencies)
+    q3 = decoder.picture(base_qmap3)
+    h3 = q3.header
+    assert h3.qmap_direct and h3.qmap_step_log2 == 0 and h3.qmap_v_min == -1
+    out.append(("qmap_direct_with_context", _set(base_qmap3, H, h3.qmap_mode | 0x20, 1),
+                "qmap_direct and qmap_context both set"))
+    out.append(("qmap_num_values_0", _set(base_qmap3, H + 2, 0, 1), "qmap_num_values = 0"))
+    out.append(("qmap_direct_values_above_8", _set(base_qmap3, H + 1, 15, 1),
+                "the direct coding's values 7 ... 9 leave [-8, 8]"))
+    out.append(("qmap_freq_0", _set(base_qmap3, H + 4, 0, 1), "qmap_freq[1] = 0"))
+    hq3, wq3 = qm.grid(*decoder.grid_sizes(h3.width, h3.height)[1], h3.qmap_block_log2)
+    V = np.zeros(hq3 * wq3, np.int32)
+    V[5] = 2                                         # outside -1 ... 1: coded through the escape
+    qdata = rans.encode(V, np.zeros(V.size, np.int32), np.array([0, V.size]),
+                        qm.direct_tables(h3.qmap_v_min, h3.qmap_freqs))[0]
+    out.append(("qmap_direct_escape", write_picture(h3, q3.z_data, q3.y_data, qdata),
+                "a directly coded map value (2) outside the table's -1 ... 1, through the escape"))
     # the checkerboard context
     out.append(("context_odd_substreams", _set(base_ctx, 20, 3, 1),
                 "context_enabled with an odd num_y_substreams"))
@@ -462,7 +499,7 @@ def generate(out):
                  "checkerboard context" if an.context else "no context",
                  f"quality map {qkind} (block 2^{block})" if qkind and not special else "no quality map",
                  *([f"map coding: step 2^{decoder.picture(data).header.qmap_step_log2}, "
-                    f"{'contexts' if decoder.picture(data).header.qmap_context else 'one row'}"]
+                    f"{map_coding_name(decoder.picture(data).header)}"]
                    if vid in QMAP_CODING else []),
                  f"{esc} escaped values (largest |q| {qmax})"]
         if vid in COVERS:
@@ -483,6 +520,8 @@ def generate(out):
         if vid in QMAP_CODING:
             qh = decoder.picture(data).header
             entry["qmap_coding"] = {"step_log2": qh.qmap_step_log2, "context": qh.qmap_context}
+            if qh.qmap_direct:
+                entry["qmap_coding"]["direct"] = {"v_min": qh.qmap_v_min, "freqs": list(qh.qmap_freqs)}
         manifest["vectors"].append(entry)
         streams[vid] = data
         print(f"{vid}: {len(data)} bytes, {esc} escapes")
@@ -490,7 +529,7 @@ def generate(out):
     os.makedirs(inv_dir, exist_ok=True)
     for name, data, desc in invalid_streams(streams["size_33x65_not_mult64"], streams["qmap_activity_b0"],
                                             models[W16], streams["context_kodak"], models[W16C],
-                                            streams["qmap2_step1_context_b1"]):
+                                            streams["qmap2_step1_context_b1"], streams["qmap3_direct_b0"]):
         try:
             decoder.decode(data, models=list(models.values()))
             raise RuntimeError(f"invalid vector {name} decodes")

@@ -153,7 +153,7 @@ def test_rdo_block_size_is_chosen_by_cost(crop_analysis):
         Q, _ = encoder.rdo_map(an, rgb, k, 30000, refine=0, allow_flat=False)
         idx = np.searchsorted(C, Q)[None]
         y = np.take_along_axis(encoder._blocks(R0, k), idx, 0).sum()
-        map_bits = qmap.map_syntax(Q, an.model.y_tables)[3]
+        map_bits = qmap.map_syntax(Q, an.model.y_tables).bits
         if map_bits <= encoder.RDO_MAP_BUDGET * (y + map_bits + fixed):
             costs[k] = np.take_along_axis(encoder._blocks(D0, k), idx, 0).sum() + lam * (y + map_bits)
     assert len(costs) >= 2
@@ -168,7 +168,7 @@ def test_rdo_without_a_map_when_the_map_does_not_pay(crop_analysis, monkeypatch)
     Q, k = encoder.rdo_map(an, rgb, 0, 30000)
     assert Q is not None                                    # on this picture the map pays
     info = {}
-    monkeypatch.setattr(qmap, "map_syntax", lambda Q, t, coding="auto": (0, False, (0, 0, 0), 1e9))
+    monkeypatch.setattr(qmap, "map_syntax", lambda Q, t, coding="auto": qmap.MapSyntax(0, False, (0, 0, 0), 1e9))
     Q, k = encoder.rdo_map(an, rgb, 0, 30000, info=info)
     assert Q is None and info["map_bits"] == 0 and info["y_bits"] == info["y_bits_flat"]
     assert encoder.rdo_map(an, rgb, 0, 30000, allow_flat=False)[0] is not None
@@ -212,23 +212,30 @@ def test_step_of_a_map():
 def test_every_coding_roundtrips(rng, y_tables, backend, coding):
     even = 2 * rng.integers(-4, 5, (7, 9)).astype(np.int32)
     for name, Q in [*maps(rng), ("even", even), ("fours", 4 * (even // 4))]:
-        s, ctx, rows, bits = qmap.map_syntax(Q, y_tables, coding)
+        syn = qmap.map_syntax(Q, y_tables, coding)
+        s, ctx, rows, bits = syn[:4]
         assert (s, ctx) == (0, False) if coding == "first" else s == qmap.step_log2_of(Q)
         assert ctx == (coding == "context") or coding == "auto"
-        data = qmap.encode_qmap(Q, rows, y_tables, s, backend=backend)
-        assert np.array_equal(qmap.decode_qmap(data, *Q.shape, rows, y_tables, s, backend=backend), Q), name
-        # the bits map_syntax counts are the substream's (plus 16 header bits with contexts), to within
-        # the coder's two 32-bit states
-        assert abs(8 * len(data) - (bits - 16 * ctx) - 64) < 40, (name, 8 * len(data), bits)
+        assert (syn.direct is not None) == (coding == "direct") or coding == "auto"
+        data = qmap.encode_map(Q, syn, y_tables, backend=backend)
+        if syn.direct is None:
+            assert data == qmap.encode_qmap(Q, rows, y_tables, s, backend=backend)
+        assert np.array_equal(qmap.decode_qmap(data, *Q.shape, rows, y_tables, s, backend=backend,
+                                               direct=syn.direct), Q), name
+        # the bits map_syntax counts are the substream's (plus the header bits a coding adds: 16 with
+        # contexts, V_min, A and the A frequencies for the direct coding less the row it has not), to
+        # within the coder's two 32-bit states
+        extra = 16 * ctx if syn.direct is None else 8 * (1 + len(syn.direct[1]))
+        assert abs(8 * len(data) - (bits - extra) - 64) < 40, (name, 8 * len(data), bits)
 
 
 def test_auto_coding_is_the_cheapest(rng, y_tables):
     Q = np.zeros((12, 16), np.int32)
     Q[3:6, 4:9], Q[8:11, 2:5], Q[1:3, 10:15] = 4, -2, 6
     got = qmap.map_syntax(Q, y_tables, "auto")
-    every = [qmap.map_syntax(Q, y_tables, c) for c in ("first", "step", "context")]
-    assert got[3] == min(b for *_, b in every)
-    assert got[3] < every[0][3]                   # cheaper than the first edition's coding
+    every = [qmap.map_syntax(Q, y_tables, c) for c in ("first", "step", "context", "direct")]
+    assert got.bits == min(c.bits for c in every)
+    assert got.bits < every[0].bits               # cheaper than the first edition's coding
 
 
 def test_second_edition_streams_end_to_end(tiny, rng):  # noqa: F811
@@ -287,3 +294,108 @@ def test_rdo_tuned_for_ms_ssim_spends_less_on_texture():
         Q, _ = encoder.rdo_map(encoder.Analysis(rgb, m, tune=tune), rgb, 0, 30000)
         gap[tune] = Q[:, :4].mean() - Q[:, 4:].mean()           # smooth minus textured
     assert gap["ms-ssim"] > gap["psnr"]
+
+
+# ---------------------------------------------------------------- the third edition's direct coding (clause 6.7)
+
+def test_direct_table_follows_the_rule():
+    """cdf[a] = F_a * 65535 // F, the escape's frequency 1; strictly rising
+    for every frequency >= 1, even one 1 among sixteen 255s."""
+    from kernels import rans
+    for v_min, freqs in [(-1, (3, 255, 7)), (-8, (1,) + (255,) * 16), (0, (1,)), (-8, (255,) * 17),
+                         (-8, tuple(range(1, 18)))]:
+        cdf, n, off = qmap.direct_tables(v_min, freqs)
+        F = np.concatenate([[0], np.cumsum(freqs)])
+        assert list(cdf[0, :len(freqs) + 1]) == [f * 65535 // F[-1] for f in F]
+        assert cdf[0, len(freqs) + 1] == 65536 and n[0] == len(freqs) + 1 and off[0] == v_min
+        rans.check_tables(cdf, n, off)
+    for bad in [(), (0, 5), (256,), (1,) * 18]:
+        with pytest.raises(ValueError):
+            qmap.direct_tables(0, bad)
+
+
+def direct_maps(rng):
+    yield "three", rng.integers(-1, 2, (13, 17)).astype(np.int32), 0
+    yield "skewed", rng.choice([-1, 0, 0, 0, 0, 0, 1], (9, 31)).astype(np.int32), 0
+    yield "full", rng.integers(-8, 9, (7, 5)).astype(np.int32), 0
+    yield "single", np.array([[-8]], np.int32), 0
+    yield "extreme", np.array([[8, -8], [-8, 8]], np.int32), 3
+    yield "step2", 4 * rng.integers(-2, 3, (6, 11)).astype(np.int32), 2
+
+
+def test_direct_coding_is_identical_on_every_backend(rng, backend):
+    """The same q_data and the same map from numpy, numba CPU and CUDA (the
+    simulator in CI), from a single block to every value of [-8, 8]."""
+    for name, Q, _ in direct_maps(rng):
+        s = qmap.step_log2_of(Q)
+        table = qmap.direct_freqs(Q, s)
+        data = qmap.encode_direct(Q, *table, step_log2=s, backend=backend)
+        assert data == qmap.encode_direct(Q, *table, step_log2=s, backend="numpy"), name
+        out = qmap.decode_qmap(data, *Q.shape, 0, None, s, backend=backend, direct=table)
+        assert np.array_equal(out, Q), name
+
+
+def test_direct_freqs_and_bits(rng):
+    """The encoder's table spans V_min ... V_max, the commonest value 255,
+    an absent one 1; the bits it counts are the substream's, header aside."""
+    Q = np.array([[-2, 1, 1], [1, 1, -2]], np.int32)
+    v_min, freqs = qmap.direct_freqs(Q)
+    assert v_min == -2 and freqs == (128, 1, 1, 255)
+    for name, Q, _ in direct_maps(rng):
+        s = qmap.step_log2_of(Q)
+        bits, table = qmap.direct_bits(Q, s)
+        data = qmap.encode_direct(Q, *table, step_log2=s)
+        assert abs(8 * len(data) - (bits - 8 * (2 + len(table[1]))) - 64) < 40, name
+
+
+def test_direct_coding_beats_differences_on_rdo_like_maps(rng, y_tables):
+    """A map of -1, 0, 1 with little spatial order (as the rdo strategy
+    makes them) costs about log2(3) bits a block directly, against ~2 as
+    differences; auto takes it."""
+    Q = rng.integers(-1, 2, (32, 48)).astype(np.int32)
+    direct = qmap.map_syntax(Q, y_tables, "direct")
+    assert direct.bits < 1.65 * Q.size
+    assert direct.bits < 0.85 * min(qmap.map_syntax(Q, y_tables, c).bits for c in ("step", "context"))
+    assert qmap.map_syntax(Q, y_tables, "auto") == direct
+    # a clustered map stays with the differences
+    Q = np.zeros((12, 16), np.int32)
+    Q[3:6, 4:9], Q[8:11, 2:5] = 4, -2
+    assert qmap.map_syntax(Q, y_tables, "auto").direct is None
+
+
+def test_direct_values_outside_the_table_are_rejected(rng):
+    """An escaped value (outside V_min ... V_min + A - 1) makes the stream
+    non-conforming, on every backend; so does a corrupt substream."""
+    from kernels import rans
+    V = np.array([0, 1, 2, 0, 1, 0], np.int32)            # 2 lies outside the table's -1 ... 1: an escape
+    table = (-1, (10, 20, 10))
+    data = rans.encode(V, np.zeros(6, np.int32), np.array([0, 6]), qmap.direct_tables(*table))[0]
+    for backend in ("numpy", "cpu"):
+        with pytest.raises(BitstreamError, match=r"V = 2 at block \(0, 2\)"):
+            qmap.decode_qmap(data, 2, 3, 0, None, backend=backend, direct=table)
+        with pytest.raises(BitstreamError):
+            qmap.decode_qmap(data[:-2], 2, 3, 0, None, backend=backend, direct=table)
+    with pytest.raises(ValueError, match="outside"):
+        qmap.encode_direct(np.array([[3]]), -1, (1, 1, 1))
+
+
+def test_direct_coding_end_to_end(tiny, rng):  # noqa: F811
+    """Through the encoder and the decoder: the header says qmap_direct with
+    its table, the map is the one coded, and the picture is the one the
+    difference coding of the same map gives (the coding changes no sample)."""
+    from refcodec.syntax.picture_header import write_picture_header
+    rgb = rng.integers(0, 256, (192, 256, 3)).astype(np.uint8)
+    an = encoder.Analysis(rgb, tiny)
+    Q = rng.integers(-1, 2, an.qmap_grid(0)).astype(np.int32)
+    data = an.stream(32768, 1, Q, 0)
+    h = decoder.picture(data).header
+    assert h.qmap_direct and not h.qmap_context and h.qmap_mode == 0x80
+    assert h.qmap_v_min == -1 and len(h.qmap_freqs) == 3
+    assert data.startswith(write_picture_header(h))
+    an.qmap_coding = "step"
+    rows = an.stream(32768, 1, Q, 0)
+    assert not decoder.picture(rows).header.qmap_direct and len(rows) > len(data)
+    tr = {}
+    decoder.decode_latents(decoder.picture(data), tiny, "cpu", trace=tr)
+    assert np.array_equal(tr["Q"], Q)
+    assert np.array_equal(decoder.decode(data, models=[tiny]), decoder.decode(rows, models=[tiny]))

@@ -136,3 +136,50 @@ def test_context_flag_and_even_substreams():
     with pytest.raises(BitstreamError, match="odd") as e:
         picture(bytes(b))
     assert e.value.field == "num_y_substreams"
+
+
+def qmap_stream(**fields):
+    h, z, ys, _ = sample_stream(1)
+    h = PictureHeader(**{**h.__dict__, "tool_flags": 1, **fields})
+    return h, write_picture(h, z, ys, q_data=b"\x00\x00\x01\x00\x00\x00\x01\x00")
+
+
+def test_direct_map_coding_header():
+    """Clause 5.2, third edition: qmap_mode bit 7 (qmap_direct) brings
+    qmap_v_min_plus8, qmap_num_values and the frequencies in place of the
+    table rows; the writer and the parser agree, and every bad value is
+    refused by both, naming the field."""
+    h, data = qmap_stream(qmap_block_log2=1, qmap_step_log2=1, qmap_direct=True, qmap_v_min=-4,
+                          qmap_freqs=(1, 255, 7, 9, 3, 2, 1, 1, 200))
+    p = picture(data)
+    assert p.header == h and p.header.qmap_mode == 0x89 and p.header.qmap_direct_table[0] == -4
+    assert data[HEADER_BYTES:HEADER_BYTES + 3] == bytes([0x89, 4, 9])
+    # the extremes: one value; seventeen; the full range at step 0
+    for fields in [dict(qmap_v_min=8, qmap_freqs=(5,)), dict(qmap_v_min=-8, qmap_freqs=(255,) * 17),
+                   dict(qmap_step_log2=2, qmap_v_min=-2, qmap_freqs=(1, 2, 3, 4, 5))]:
+        h, data = qmap_stream(qmap_direct=True, **fields)
+        assert picture(data).header == h
+    for case in range(len(data) - HEADER_BYTES):      # every truncation inside the map's fields
+        with pytest.raises(BitstreamError):
+            picture(data[:HEADER_BYTES + case])
+
+    def patched(offset, value):
+        b = bytearray(qmap_stream(qmap_step_log2=1, qmap_direct=True, qmap_v_min=-4,
+                                  qmap_freqs=(1, 2, 3, 4, 5, 6, 7, 8, 9))[1])
+        b[HEADER_BYTES + offset] = value
+        return bytes(b)
+    for offset, value, field, text in [
+            (0, 0x80 | 0x20 | 0x08, "qmap_mode", "both set"),            # with qmap_context
+            (0, 0x80 | 0x40 | 0x08, "qmap_mode", "reserved"),            # bit 6 stays reserved
+            (1, 3, "qmap_v_min_plus8", "leave"),                         # V_min -5 x 2 = -10
+            (1, 5, "qmap_v_min_plus8", "leave"),                         # V_max (-3 + 8) x 2 = 10
+            (2, 0, "qmap_num_values", "outside"), (2, 18, "qmap_num_values", "outside"),
+            (3, 0, "qmap_freq", "is 0"), (11, 0, "qmap_freq", "is 0")]:
+        with pytest.raises(BitstreamError, match=text) as e:
+            picture(patched(offset, value))
+        assert e.value.field == field, (offset, value)
+    base = dict(qmap_direct=True, qmap_v_min=0, qmap_freqs=(1, 1))
+    for bad in [dict(qmap_context=True), dict(qmap_freqs=()), dict(qmap_freqs=(0, 1)), dict(qmap_freqs=(256,)),
+                dict(qmap_v_min=-9), dict(qmap_v_min=8), dict(qmap_freqs=(1,) * 18)]:
+        with pytest.raises(ValueError):
+            qmap_stream(**{**base, **bad})

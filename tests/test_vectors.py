@@ -65,7 +65,9 @@ def test_manifest_covers_the_tools():
     errors = {i["error"] for i in manifest()["invalid"]}
     assert {"TruncatedStreamError", "BitstreamError", "EntropyDecodingError"} <= errors
     assert {"context_odd_substreams.bin", "context_model_without_networks.bin", "context_phase1_bitflip.bin",
-            "postfilter_model_without_g_pf.bin"} <= {i["file"] for i in manifest()["invalid"]}
+            "postfilter_model_without_g_pf.bin", "qmap_direct_with_context.bin", "qmap_num_values_0.bin",
+            "qmap_direct_values_above_8.bin", "qmap_freq_0.bin",
+            "qmap_direct_escape.bin"} <= {i["file"] for i in manifest()["invalid"]}
 
 
 def test_monochrome_vectors_fail_a_decoder_that_ignores_the_flag():
@@ -150,6 +152,56 @@ def test_map_coding_vectors_fail_a_decoder_that_ignores_step_or_context(monkeypa
         except RefcodecError:
             got = None
         assert got != expected["rgb"], v["id"]
+
+
+@pytest.mark.parametrize("defect", ["ceil", "no_escape_room", "ignore_step"])
+def test_direct_coding_vectors_fail_a_decoder_that_builds_another_table(monkeypatch, defect):
+    """Clause 6.7's third edition: a decoder that builds the direct coding's
+    table another way (rounding F_a * 65535 / F up; scaling by 65536 so the
+    escape gets nothing) or ignores the step decodes another map, or none:
+    the qmap3 vectors catch it.  They cover one value to all 17, frequencies
+    1 and 255, a step, the context model and the CUDA subset."""
+    from kernels import rans
+    from refcodec import decoder, qmap
+    from refcodec.conformance import plane_hashes
+    from refcodec.errors import RefcodecError
+    from refcodec.model import Model
+    vs = [v for v in manifest()["vectors"] if "qmap3" in v["tags"]]
+    assert all("direct" in v["qmap_coding"] for v in vs)
+    assert any(len(v["qmap_coding"]["direct"]["freqs"]) == 17 for v in vs)
+    assert any({1, 255} <= set(v["qmap_coding"]["direct"]["freqs"]) for v in vs)
+    assert any(v["qmap_coding"]["step_log2"] for v in vs) and any("cuda" in v["tags"] for v in vs)
+    real = qmap.direct_tables
+    if defect == "ignore_step":
+        plain = qmap.decode_direct
+        monkeypatch.setattr(qmap, "decode_direct", lambda data, hq, wq, v_min, freqs, step_log2=0, backend="cpu":
+                            plain(data, hq, wq, v_min, freqs, 0, backend))
+        vs = [v for v in vs if v["qmap_coding"]["step_log2"]]
+    else:
+        def other(v_min, freqs):
+            cdf, n, off = real(v_min, freqs)
+            F = np.concatenate([[0], np.cumsum(freqs)])
+            cdf = cdf.copy()
+            if defect == "ceil":
+                cdf[0, :len(freqs) + 1] = (F * 65535 + F[-1] - 1) // F[-1]
+            else:
+                cdf[0, 1:len(freqs)] = F[1:-1] * 65536 // F[-1]
+            return rans.Tables(cdf, n, off)
+        monkeypatch.setattr(qmap, "direct_tables", other)
+    differ = []
+    for v in vs:
+        folder = os.path.join(VECTORS, v["id"])
+        data = open(os.path.join(folder, "bitstream.bin"), "rb").read()
+        model = Model(os.path.join(VECTORS, "models", v["model"]))
+        expected = json.load(open(os.path.join(folder, "expected.json")))["sha256"]
+        try:
+            got = plane_hashes(decoder.decode(data, models=[model]))["rgb"]
+        except RefcodecError:
+            got = None
+        differ.append(got != expected["rgb"])
+    # a table off by one in a few entries moves only the symbols whose slots it moves: some vector
+    # catches it (for some frequencies both rules give the same table); ignoring the step, every one
+    assert all(differ) if defect != "no_escape_room" else any(differ), differ
 
 
 def test_generator_rebuilds_every_vector_byte_for_byte(tmp_path):

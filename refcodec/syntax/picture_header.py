@@ -15,17 +15,28 @@
             qmap_mode                           u(8)    bits 0-2: qmap_block_log2, 0 ... 4 (a Q value
                                                         per 2^k x 2^k latent positions); bits 3-4:
                                                         qmap_step_log2, 0 ... 2 (Q = coded value x 2^s);
-                                                        bit 5: qmap_context; bits 6-7 reserved (0)
-            qmap_sigma_row                      u(8)    y table row of the Q differences (context 0)
-            if (qmap_context) {
-                qmap_sigma_row1                 u(8)    ... of the differences in context 1
-                qmap_sigma_row2                 u(8)    ... and in context 2
+                                                        bit 5: qmap_context; bit 6 reserved (0);
+                                                        bit 7: qmap_direct (third edition)
+            if (qmap_direct) {                          (then qmap_context shall be 0)
+                qmap_v_min_plus8                u(8)    V_min = qmap_v_min_plus8 - 8
+                qmap_num_values                 u(8)    A, 1 ... 17
+                for (a = 0; a < A; a++)
+                    qmap_freq[a]                u(8)    1 ... 255: frequency of V = V_min + a
+            } else {
+                qmap_sigma_row                  u(8)    y table row of the Q differences (context 0)
+                if (qmap_context) {
+                    qmap_sigma_row1             u(8)    ... of the differences in context 1
+                    qmap_sigma_row2             u(8)    ... and in context 2
+                }
             }
         }
     }
 
 The first edition wrote ``qmap_block_log2`` (0 ... 4) as the whole byte that
-is now ``qmap_mode``: the same byte means the same map.
+is now ``qmap_mode``: the same byte means the same map.  The direct coding
+(third edition) takes bit 7, so bit 6 stays reserved and a stream the second
+edition refused for it is refused still.  Its values must satisfy
+V_min * 2^s >= -8 and (V_min + A - 1) * 2^s <= 8.
 
 Every field is range-checked here, before anything is allocated; a bad value
 raises BitstreamError naming the field and this clause.
@@ -57,6 +68,9 @@ TOOL_FLAGS = QUALITY_MAP_FLAG | CONTEXT_FLAG | MONOCHROME_FLAG | POSTFILTER_FLAG
 QMAP_BLOCK_LOG2_MAX = 4
 QMAP_STEP_LOG2_MAX = 2
 QMAP_CONTEXT_BIT = 5
+QMAP_DIRECT_BIT = 7
+QMAP_RESERVED_BITS = 0x40
+QMAP_VALUES_MAX = 17
 
 
 @dataclass(frozen=True)
@@ -74,11 +88,20 @@ class PictureHeader:
     qmap_context: bool = False
     qmap_sigma_row1: int = 0
     qmap_sigma_row2: int = 0
+    qmap_direct: bool = False
+    qmap_v_min: int = 0
+    qmap_freqs: tuple = ()
 
     @property
     def qmap_mode(self):
-        """The qmap_mode byte: block size, step, context flag."""
-        return self.qmap_block_log2 | (self.qmap_step_log2 << 3) | (int(self.qmap_context) << QMAP_CONTEXT_BIT)
+        """The qmap_mode byte: block size, step, context flag, direct flag."""
+        return (self.qmap_block_log2 | (self.qmap_step_log2 << 3) | (int(self.qmap_context) << QMAP_CONTEXT_BIT)
+                | (int(self.qmap_direct) << QMAP_DIRECT_BIT))
+
+    @property
+    def qmap_direct_table(self):
+        """(V_min, frequencies) of the direct coding; None for the difference codings."""
+        return (self.qmap_v_min, tuple(self.qmap_freqs)) if self.qmap_direct else None
 
     @property
     def qmap_ctx_rows(self):
@@ -146,12 +169,30 @@ def picture_header(r):
     if tool_flags & QUALITY_MAP_FLAG:
         mode = r.u(8, "qmap_mode", CLAUSE)
         k, step, ctx = mode & 7, (mode >> 3) & 3, (mode >> QMAP_CONTEXT_BIT) & 1
-        if mode >> (QMAP_CONTEXT_BIT + 1):
+        direct = (mode >> QMAP_DIRECT_BIT) & 1
+        if mode & QMAP_RESERVED_BITS:
             _fail(f"reserved qmap_mode bits set ({mode:#04x})", "qmap_mode")
         if k > QMAP_BLOCK_LOG2_MAX:
             _fail(f"qmap_block_log2 {k} above {QMAP_BLOCK_LOG2_MAX}", "qmap_mode")
         if step > QMAP_STEP_LOG2_MAX:
             _fail(f"qmap_step_log2 {step} above {QMAP_STEP_LOG2_MAX}", "qmap_mode")
+        if direct:
+            if ctx:
+                _fail("qmap_context and qmap_direct both set", "qmap_mode")
+            v_min = r.u(8, "qmap_v_min_plus8", CLAUSE) - 8
+            n = r.u(8, "qmap_num_values", CLAUSE)
+            if not 1 <= n <= QMAP_VALUES_MAX:
+                _fail(f"qmap_num_values {n} outside [1, {QMAP_VALUES_MAX}]", "qmap_num_values")
+            if v_min << step < -8 or (v_min + n - 1) << step > 8:
+                _fail(f"the direct coding's values {v_min} ... {v_min + n - 1} (x 2^{step}) leave [-8, 8]",
+                      "qmap_v_min_plus8")
+            freqs = tuple(r.u(8, "qmap_freq", CLAUSE) for _ in range(n))
+            if 0 in freqs:
+                _fail(f"qmap_freq[{freqs.index(0)}] is 0", "qmap_freq")
+            return PictureHeader(model_id=model_id, width=width, height=height, beta_code=beta_code,
+                                 tool_flags=tool_flags, num_y_substreams=num_y_substreams, version=version,
+                                 qmap_block_log2=k, qmap_step_log2=step, qmap_direct=True, qmap_v_min=v_min,
+                                 qmap_freqs=freqs)
         qmap = dict(qmap_block_log2=k, qmap_step_log2=step, qmap_context=bool(ctx),
                     qmap_sigma_row=r.u(8, "qmap_sigma_row", CLAUSE))
         if ctx:
@@ -184,6 +225,13 @@ def write_picture_header(h):
         if not 0 <= h.qmap_block_log2 <= QMAP_BLOCK_LOG2_MAX or not 0 <= h.qmap_step_log2 <= QMAP_STEP_LOG2_MAX \
                 or not all(0 <= r <= 255 for r in rows):
             raise ValueError("qmap_block_log2, qmap_step_log2 or a qmap_sigma_row out of range")
+        if h.qmap_direct:
+            n, s = len(h.qmap_freqs), h.qmap_step_log2
+            if h.qmap_context or not 1 <= n <= QMAP_VALUES_MAX or h.qmap_v_min << s < -8 \
+                    or (h.qmap_v_min + n - 1) << s > 8 or not all(1 <= f <= 255 for f in h.qmap_freqs):
+                raise ValueError("qmap_direct with qmap_context, or its values or frequencies out of range")
+            return b"".join(out + [u_bytes(h.qmap_mode, 8), u_bytes(h.qmap_v_min + 8, 8), u_bytes(n, 8),
+                                   *(u_bytes(f, 8) for f in h.qmap_freqs)])
         out += [u_bytes(h.qmap_mode, 8), u_bytes(h.qmap_sigma_row, 8)]
         if h.qmap_context:
             out += [u_bytes(h.qmap_sigma_row1, 8), u_bytes(h.qmap_sigma_row2, 8)]
