@@ -248,3 +248,23 @@ def test_oracle_headroom_and_rdo_variants():
     assert not qmap_study._valid_rdo_variant("rdo@1:3:0") and not qmap_study._valid_rdo_variant("rdo@x")
     assert qmap_study._rdo_variant("rdo@-1:1:0:1.5") == ("rdo", {"candidates": (-1, 0, 1), "refine": 0, "budget": 0.015})
     assert not qmap_study._valid_rdo_variant("rdo@-1:1:0:0") and not qmap_study._valid_rdo_variant("rdo@-1:1:0:1:2")
+
+
+def test_ceiling_study_measures_and_optimizes(tmp_path, capsys):
+    """ceiling_study on a crop, with the tiny post-filter model's float
+    weights: a finite ceiling and rate per picture and their mean; y
+    optimized for the squared error alone reconstructs better than g_a's."""
+    pytest.importorskip("torch")
+    from PIL import Image
+    from refcodec.studies import ceiling_study
+    im = np.asarray(Image.open("tests/data/kodim23.png").convert("RGB"))[100:228, 200:392]
+    (tmp_path / "k").mkdir()
+    Image.fromarray(im).save(tmp_path / "k" / "kodim01.png")
+    ceiling_study.main(["--kodak", str(tmp_path / "k"), "--float", "tests/data/tiny-pf-float.npz",
+                        "--optimize", "40", "--pick", "1", "--beta", "0.8"])
+    out = capsys.readouterr().out
+    row = [ln for ln in out.splitlines() if ln.startswith("| kodim01.png |")]
+    assert len(row) == 2 and "nan" not in out
+    start, best = (float(c.split()[0]) for c in row[1].split("|")[2:4])
+    assert best > start + 0.1
+    assert "| mean | **" in out and float(row[0].split("|")[3]) > 0
