@@ -138,3 +138,18 @@ def test_a_uniform_quality_map_extends_the_range(crop, m, reach, factor):
     assert decoder.decode(res.data).shape == crop.shape
 
 
+
+
+def test_bench_matches_with_the_rdo_map(tmp_path, capsys):
+    """ratecontrol.bench --qmap rdo --pick: the picked picture matched with
+    the rdo map at a target inside its range, the trials and the time ratio
+    printed."""
+    from refcodec.ratecontrol import bench
+    im = np.asarray(Image.open(os.path.join(os.path.dirname(__file__), "data", "kodim23.png")).convert("RGB"))
+    (tmp_path / "k").mkdir()
+    Image.fromarray(im[:128, :192]).save(tmp_path / "k" / "a.png")
+    Image.fromarray(im[128:256, 192:384]).save(tmp_path / "k" / "b.png")
+    bench.main(["--kodak", str(tmp_path / "k"), "--pick", "2", "--targets", "0.4", "--no-bisect", "--qmap", "rdo"])
+    out = capsys.readouterr().out
+    assert "# b.png done" in out and "a.png" not in out
+    assert "fast: 1/1 pairs inside ±1%" in out and "ratio" in out
