@@ -364,7 +364,7 @@ def test_api_rdoq_and_validation():
 def test_every_shipped_model_decodes_without_naming_it(files, tmp_path, capsys):
     rgb = crop()
     shipped = sorted(f for f in os.listdir(MODELS_DIR) if f.startswith("refcodec-") and f.endswith(".npz"))
-    assert {f"refcodec-v{k}-w{b}.npz" for k in (1, 2, 3) for b in (16, 8)} <= set(shipped)
+    assert {f"refcodec-v{k}-w{b}.npz" for k in (1, 2, 3, 4) for b in (16, 8)} <= set(shipped)
     for name in shipped:
         m = load(os.path.join(MODELS_DIR, name))
         data = refcodec.encode(rgb, beta=0.4, model=m)
