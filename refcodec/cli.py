@@ -358,7 +358,7 @@ def cmd_eval(args, con):
     cache = None if args.cache == "none" else (args.cache or os.path.join(args.out, "cache"))
     log = print if not con.quiet else (lambda *a, **k: None)
     run(args.dir, targets, codecs, args.anchor, args.jobs, args.out, args.scheduler, cache=cache, log=log,
-        show_progress=not con.quiet and sys.stderr.isatty())
+        show_progress=not con.quiet and sys.stderr.isatty(), model=args.model)
     return 0
 
 
@@ -633,6 +633,7 @@ def build_parser():
     ev.add_argument("--cache", default=None,
                     help="folder of per-(image, codec) results to reuse (default OUT/cache; 'none' disables)")
     ev.add_argument("--scheduler", default=None, help="Dask scheduler address (the dask extra)")
+    ev.add_argument("--model", default=None, help="refcodec's model file (default: the default model)")
     _common(ev, progress=False)
     inf = sub.add_parser("info", help="print the header and substream sizes of a stream (or a model's figures)",
                          description="Print the syntax elements of a stream (SPEC.md clause 5); given a model "

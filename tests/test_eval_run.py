@@ -100,3 +100,23 @@ def test_ms_ssim_reproduces_the_published_anchor_values():
         rgb = np.asarray(Image.open(os.path.join(KODAK, "kodim01.png")).convert("RGB"))
         _, out = code_jpeg(rgb, int(r["setting"].split("=")[1]))
         assert ms_ssim(rgb, out) == pytest.approx(float(r["msssim"]), abs=1e-5)
+
+
+def test_a_model_other_than_the_default(images, tmp_path):
+    """eval --model: refcodec's points come from that model (another id in
+    the cache key, other points than the default's), and a file that is not
+    a model is refused before any job starts."""
+    from refcodec.eval.run import codec_version, image_job
+    from refcodec.errors import RefcodecError
+    from refcodec.model import MODELS_DIR, load
+    v1 = os.path.join(MODELS_DIR, "refcodec-v1-w16.npz")
+    assert codec_version("refcodec", v1) == "model " + load(v1).model_id.hex() != codec_version("refcodec")
+    path = os.path.join(images, "a.png")
+    _, _, other = image_job(path, "refcodec", [0.5], v1)
+    _, _, default = image_job(path, "refcodec", [0.5])
+    assert abs(other[0]["bpp"] - 0.5) <= 0.005 and abs(default[0]["bpp"] - 0.5) <= 0.005
+    assert other[0]["psnr_rgb"] != default[0]["psnr_rgb"]
+    (tmp_path / "bad.npz").write_bytes(b"not a model")
+    with pytest.raises(RefcodecError, match="bad.npz"):
+        run(images, [0.5], ["refcodec"], None, 1, str(tmp_path / "out"), log=lambda s: None,
+            model=str(tmp_path / "bad.npz"))

@@ -133,8 +133,9 @@ def measure(ref, out, nbytes):
             "psnr_cb": cb, "psnr_cr": cr, "msssim": ms_ssim(ref, out)}
 
 
-def image_job(path, codec, targets):
-    """All points of one codec on one image (a picklable unit of work)."""
+def image_job(path, codec, targets, model=None):
+    """All points of one codec on one image (a picklable unit of work);
+    ``model``: refcodec's model file (None: the default)."""
     import warnings
     warnings.simplefilter("ignore")
     from ..imageio import load_image
@@ -143,13 +144,14 @@ def image_job(path, codec, targets):
     points = []
     if codec == "refcodec":
         from ..ratecontrol import RateError, match
-        from .. import decoder
+        from .. import decoder, model as model_mod
+        m = model_mod.load(model)
         for t in targets:
             try:
-                r = match(rgb, t, nearest=False)
+                r = match(rgb, t, m, nearest=False)
             except RateError:
                 continue
-            p = measure(rgb, decoder.decode(r.data), len(r.data))
+            p = measure(rgb, decoder.decode(r.data, models=[m]), len(r.data))
             p.update(setting=f"bpp={t}", target=t, beta=r.beta)
             points.append(p)
     else:
@@ -216,11 +218,12 @@ def progress(done, total, t0):
     sys.stderr.flush()
 
 
-def codec_version(codec):
-    """What a cached result depends on besides the image and the settings."""
+def codec_version(codec, model=None):
+    """What a cached result depends on besides the image and the settings
+    (for refcodec, the model's id: ``model`` or the default)."""
     if codec == "refcodec":
         from .. import model as model_mod
-        return "model " + model_mod.load().model_id.hex()
+        return "model " + model_mod.load(model).model_id.hex()
     if codec in ("jpeg", "webp", "avif"):
         import PIL
         return "Pillow " + PIL.__version__
@@ -279,7 +282,10 @@ def list_images(image_dir):
     return files
 
 
-def run(image_dir, targets, codecs, anchor, jobs, out, scheduler=None, log=print, cache=None, show_progress=True):
+def run(image_dir, targets, codecs, anchor, jobs, out, scheduler=None, log=print, cache=None, show_progress=True,
+        model=None):
+    """``model``: refcodec's model file (None: the default), so that a
+    candidate can be measured against every codec before it is the default."""
     from ..errors import RefcodecError
     from ..imageio import load_image
     unknown = [c for c in codecs if c not in CODECS]
@@ -287,6 +293,11 @@ def run(image_dir, targets, codecs, anchor, jobs, out, scheduler=None, log=print
         raise RefcodecError(f"unknown codec(s) {', '.join(unknown)}; known: {', '.join(CODECS)}")
     if anchor is not None and anchor not in CODECS:
         raise RefcodecError(f"--anchor {anchor}: not a codec eval knows ({', '.join(CODECS)})")
+    if model is not None and "refcodec" in codecs:
+        from .. import model as model_mod
+        model = os.path.abspath(model)
+        m = model_mod.load(model)          # a wrong model file: one clear error before any job starts
+        log(f"refcodec: model {os.path.basename(model)} ({m.model_id.hex()})")
     files = list_images(image_dir)
     small = []
     for f in files:           # every image readable before any job starts: one clear error, not a traceback
@@ -308,7 +319,7 @@ def run(image_dir, targets, codecs, anchor, jobs, out, scheduler=None, log=print
     cached = {}
     if cache:
         os.makedirs(cache, exist_ok=True)
-        versions = {c: codec_version(c) for c in todo}
+        versions = {c: codec_version(c, model) for c in todo}
         keys = {(f, c): cache_path(cache, f, c, targets, versions[c]) for f, c in tasks}
         for (f, c), k in keys.items():
             if os.path.exists(k):
@@ -322,7 +333,7 @@ def run(image_dir, targets, codecs, anchor, jobs, out, scheduler=None, log=print
     if scheduler:
         from dask.distributed import Client
         client = Client(scheduler)
-        futs = [client.submit(image_job, f, c, targets, pure=False) for f, c in tasks]
+        futs = [client.submit(image_job, f, c, targets, model, pure=False) for f, c in tasks]
         from dask.distributed import as_completed as dask_completed
         iterator = dask_completed(futs)
         get = lambda fut: fut.result()  # noqa: E731
@@ -330,7 +341,7 @@ def run(image_dir, targets, codecs, anchor, jobs, out, scheduler=None, log=print
         # spawned, not forked: a fork of a process whose numba threads already ran can crash
         import multiprocessing
         pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
-        futs = [pool.submit(image_job, f, c, targets) for f, c in tasks]
+        futs = [pool.submit(image_job, f, c, targets, model) for f, c in tasks]
         iterator = as_completed(futs)
         get = lambda fut: fut.result()  # noqa: E731
     by_name = {(os.path.splitext(os.path.basename(f))[0], c): f for f, c in tasks}
