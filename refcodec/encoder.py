@@ -520,18 +520,18 @@ def rdo_map(an, rgb, block_log2=0, beta_code=32768, candidates=None, sweeps=3, b
         R, D = _blocks(R0, k), _blocks(D0, k)
         J = D + lam * R
         Q = cand[np.argmin(J, axis=0)]
+        priced = None
         if lam > 0 and Q.size > 1 and sweeps > 0:
             bits = lam * _dq_bits(Q, an.model.y_tables)
             Q = _smooth_map(Q, J, cand, bits, sweeps)
             # the map priced under the direct coding instead (clause 6.7, third edition): the cheaper of the two
             Qd = _direct_map(J, cand, lam, sweeps)
-            if _map_cost(Qd, R, D, cand, lam, an.model.y_tables)[0] < _map_cost(Q, R, D, cand, lam,
-                                                                                an.model.y_tables)[0]:
-                Q = Qd
+            priced = min((_map_cost(M, R, D, cand, lam, an.model.y_tables), i, M) for i, M in enumerate((Q, Qd)))
+            Q = priced[2]
         if block_log2 is not None:
             break
         # the block size by RD: the whole cost with the map's exact bits, among the sizes within the budget
-        cost, y_bits, map_bits = _map_cost(Q, R, D, cand, lam, an.model.y_tables)
+        cost, y_bits, map_bits = priced[0] if priced else _map_cost(Q, R, D, cand, lam, an.model.y_tables)
         fits = map_bits <= budget * (y_bits + map_bits + fixed_bits)
         if fits and (best is None or cost < best[0]):
             best = (cost, Q, k)
