@@ -156,3 +156,48 @@ def test_postfilter_from_another_file(tmp_path):
     r = torch.full((1, 1, *x.shape[2:]), 0.1)
     got, want = m.synthesis(y_hat, lg), x + m.g_pf(torch.cat([x, r], 1))
     assert torch.isfinite(want).all() and torch.allclose(got, want, atol=1e-6), (got - want).abs().max()
+
+
+def test_grown_postfilter_computes_what_it_did(tmp_path):
+    """--PF / --PFL: a post-filter grown wider and deeper gives the same
+    output as before (new channels silent, new layers identities after a
+    ReLU), its new weights are there to train, and every other network keeps
+    its weights; it refuses to shrink or to grow a filter that is not there."""
+    import json
+    from refcodec.train.nets import HyperpriorTorch
+    torch.manual_seed(2)
+    m = HyperpriorTorch(A.with_postfilter(tiny(12).arch, PF=4)).eval()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.startswith("g_pf."):
+                p.normal_(0, 0.3)
+    arrays = {k: v.detach().numpy() for k, v in m.state_dict().items() if not k.startswith(("rgb_to", "ycbcr_to"))}
+    a, arch2 = W.grow_postfilter(arrays, m.arch, 7, 5)
+    convs = [layer for layer in arch2["g_pf"] if layer[0] == "conv"]
+    assert arch2["PF"] == 7 and len(convs) == 5 and convs[0][1:3] == (4, 7) and convs[-1][1:3] == (7, 3)
+    g = HyperpriorTorch(arch2).eval()
+    g.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in a.items()}, strict=False)
+    x, lg = torch.randn(2, 3, 19, 23), torch.randn(2, 12, 1, 1)
+    with torch.no_grad():
+        before, after = m.synthesis_post(x, lg), g.synthesis_post(x, lg)
+        assert (before - x).abs().max() > 0.01                 # the filter does something
+        torch.testing.assert_close(after, before, rtol=0, atol=1e-5)
+    assert np.abs(a["g_pf.0.weight"][4:]).max() > 0           # new hidden channels have inputs
+    assert not a["g_pf.2.weight"][:4, 4:].any()               # ... and silent outputs
+    for k, v in arrays.items():
+        if not k.startswith("g_pf."):
+            assert a[k] is v
+    with pytest.raises(ValueError, match="already"):
+        W.grow_postfilter(arrays, m.arch, 3, 3)
+    with pytest.raises(ValueError, match="no post-filter"):
+        W.grow_postfilter(arrays, tiny(12).arch, 8, 3)
+    # the command line writes a file the probe and the trainer read
+    src = tmp_path / "pf.npz"
+    np.savez(src, __meta__=np.frombuffer(json.dumps({"arch": m.arch, "step": 5}).encode(), np.uint8), **arrays)
+    W.main([str(src), str(tmp_path / "grown.npz"), "--PF", "6", "--PFL", "4"])
+    data = np.load(tmp_path / "grown.npz")
+    arch3 = json.loads(bytes(data["__meta__"]).decode())["arch"]
+    assert arch3["PF"] == 6 and sum(layer[0] == "conv" for layer in arch3["g_pf"]) == 4
+    assert data["g_pf.6.weight"].shape == (3, 6, 3, 3)
+    with pytest.raises(SystemExit):
+        W.main([str(src), str(tmp_path / "x.npz"), "--PF", "2"])

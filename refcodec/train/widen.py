@@ -1,8 +1,14 @@
-"""Grow a trained model: ``python -m refcodec.train.widen IN.npz OUT.npz [--M 256] [--RA 1] [--postfilter-from PF.npz]``.
+"""Grow a trained model: ``python -m refcodec.train.widen IN.npz OUT.npz [--M 256] [--RA 1] [--postfilter-from PF.npz] [--PF 24] [--PFL 4]``.
 
 ``--postfilter-from`` adds (or replaces) the post-filter g_pf with the one of
 another float file of the same model (clause 6.5.1; trained alone on the
 frozen model by ``refcodec.studies.postfilter_probe --save``).
+
+``--PF c --PFL l`` grows the post-filter to c channels and l layers
+(:func:`grow_postfilter`): the new hidden channels' outgoing weights and the
+new layers (identities: each follows a ReLU, so its input is ≥ 0) start so
+that the filter computes exactly what it did; training then puts them to use
+(``refcodec.studies.postfilter_probe --save ... --ch c --layers l``).
 
 ``--RA n`` adds n encoder-only residual blocks at each of 1/4, 1/8 and 1/16
 of g_a (:func:`add_residual`): their second convolution starts at zero, so
@@ -146,6 +152,54 @@ def add_residual(arrays, arch, RA, seed=0):
     return a, arch2
 
 
+#: Spread of a grown post-filter's new input weights, relative to the old ones'.
+PF_SPREAD = 0.3
+
+
+def grow_postfilter(arrays, arch, PF2, PFL2, seed=0, spread=PF_SPREAD):
+    """(arrays, arch) with the post-filter g_pf grown to PF2 channels and PFL2
+    layers (neither fewer than it has).
+
+    Each old convolution keeps its weights in its first rows and columns.  A
+    new hidden channel gets incoming weights drawn at ``spread`` of the old
+    ones' spread and a zero bias, and zero weights into the next layer.  New
+    layers go before the last convolution: PF2 -> PF2 identities (centre tap
+    1, bias 0) followed by a ReLU; their input is a ReLU's output, so they
+    pass it unchanged.  The grown filter computes what the old one did."""
+    from .. import arch as A
+    if "g_pf" not in arch:
+        raise ValueError("the model has no post-filter g_pf to grow")
+    convs = [i for i, layer in enumerate(arch["g_pf"]) if layer[0] == "conv"]
+    PF, PFL = arch["PF"], len(convs)
+    if PF2 < PF or PFL2 < PFL:
+        raise ValueError(f"--PF {PF2} --PFL {PFL2}: the post-filter has {PF} channels and {PFL} layers already")
+    arch2 = {**arch, **{k: v for k, v in A.with_postfilter(arch, PF=PF2, PFL=PFL2).items()
+                        if k in ("version", "PF", "g_pf")}}
+    convs2 = [i for i, layer in enumerate(arch2["g_pf"]) if layer[0] == "conv"]
+    rng = np.random.default_rng(seed)
+    a = {k: v for k, v in arrays.items() if not k.startswith("g_pf.")}
+    # old layer j -> new layer j (j < PFL - 1); the old last layer -> the new last
+    where = {convs[j]: convs2[j] for j in range(PFL - 1)}
+    where[convs[-1]] = convs2[-1]
+    for i, i2 in where.items():
+        w, b = arrays[f"g_pf.{i}.weight"], arrays[f"g_pf.{i}.bias"]
+        cout = 3 if i == convs[-1] else PF2
+        cin = 4 if i == convs[0] else PF2
+        w2 = np.zeros((cout, cin) + w.shape[2:], w.dtype)
+        w2[:w.shape[0], :w.shape[1]] = w
+        if cout > w.shape[0]:                      # new hidden channels: drawn inputs, silent outputs
+            w2[w.shape[0]:] = rng.normal(0, spread * w.std(), w2[w.shape[0]:].shape)
+        b2 = np.zeros(cout, b.dtype)
+        b2[:b.shape[0]] = b
+        a[f"g_pf.{i2}.weight"], a[f"g_pf.{i2}.bias"] = w2, b2
+    k = arch2["g_pf"][convs2[0]][3]
+    for i2 in convs2[PFL - 1:-1]:                  # the new layers: identities
+        w2 = np.zeros((PF2, PF2, k, k), np.float32)
+        w2[np.arange(PF2), np.arange(PF2), k // 2, k // 2] = 1
+        a[f"g_pf.{i2}.weight"], a[f"g_pf.{i2}.bias"] = w2, np.zeros(PF2, np.float32)
+    return a, arch2
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m refcodec.train.widen", description=__doc__.split("\n")[0])
     p.add_argument("src", help="float weights (.npz, as the trainer exports them)")
@@ -157,6 +211,10 @@ def main(argv=None):
                    help="spread of g_a's new filters relative to the old ones' (default %(default)s)")
     p.add_argument("--gs-spread", type=float, default=GS_SPREAD,
                    help="spread of g_s's new input weights relative to the old ones' (default %(default)s)")
+    p.add_argument("--PF", type=int, default=None,
+                   help="grow the post-filter g_pf to this many channels (it computes what it did)")
+    p.add_argument("--PFL", type=int, default=None,
+                   help="grow the post-filter g_pf to this many layers (identities inserted before its last)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--postfilter-from", default=None, metavar="FLOAT.npz",
                    help="take the post-filter g_pf (SPEC.md clause 6.5.1) and its widths from these float "
@@ -164,8 +222,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     _, arrays, meta = load_float(args.src)       # a shipped file's g_a, h_a from its model file
     meta.pop("encoder_from", None)
-    if args.M is None and not args.RA and not args.postfilter_from:
-        p.error("nothing to do: give --M, --RA, --postfilter-from")
+    if args.M is None and not args.RA and not args.postfilter_from and args.PF is None and args.PFL is None:
+        p.error("nothing to do: give --M, --RA, --postfilter-from, --PF, --PFL")
     a, arch = arrays, meta["arch"]
     if args.M is not None:
         a, arch = widen(a, arch, args.M, args.seed, args.ga_spread, args.gs_spread)
@@ -179,6 +237,14 @@ def main(argv=None):
         a = {**{k: v for k, v in a.items() if not k.startswith("g_pf.")},
              **{k: pf[k] for k in pf.files if k.startswith("g_pf.")}}
         arch = {**arch, "version": 4, "PF": pf_arch["PF"], "g_pf": pf_arch["g_pf"]}
+    if args.PF is not None or args.PFL is not None:
+        if "g_pf" not in arch:
+            p.error(f"{args.src} has no post-filter g_pf to grow")
+        PFL = sum(1 for layer in arch["g_pf"] if layer[0] == "conv")
+        try:
+            a, arch = grow_postfilter(a, arch, args.PF or arch["PF"], args.PFL or PFL, args.seed)
+        except ValueError as e:
+            p.error(str(e))
     meta = dict(meta, arch=arch, widened_from=meta["arch"]["M"], kodak_score=float("inf"))
     np.savez_compressed(args.dst, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **a)
     print(f"{args.src} (M={meta['widened_from']}) -> {args.dst} (M={arch['M']}, RA={args.RA}"
