@@ -197,6 +197,22 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
             bpp2 = 8 * len(data2) / (an.width * an.height)
             if _miss(bpp2, target_bpp, side) < _miss(bpp, target_bpp, side):
                 chosen, data, bpp = chosen2, data2, bpp2
+        if extended and not _accept(bpp, target_bpp, tolerance, side):
+            # the uniform map was chosen on estimates, and the written stream
+            # shows the target just beyond its end of the beta range (or
+            # between two of its byte counts): one Q further gives other rates
+            from ..qmap import Q_MAX, Q_MIN
+            v = int(Q.flat[0]) + (1 if Q.flat[0] > 0 else -1)
+            if Q_MIN <= v <= Q_MAX:
+                Q2 = np.full_like(Q, v)
+                chosen2, more, _, out2 = _search(an, counter, Q2, qmap_block_log2, S, target_bpp, tolerance, side,
+                                                 max_trials, model, bias_bytes=bias)
+                trials += more
+                if not out2:
+                    data2 = an.stream(chosen2, S, Q2, qmap_block_log2)
+                    bpp2 = 8 * len(data2) / (an.width * an.height)
+                    if _miss(bpp2, target_bpp, side) < _miss(bpp, target_bpp, side):
+                        chosen, data, bpp, Q = chosen2, data2, bpp2, Q2
     if side == "below" and bpp > target_bpp and chosen > 0:
         # the estimate is exact to a few bytes; step down until the written stream is under the target
         while bpp > target_bpp and chosen > 0:
