@@ -189,14 +189,20 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
         # small stream): search again with the measured excess, and write once more
         est = estimate_bpp(an, counter, chosen, S, Q, qmap_block_log2)
         bias = (bpp - est) * an.width * an.height / 8
-        chosen2, more, _, out2 = _search(an, counter, Q, qmap_block_log2, S, target_bpp, tolerance, side,
-                                         max_trials, model, known={chosen: bpp}, bias_bytes=bias)
-        trials += more
-        if not out2:
-            data2 = an.stream(chosen2, S, Q, qmap_block_log2)
-            bpp2 = 8 * len(data2) / (an.width * an.height)
-            if _miss(bpp2, target_bpp, side) < _miss(bpp, target_bpp, side):
-                chosen, data, bpp = chosen2, data2, bpp2
+
+        def closer(Q2, known=None):
+            # search Q2's betas with the measured excess; keep the written stream if it is closer
+            nonlocal chosen, data, bpp, Q, trials
+            chosen2, more, _, out2 = _search(an, counter, Q2, qmap_block_log2, S, target_bpp, tolerance, side,
+                                             max_trials, model, known=known, bias_bytes=bias)
+            trials += more
+            if not out2:
+                data2 = an.stream(chosen2, S, Q2, qmap_block_log2)
+                bpp2 = 8 * len(data2) / (an.width * an.height)
+                if _miss(bpp2, target_bpp, side) < _miss(bpp, target_bpp, side):
+                    chosen, data, bpp, Q = chosen2, data2, bpp2, Q2
+
+        closer(Q, known={chosen: bpp})
         if extended and not _accept(bpp, target_bpp, tolerance, side):
             # the uniform map was chosen on estimates, and the written stream
             # shows the target just beyond its end of the beta range (or
@@ -204,15 +210,7 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
             from ..qmap import Q_MAX, Q_MIN
             v = int(Q.flat[0]) + (1 if Q.flat[0] > 0 else -1)
             if Q_MIN <= v <= Q_MAX:
-                Q2 = np.full_like(Q, v)
-                chosen2, more, _, out2 = _search(an, counter, Q2, qmap_block_log2, S, target_bpp, tolerance, side,
-                                                 max_trials, model, bias_bytes=bias)
-                trials += more
-                if not out2:
-                    data2 = an.stream(chosen2, S, Q2, qmap_block_log2)
-                    bpp2 = 8 * len(data2) / (an.width * an.height)
-                    if _miss(bpp2, target_bpp, side) < _miss(bpp, target_bpp, side):
-                        chosen, data, bpp, Q = chosen2, data2, bpp2, Q2
+                closer(np.full_like(Q, v))
     if side == "below" and bpp > target_bpp and chosen > 0:
         # the estimate is exact to a few bytes; step down until the written stream is under the target
         while bpp > target_bpp and chosen > 0:

@@ -156,9 +156,9 @@ def add_residual(arrays, arch, RA, seed=0):
 PF_SPREAD = 0.3
 
 
-def grow_postfilter(arrays, arch, PF2, PFL2, seed=0, spread=PF_SPREAD):
+def grow_postfilter(arrays, arch, PF2=None, PFL2=None, seed=0, spread=PF_SPREAD):
     """(arrays, arch) with the post-filter g_pf grown to PF2 channels and PFL2
-    layers (neither fewer than it has).
+    layers (neither fewer than it has; None keeps the number).
 
     Each old convolution keeps its weights in its first rows and columns.  A
     new hidden channel gets incoming weights drawn at ``spread`` of the old
@@ -171,6 +171,7 @@ def grow_postfilter(arrays, arch, PF2, PFL2, seed=0, spread=PF_SPREAD):
         raise ValueError("the model has no post-filter g_pf to grow")
     convs = [i for i, layer in enumerate(arch["g_pf"]) if layer[0] == "conv"]
     PF, PFL = arch["PF"], len(convs)
+    PF2, PFL2 = PF2 or PF, PFL2 or PFL
     if PF2 < PF or PFL2 < PFL:
         raise ValueError(f"--PF {PF2} --PFL {PFL2}: the post-filter has {PF} channels and {PFL} layers already")
     arch2 = {**arch, **{k: v for k, v in A.with_postfilter(arch, PF=PF2, PFL=PFL2).items()
@@ -238,13 +239,10 @@ def main(argv=None):
              **{k: pf[k] for k in pf.files if k.startswith("g_pf.")}}
         arch = {**arch, "version": 4, "PF": pf_arch["PF"], "g_pf": pf_arch["g_pf"]}
     if args.PF is not None or args.PFL is not None:
-        if "g_pf" not in arch:
-            p.error(f"{args.src} has no post-filter g_pf to grow")
-        PFL = sum(1 for layer in arch["g_pf"] if layer[0] == "conv")
         try:
-            a, arch = grow_postfilter(a, arch, args.PF or arch["PF"], args.PFL or PFL, args.seed)
+            a, arch = grow_postfilter(a, arch, args.PF, args.PFL, args.seed)
         except ValueError as e:
-            p.error(str(e))
+            p.error(f"{args.src}: {e}")
     meta = dict(meta, arch=arch, widened_from=meta["arch"]["M"], kodak_score=float("inf"))
     np.savez_compressed(args.dst, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **a)
     print(f"{args.src} (M={meta['widened_from']}) -> {args.dst} (M={arch['M']}, RA={args.RA}"
