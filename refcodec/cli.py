@@ -468,7 +468,7 @@ def cmd_conform(args, con):
     if not os.path.isfile(os.path.join(root, "manifest.json")):
         raise RefcodecError(f"no conformance vectors at {os.path.abspath(root)} (no manifest.json): give the "
                             "vectors folder of a refcodec checkout, e.g. refcodec conform path/to/refcodec/vectors")
-    passed, failed = check(root, backend=args.backend, subset=args.subset,
+    passed, failed = check(root, backend=args.backend, subset=args.subset, vector=args.vector,
                            log=(lambda s: None) if con.quiet else print, trace=args.trace)
     print(f"{passed} passed, {failed} failed ({root}, backend {args.backend})")
     return 1 if failed else 0
@@ -656,6 +656,8 @@ def build_parser():
     c.add_argument("--backend", choices=("numpy", "cpu", "cuda"), default="cpu", help="decoder backend")
     c.add_argument("--subset", default=None, help="only vectors with this tag (cuda, context, large, monochrome, "
                                                   "invalid)")
+    c.add_argument("--vector", default=None, metavar="ID",
+                   help="only the vector with this id (its folder name, or invalid/FILE)")
     c.add_argument("--trace", action="store_true",
                    help="compare the decoder trace too: a failing vector names the first clause that departs")
     _common(c, progress=False)

@@ -44,12 +44,16 @@ def _models(root, manifest):
     return {name: Model(os.path.join(root, "models", name)) for name in manifest["models"]}
 
 
-def check(root, backend="cpu", subset=None, log=print, trace=False):
+def check(root, backend="cpu", subset=None, log=print, trace=False, vector=None):
     """Check every vector (or those with ``subset`` in their tags); returns (passed, failed).
 
-    An unavailable backend (``cuda`` without a GPU or the simulator) and a
-    subset no vector has are refused up front (RefcodecError), so that a
-    count never includes vectors that did not run on the backend.
+    ``vector``: only the vector (or invalid stream) of that id -- its folder
+    name, or ``invalid/FILE`` -- whatever its tags.
+
+    An unavailable backend (``cuda`` without a GPU or the simulator), a
+    subset no vector has and an id no vector has are refused up front
+    (RefcodecError), so that a count never includes vectors that did not run
+    on the backend.
 
     ``trace``: decode with the decoder trace (clause 10.1) and compare it
     with the vector's; a failing vector then names the first clause and
@@ -62,10 +66,14 @@ def check(root, backend="cpu", subset=None, log=print, trace=False):
                       | {t for v in manifest.get("invalid", []) for t in v.get("tags", ["invalid"])})
         if subset not in tags:
             raise RefcodecError(f"no conformance vector has the tag {subset!r} (tags: {', '.join(tags)})")
+    invalid_ids = ["invalid/" + inv["file"] for inv in manifest.get("invalid", [])]
+    if vector is not None and vector not in [v["id"] for v in manifest["vectors"]] + invalid_ids:
+        raise RefcodecError(f"no conformance vector has the id {vector!r} (the folder names of {root}, "
+                            "or invalid/FILE)")
     models = list(_models(root, manifest).values())
     passed = failed = 0
     for v in manifest["vectors"]:
-        if subset and subset not in v.get("tags", []):
+        if subset and subset not in v.get("tags", []) or vector is not None and vector != v["id"]:
             continue
         folder = os.path.join(root, v["id"])
         t0 = time.perf_counter()
@@ -108,7 +116,8 @@ def check(root, backend="cpu", subset=None, log=print, trace=False):
         passed += ok
         failed += not ok
     for inv in manifest.get("invalid", []):
-        if subset and subset not in inv.get("tags", ["invalid"]):
+        if (subset and subset not in inv.get("tags", ["invalid"])
+                or vector is not None and vector != "invalid/" + inv["file"]):
             continue
         try:
             with open(os.path.join(root, "invalid", inv["file"]), "rb") as f:

@@ -84,66 +84,67 @@ def test_the_readme_shows_the_commands_it_should():
     assert sum(1 for _ in open(README, encoding="utf-8")) <= 250
 
 
-def test_every_readme_command_line_runs(files, tmp_path):
+@pytest.mark.parametrize("cmd", readme_commands())
+def test_every_readme_command_line_runs(cmd, files, tmp_path):
     """Each command as printed (names swapped for small files here) runs in a
-    fresh process and its output is checked, not only its status."""
+    fresh process and its output is checked, not only its status.  One test
+    per command (so that pytest -n spreads them); a command that reads
+    OUT.rcd finds a stream of the same picture there."""
     py = f"{shlex.quote(sys.executable)} -m refcodec "
     subs = [("../shared/data/kodak", str(files / "kodak")), ("tests/data/kodim23.png", str(files / "in.png")),
             ("IN.png", str(files / "in.png")), ("roi.png", str(files / "mask.png")),
             ("OUT.rcd", str(tmp_path / "out.rcd")), ("OUT2.rcd", str(tmp_path / "out2.rcd")),
             ("OUT.png", str(tmp_path / "out.png")), ("conform vectors", f"conform {ROOT}/vectors")]
     src = crop()
-    for cmd in readme_commands():
-        for a, b in subs:
-            cmd = cmd.replace(a, b)
-        cmd = re.sub(r"(^|\| )refcodec ", lambda m: m.group(1) + py, cmd)
-        words = shlex.split(cmd.split("|")[-1] if "| " not in cmd else cmd.split("|")[1])[3:]
-        what = words[0]
-        for f in ["out.png"] if "| " in cmd else {"encode": ["out.rcd"], "decode": ["out.png"]}.get(what, []):
-            if (tmp_path / f).exists():
-                (tmp_path / f).unlink()                    # so that a command that writes nothing fails
-        r = sh(cmd, tmp_path)
-        out, err = r.stdout.decode(), r.stderr.decode()
-        assert r.returncode == 0 and "Traceback" not in err, (cmd, err)
-        if "| " in cmd:                                    # the pipe: stdin -> stream -> stdout -> decode
-            assert np.asarray(Image.open(tmp_path / "out.png")).shape == src.shape
-        elif what == "encode":
-            data = (tmp_path / "out.rcd").read_bytes()
-            assert decoder.decode(data).shape == src.shape
-            bpp = 8 * len(data) / src[..., 0].size
-            if "--json" in words:
-                assert json.loads(out)["bpp"] == pytest.approx(bpp)
-            else:
-                assert f"{bpp:.4f} bpp" in err and out == ""      # status on stderr
-            if "--bpp" in words:
-                target = float(words[words.index("--bpp") + 1])
-                assert abs(bpp / target - 1) <= 0.01 or "warning" in err, (cmd, bpp)
-        elif what == "decode":
-            dec = np.asarray(Image.open(tmp_path / "out.png"))
-            assert np.array_equal(dec, decoder.decode((tmp_path / "out.rcd").read_bytes()))
-            if "--trace" in words:
-                recs = json.loads((tmp_path / words[words.index("--trace") + 1]).read_text())["records"]
-                assert recs[0]["name"] == "header" and recs[-1]["name"] == "rgb"
-        elif what == "roundtrip":
-            assert re.search(r"\d\.\d{4} bpp.*PSNR-RGB \d+\.\d\d dB, PSNR-Y \d+\.\d\d dB", out), out
-        elif what == "info":
-            assert "model_id" in out and f"{src.shape[1]} x {src.shape[0]}" in out
-        elif what == "inspect":
-            report = json.loads((tmp_path / "inspect-out" / "inspect.json").read_text())
-            assert (tmp_path / "inspect-out" / "index.html").exists() and "quality" in report
-            assert sum(p["bytes"] for p in report["budget"]) == (tmp_path / "out.rcd").stat().st_size
-        elif what == "conform":
-            assert re.search(r"\d+ passed, 0 failed", out), out
-        elif what == "eval":
-            table = (tmp_path / "eval-out" / "table.md").read_text()
-            # (without ../shared the anchor falls back to the first codec run: refcodec is then the anchor)
-            assert "- refcodec:" in table and "BD-rate against" in out and "| jpeg |" in table
-        elif what == "warmup":
-            assert "compiled" in err
-        elif what == "--version":
-            assert out.strip() == f"refcodec {refcodec.__version__}"
+    for a, b in subs:
+        cmd = cmd.replace(a, b)
+    cmd = re.sub(r"(^|\| )refcodec ", lambda m: m.group(1) + py, cmd)
+    words = shlex.split(cmd.split("|")[-1] if "| " not in cmd else cmd.split("|")[1])[3:]
+    what = words[0]
+    if what != "encode" and "| " not in cmd:       # an encode must write it itself, or fail below
+        (tmp_path / "out.rcd").write_bytes((files / "ok.rcd").read_bytes())
+    r = sh(cmd, tmp_path)
+    out, err = r.stdout.decode(), r.stderr.decode()
+    assert r.returncode == 0 and "Traceback" not in err, (cmd, err)
+    if "| " in cmd:                                    # the pipe: stdin -> stream -> stdout -> decode
+        assert np.asarray(Image.open(tmp_path / "out.png")).shape == src.shape
+    elif what == "encode":
+        data = (tmp_path / "out.rcd").read_bytes()
+        assert decoder.decode(data).shape == src.shape
+        bpp = 8 * len(data) / src[..., 0].size
+        if "--json" in words:
+            assert json.loads(out)["bpp"] == pytest.approx(bpp)
         else:
-            raise AssertionError(f"the README shows a command this test does not check: {cmd}")
+            assert f"{bpp:.4f} bpp" in err and out == ""      # status on stderr
+        if "--bpp" in words:
+            target = float(words[words.index("--bpp") + 1])
+            assert abs(bpp / target - 1) <= 0.01 or "warning" in err, (cmd, bpp)
+    elif what == "decode":
+        dec = np.asarray(Image.open(tmp_path / "out.png"))
+        assert np.array_equal(dec, decoder.decode((tmp_path / "out.rcd").read_bytes()))
+        if "--trace" in words:
+            recs = json.loads((tmp_path / words[words.index("--trace") + 1]).read_text())["records"]
+            assert recs[0]["name"] == "header" and recs[-1]["name"] == "rgb"
+    elif what == "roundtrip":
+        assert re.search(r"\d\.\d{4} bpp.*PSNR-RGB \d+\.\d\d dB, PSNR-Y \d+\.\d\d dB", out), out
+    elif what == "info":
+        assert "model_id" in out and f"{src.shape[1]} x {src.shape[0]}" in out
+    elif what == "inspect":
+        report = json.loads((tmp_path / "inspect-out" / "inspect.json").read_text())
+        assert (tmp_path / "inspect-out" / "index.html").exists() and "quality" in report
+        assert sum(p["bytes"] for p in report["budget"]) == (tmp_path / "out.rcd").stat().st_size
+    elif what == "conform":
+        assert re.search(r"\d+ passed, 0 failed", out), out
+    elif what == "eval":
+        table = (tmp_path / "eval-out" / "table.md").read_text()
+        # (without ../shared the anchor falls back to the first codec run: refcodec is then the anchor)
+        assert "- refcodec:" in table and "BD-rate against" in out and "| jpeg |" in table
+    elif what == "warmup":
+        assert "compiled" in err
+    elif what == "--version":
+        assert out.strip() == f"refcodec {refcodec.__version__}"
+    else:
+        raise AssertionError(f"the README shows a command this test does not check: {cmd}")
 
 
 def test_readme_python_example_runs(files, tmp_path, monkeypatch):
@@ -221,6 +222,7 @@ BAD = [
     ("eval {d}/kodak --codecs refcodec,jpeg --targets 5 --out {d}/ev", 1, "no BD-rate"),
     ("conform {d}/none", 1, "no conformance vectors"),
     ("conform --subset nonexistent", 1, "nonexistent"),
+    ("conform --vector nonexistent", 1, "nonexistent"),
     ("conform --backend bogus", 2, "invalid choice"),
     ("bogus", 2, "invalid choice"),
 ]
@@ -400,6 +402,12 @@ def test_conform_outside_the_repository_finds_the_vectors(tmp_path, monkeypatch,
     monkeypatch.chdir(tmp_path)
     rc, out, err = run(["conform", "--subset", "monochrome"], capsys)
     assert rc == 0 and re.search(r"[1-9]\d* passed, 0 failed", out), (out, err)
+
+
+def test_conform_one_vector_by_its_id(capsys):
+    for vid in ["size_1x1", "invalid/" + json.load(open(os.path.join(ROOT, "vectors", "manifest.json")))["invalid"][0]["file"]]:
+        rc, out, err = run(["conform", "--vector", vid, "--backend", "numpy"], capsys)
+        assert rc == 0 and "1 passed, 0 failed" in out and vid in out, (out, err)
 
 
 def test_eval_on_small_pictures_says_na(files, tmp_path, capsys):
