@@ -35,18 +35,19 @@ from .syntax.picture_header import (CONTEXT_FLAG, LEVEL, MONOCHROME_FLAG, POSTFI
 #: cost of q under its table row (escapes included; Tables.symbol_bits of
 #: kernels.rans): plain rounding when C = 0.  By default C follows beta
 #: (:func:`rdoq_weight`) through these (beta, C) knots, linear between them
-#: and constant outside: on 8 Kodak images (refcodec.studies.rdoq_study,
-#: step-39,000 model) the best constant C was 0.04-0.05 at beta 0.3-0.6
-#: (-6.2 % BD-rate PSNR-RGB against rounding to nearest) but 0.01-0.02 at
-#: beta 0.7-1 (-0.3 %; 0.04 there: +0.1 %).
-RDOQ_KNOTS = ((0.6, 0.05), (0.9, 0.015))
+#: and constant outside.  Tuned on the default model (v4; session 20):
+#: on 8 Kodak images (kodim01, 04, ..., 22), the rate saved at equal
+#: PSNR-RGB against rounding to nearest peaks at C = 0.04 at beta 0.3
+#: (-6.2 %), 0.03 at beta 0.4-0.6 (-4.5 % ... -2.2 %), 0.02 at 0.7-0.8
+#: (-1.1 %, -0.4 %), 0.01 at 0.9-1 (-0.1 %); runs/rdoq_s20.  (The first
+#: knots, ((0.6, 0.05), (0.9, 0.015)), came from the step-39,000 model.)
+RDOQ_KNOTS = ((0.3, 0.045), (0.5, 0.03), (0.9, 0.01))
 RDOQ_MAX = 1.0
 
 
 def rdoq_weight(beta_code):
     """The default rate weight C of the rounding of y at beta_code."""
-    (b0, c0), (b1, c1) = RDOQ_KNOTS
-    return float(np.interp(beta_code / 65535, [b0, b1], [c0, c1]))
+    return float(np.interp(beta_code / 65535, [b for b, _ in RDOQ_KNOTS], [c for _, c in RDOQ_KNOTS]))
 
 
 def check_image(rgb):

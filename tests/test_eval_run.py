@@ -64,6 +64,18 @@ def test_cached_results_give_the_same_output_and_skip_the_work(images, tmp_path)
     assert second["per_image"]["jpeg"]["a"][0]["psnr_y"] == first["per_image"]["jpeg"]["a"][0]["psnr_y"] + 100.0
 
 
+def test_the_cache_key_follows_the_model_and_the_encoder(images, monkeypatch):
+    from refcodec import encoder
+    from refcodec.eval.run import cache_path, codec_version
+    from refcodec.model import MODELS_DIR
+    f = os.path.join(images, sorted(os.listdir(images))[0])
+    key = cache_path("c", f, "refcodec", [0.5], codec_version("refcodec"))
+    other = os.path.join(MODELS_DIR, "refcodec-v1-w16.npz")
+    assert cache_path("c", f, "refcodec", [0.5], codec_version("refcodec", other)) != key
+    monkeypatch.setattr(encoder, "RDOQ_KNOTS", ((0.5, 0.02), (0.9, 0.01)))   # another default rounding
+    assert cache_path("c", f, "refcodec", [0.5], codec_version("refcodec")) != key
+
+
 def test_dask_cluster_gives_the_local_result(images, tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     local, _ = run(images, [0.5], ["jpeg", "webp"], "jpeg", 1, str(tmp_path / "local"), log=lambda s: None)

@@ -220,10 +220,12 @@ def progress(done, total, t0):
 
 def codec_version(codec, model=None):
     """What a cached result depends on besides the image and the settings
-    (for refcodec, the model's id: ``model`` or the default)."""
+    (for refcodec, the model's id -- ``model`` or the default -- and the
+    encoder's defaults that shape its streams: the rate-aware rounding's
+    knots, encoder.RDOQ_KNOTS)."""
     if codec == "refcodec":
-        from .. import model as model_mod
-        return "model " + model_mod.load(model).model_id.hex()
+        from .. import encoder, model as model_mod
+        return f"model {model_mod.load(model).model_id.hex()}, rdoq knots {list(map(list, encoder.RDOQ_KNOTS))}"
     if codec in ("jpeg", "webp", "avif"):
         import PIL
         return "Pillow " + PIL.__version__
