@@ -121,6 +121,17 @@ def test_rdoq_study_compares_rate_weights(tmp_path, capsys):
     assert set(rows) == {"0.0", "auto", "0.04", "0.5"}
     assert rows["0.0"][1] == "+0.00"
     assert float(rows["0.5"][1]) != 0.0
+    # knot lists, --pick and the per-beta table against the dense curve of rounding to nearest
+    rdoq_study.main(["--kodak", str(tmp_path / "k"), "--pick", "1", "--values", "0.4:0.04/0.9:0.01,0.9:0.04",
+                     "--betas", "0.4,0.6,0.8,1", "--per-beta"])
+    out = capsys.readouterr().out
+    table = out.split("rate at equal PSNR-RGB")[1].splitlines()[2:]
+    per = {ln.split()[0]: [float(x) for x in ln.split()[1:]] for ln in table}
+    assert set(per) == {"0.0", "0.4:0.04/0.9:0.01", "0.9:0.04"} and all(len(v) == 4 for v in per.values())
+    assert per["0.0"] == [0.0] * 4                     # its betas lie on the dense curve
+    # a single knot is a constant: 0.9:0.04 codes what 0.04 coded above
+    bd = {ln.split()[0]: ln.split()[1] for ln in out.split("rate at equal")[0].splitlines() if ln[:1].isdigit()}
+    assert bd["0.9:0.04"] == rows["0.04"][1] and bd["0.4:0.04/0.9:0.01"] != bd["0.9:0.04"]
 
 
 def test_backend_identity_compares_and_resumes(tmp_path, capsys):
