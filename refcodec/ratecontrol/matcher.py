@@ -117,6 +117,43 @@ def _miss(r, target, side):
     return abs(r - target)
 
 
+def _bisect_written(an, S, Q, block_log2, target, tol, side, code, data, bpp, max_trials=6):
+    """(code, data, bpp, trials): the written stream closest to the target
+    found by bisecting beta codes on written streams (Q fixed), starting from
+    the written ``code``; stops once one is inside the window."""
+    npx = an.width * an.height
+    best = (code, data, bpp)
+    trials = 0
+    step = max(1, int(0.01 * BETA_CODE_MAX))
+    lo = hi = None
+    if bpp > target:
+        hi = code
+    else:
+        lo = code
+    while trials < max_trials:
+        if lo is None:
+            c = max(0, hi - step)
+        elif hi is None:
+            c = min(BETA_CODE_MAX, lo + step)
+        else:
+            c = (lo + hi) // 2
+        if c in (lo, hi):
+            break
+        d = an.stream(c, S, Q, block_log2)
+        r = 8 * len(d) / npx
+        trials += 1
+        if _miss(r, target, side) < _miss(best[2], target, side):
+            best = (c, d, r)
+        if _accept(r, target, tol, side):
+            break
+        if r > target:
+            hi = c
+        else:
+            lo = c
+        step *= 2
+    return (*best, trials)
+
+
 def _accept(r, target, tol, side):
     if side == "below":
         return target * (1 - tol) <= r <= target
@@ -211,6 +248,13 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
             v = int(Q.flat[0]) + (1 if Q.flat[0] > 0 else -1)
             if Q_MIN <= v <= Q_MAX:
                 closer(np.full_like(Q, v))
+        if not _accept(bpp, target_bpp, tolerance, side):
+            # the written rate steps between neighbouring codes by more than the
+            # estimate's excess tells (a few bytes on a small stream): bisect on
+            # written streams between the closest codes on either side
+            chosen, data, bpp, more = _bisect_written(an, S, Q, qmap_block_log2, target_bpp, tolerance, side,
+                                                      chosen, data, bpp)
+            trials += more
     if side == "below" and bpp > target_bpp and chosen > 0:
         # the estimate is exact to a few bytes; step down until the written stream is under the target
         while bpp > target_bpp and chosen > 0:
