@@ -220,6 +220,14 @@ def main(argv=None):
             rows.append((beta, before / n, after / n))
         return rows
 
+    def report(it):
+        rows = kodak_eval()
+        print(f"kodak iter {it}: " + ", ".join(f"beta {b}: {p0:.3f} -> {p1:.3f} dB ({p1 - p0:+.3f})"
+                                                for b, p0, p1 in rows)
+              + f"; mean {np.mean([p1 - p0 for _, p0, p1 in rows]):+.3f} dB", flush=True)
+
+    if args.save:
+        report(0)    # the model's filter as it comes (the joint run's), before this pass
     X, XH, B = cache["x"], cache["x_hat"], cache["beta"]
     opt = torch.optim.Adam([q for q in filt.parameters() if q.requires_grad], lr=args.lr)
     t0 = time.time()
@@ -239,10 +247,7 @@ def main(argv=None):
         if it % 500 == 0:
             print(f"iter {it} mse {loss.item() * 255 ** 2:.2f} ({(time.time() - t0) / it:.3f} s/it)", flush=True)
         if it % args.eval_every == 0 or it == args.iters:
-            rows = kodak_eval()
-            print(f"kodak iter {it}: " + ", ".join(f"beta {b}: {p0:.3f} -> {p1:.3f} dB ({p1 - p0:+.3f})"
-                                                    for b, p0, p1 in rows)
-                  + f"; mean {np.mean([p1 - p0 for _, p0, p1 in rows]):+.3f} dB", flush=True)
+            report(it)
     if args.save:
         export_float(filt.model, args.save, meta.get("step"), meta.get("kodak_score"))
         print(f"wrote {args.save}", flush=True)
