@@ -304,7 +304,7 @@ def test_decoder_finetune_measures_the_codec_and_trains_only_the_decoder(tmp_pat
     codec = [psnr(im, an.reconstruct(beta_to_code(b))) for b in D.BETAS]
     out = tmp_path / "ft.npz"
     D.main(["--codec", w16, "--weights", start, "--kodak", str(tmp_path / "k"), "--train-images",
-            str(tmp_path / "t"), "--crops", "6", "--crop", "64", "--patch", "64", "--iters", "60", "--batch", "4",
+            str(tmp_path / "t"), "--crops", "6", "--crop", "64", "--patch", "64", "--margin", "1", "--iters", "60", "--batch", "4",
             "--lr", "1e-3", "--eval-every", "60", "--cache", str(tmp_path / "cache.pt"), "--save", str(out)])
     lines = capsys.readouterr().out.splitlines()
     before = [float(v.split(":")[1].split()[0]) for v in next(ln for ln in lines if ln.startswith("kodak iter 0:"))
