@@ -159,3 +159,53 @@ def test_trainer_weight_average_is_what_it_exports(tmp_path):
     out = tmp_path / "x.npz"
     run_trainer(run, "--export", str(out))
     assert np.array_equal(np.load(out)[k], torch.load(run / "last.pt", map_location="cpu")["ema"][k].numpy())
+
+
+def test_rdoq_round_is_the_encoders_rounding_straight_through():
+    """rdoq_round: c = 0 rounds to nearest; c > 0 moves a value to the
+    cheaper neighbour exactly when (r - q)^2 + c bits(q) says so, so that
+    small values at small sigma go to zero; the gradient is the identity."""
+    from refcodec.train.nets import gaussian_likelihood, rdoq_round
+    g = torch.Generator().manual_seed(0)
+    r = (torch.rand(4000, generator=g) - 0.5) * 12
+    sigma = torch.rand(4000, generator=g) * 4 + 0.2
+    assert torch.equal(rdoq_round(r, sigma, 0.0), torch.round(r))
+    q = rdoq_round(r, sigma, 0.05)
+    q0 = torch.floor(r)
+
+    def cost(v):
+        return (r - v) ** 2 + 0.05 * -torch.log2(gaussian_likelihood(v, sigma).clamp_min(1e-9))
+    assert torch.all((q == q0) | (q == q0 + 1))
+    assert torch.all(cost(q) <= torch.minimum(cost(q0), cost(q0 + 1)))
+    assert (q.abs() < torch.round(r).abs()).sum() > 100 and not (q.abs() > torch.round(r).abs()).any()
+    x = r.clone().requires_grad_(True)
+    rdoq_round(x, sigma, 0.05).sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(r))
+
+
+def test_rdoq_weights_follow_the_encoder():
+    from refcodec.encoder import beta_to_code, rdoq_weight
+    betas = torch.tensor([0.0, 0.3, 0.42, 0.5, 0.77, 0.9, 1.0])
+    assert T.rdoq_weights(betas).tolist() == pytest.approx([rdoq_weight(beta_to_code(float(b))) for b in betas],
+                                                           abs=1e-4)
+
+
+def test_trainer_with_the_encoders_rounding(tmp_path):
+    """--rdoq-ste trains (finite loss, weights move) and evaluates with the encoder's rounding."""
+    run = tmp_path / "rdoq"
+    (tmp_path / "k").mkdir()
+    from PIL import Image
+    Image.open(os.path.join(DATA, "kodim23.png")).convert("RGB").crop((0, 0, 64, 64)).save(tmp_path / "k" / "a.png")
+    log = run_trainer(run, "--iters", "2", "--rdoq-ste", "--eval-every", "2", "--kodak", str(tmp_path / "k"))
+    assert "stopped at step 2" in log and "nan" not in log.split("kodak step 2")[1]
+    from refcodec.train.nets import load_float
+    weights = os.path.join(DATA, "tiny-pf-float.npz")         # trained: context and post-filter
+    model = T.HyperpriorTorch(json.loads(bytes(np.load(weights)["__meta__"]).decode())["arch"])
+    load_float(model, weights)
+    x = torch.from_numpy(np.asarray(Image.open(os.path.join(DATA, "kodim23.png")).convert("RGB"))[:128, :128]
+                         .copy()).permute(2, 0, 1)[None].float() / 255
+    b = torch.tensor([0.4])
+    with torch.no_grad():
+        near = model(x, b, noise=False)
+        rdoq = model(x, b, noise=False, rdoq=torch.tensor([0.5]))
+    assert float(rdoq[1].sum()) < float(near[1].sum())      # the rates of the rate-aware values are lower

@@ -97,9 +97,19 @@ def random_batch(images, rng, batch, crop):
 
 
 @torch.no_grad()
-def evaluate(model, images, betas, device):
+def rdoq_weights(beta):
+    """The encoder's rate weight C of its rounding of y at each beta (B,):
+    ``encoder.RDOQ_KNOTS``, linear between the knots, constant outside."""
+    from ..encoder import RDOQ_KNOTS
+    b = beta.detach().cpu().double().numpy()
+    c = np.interp(b, [k for k, _ in RDOQ_KNOTS], [v for _, v in RDOQ_KNOTS])
+    return torch.from_numpy(c).to(beta.device, torch.float32)
+
+
+def evaluate(model, images, betas, device, rdoq=False):
     """Kodak-style RD at each beta: mean bpp (estimated from the likelihoods,
-    hard rounding) and mean PSNR on 8-bit RGB."""
+    hard rounding: to nearest, or ``rdoq`` as the encoder rounds) and mean
+    PSNR on 8-bit RGB."""
     model.eval()
     rows = []
     for beta in betas:
@@ -107,7 +117,7 @@ def evaluate(model, images, betas, device):
         for im in images:
             x = torch.from_numpy(im.copy()).permute(2, 0, 1)[None].float().div(255.0).to(device)
             b = torch.tensor([beta], device=device)
-            x_hat, by, bz = model(x, b, noise=False)
+            x_hat, by, bz = model(x, b, noise=False, rdoq=rdoq_weights(b) if rdoq else None)
             npx = im.shape[0] * im.shape[1]
             bpp = float((by + bz).sum()) / npx
             x8 = torch.round(x_hat.clamp(0, 1) * 255)
@@ -305,6 +315,9 @@ def main(argv=None):
                         "Kodak evaluations, best.npz, last.npz and --export use the average")
     p.add_argument("--eval-raw", action="store_true",
                    help="with --ema: also evaluate (and log) the weights themselves")
+    p.add_argument("--rdoq-ste", action="store_true",
+                   help="the reconstruction sees y rounded as the encoder rounds it (rate-aware, encoder.RDOQ_KNOTS; "
+                        "straight-through) instead of to nearest; the Kodak score is measured so too")
     p.add_argument("--reset-best", action="store_true",
                    help="forget the best Kodak score (after a change of the lambda range)")
     args = p.parse_args(argv)
@@ -456,7 +469,7 @@ def main(argv=None):
             mse = torch.full_like(bpp, float("nan"))      # not measured: logged as nan
             loss = bpp.mean()
         else:
-            x_hat, bits_y, bits_z = net(x, beta)
+            x_hat, bits_y, bits_z = net(x, beta, rdoq=rdoq_weights(beta) if args.rdoq_ste else None)
             bpp = (bits_y + bits_z) / npx
             mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
             loss = (bpp + model.lam(beta) * 255 ** 2 * mse).mean()
@@ -484,11 +497,11 @@ def main(argv=None):
             save()
         if lead and kodak and step % args.eval_every == 0:
             if ema and args.eval_raw:
-                rows = evaluate(model, kodak, eval_betas, device)
+                rows = evaluate(model, kodak, eval_betas, device, args.rdoq_ste)
                 say(f"kodak step {step} weights themselves: score {np.mean([r[3] for r in rows]):.4f} "
                     + " ".join(f"[beta {b:.2f}: {bpp:.3f} bpp {ps:.2f} dB]" for b, bpp, ps, _ in rows))
             with averaged():
-                rows = evaluate(model, kodak, eval_betas, device)
+                rows = evaluate(model, kodak, eval_betas, device, args.rdoq_ste)
                 score = float(np.mean([r[3] for r in rows]))
                 say(f"kodak step {step} score {score:.4f} cpu {time.process_time() / 3600:.3f} h "
                     + ("(weight average) " if ema else "") + " ".join(

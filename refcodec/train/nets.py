@@ -158,6 +158,21 @@ def ste_round(x):
     return x + (torch.round(x) - x).detach()
 
 
+def rdoq_round(r, sigma, c):
+    """The encoder's rate-aware rounding (``encoder.Analysis._round``) as a
+    straight-through estimator. Forward: floor(r) or floor(r) + 1, whichever
+    costs less in (r - q)^2 + c * bits(q), bits under the discretized Gaussian
+    of ``sigma`` (the encoder reads them from the integer tables of the
+    quantized sigma). Backward: the identity. ``c``: the rate weight,
+    broadcast against r (0 rounds to nearest)."""
+    with torch.no_grad():
+        q0 = torch.floor(r)
+        bits0 = -torch.log2(gaussian_likelihood(q0, sigma).clamp_min(1e-9))
+        bits1 = -torch.log2(gaussian_likelihood(q0 + 1, sigma).clamp_min(1e-9))
+        q = torch.where((q0 + 1 - r) ** 2 + c * bits1 < (r - q0) ** 2 + c * bits0, q0 + 1, q0)
+    return r + (q - r).detach()
+
+
 def gaussian_likelihood(v, sigma):
     """P(V in [v - 1/2, v + 1/2]) for V ~ N(0, sigma^2), computed on the lower tail."""
     v = v.abs()
@@ -224,13 +239,14 @@ class HyperpriorTorch(nn.Module):
         lo, hi = self.arch["lambdas"][0], self.arch["lambdas"][-1]
         return lo * (hi / lo) ** beta
 
-    def forward(self, x, beta, noise=True, rates_only=False):
+    def forward(self, x, beta, noise=True, rates_only=False, rdoq=None):
         """x: RGB in [0, 1], (B, 3, H, W); beta: (B,).  Returns x_hat, bits_y, bits_z
-        (``rates_only``: bits_y, bits_z of :meth:`rates`)."""
+        (``rates_only``: bits_y, bits_z of :meth:`rates`; ``rdoq``: see
+        :meth:`from_latents`)."""
         if rates_only:
             return self.rates(x, beta, noise)
         y = self.g_a(self.to_ycbcr(x))
-        return self.from_latents(y, self.h_a(y), beta, noise)
+        return self.from_latents(y, self.h_a(y), beta, noise, rdoq=rdoq)
 
     def checkerboard(self, y, mu, s, g, rounding):
         """(mu, s) at every position: the hyperprior's at the anchors
@@ -252,12 +268,28 @@ class HyperpriorTorch(nn.Module):
             z = self.h_a(y)
         return self.from_latents(y, z, beta, noise, synthesis=False)[1:]
 
-    def from_latents(self, y, z, beta, noise=True, rounding=None, context=True, synthesis=True):
+    def from_latents(self, y, z, beta, noise=True, rounding=None, context=True, synthesis=True, rdoq=None):
         """The rest of :meth:`forward` from the latents y and z (also what an
         encoder that optimizes the latents differentiates).  ``rounding``, a
         function, replaces both the noise of the rates and the straight-through
-        rounding of the reconstruction (the soft rounding of refcodec.refine)."""
+        rounding of the reconstruction (the soft rounding of refcodec.refine).
+        ``rdoq`` (B,), the encoder's rate weights: the reconstruction (and the
+        context's anchors) see y rounded as the encoder rounds it
+        (:func:`rdoq_round`), straight-through; without noise the rates are
+        those of these values too."""
         a = self.arch
+        if rdoq is not None and rounding is None:
+            c = rdoq[:, None, None, None]
+
+            def sigma_of(s):
+                s_eff = torch.clamp(s + a["sigma_per_octave"] * lg, 0, a["sigma_levels"] - 1)
+                return a["sigma_min"] * torch.exp2(s_eff / a["sigma_per_octave"])
+
+            def round_y(r, s):
+                return rdoq_round(r, sigma_of(s), c)
+        else:
+            def round_y(r, s):
+                return (rounding or ste_round)(r)
         if rounding is None:
             z_hat = ste_round(z)
             z_lik_in = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noise else torch.round(z)
@@ -268,14 +300,15 @@ class HyperpriorTorch(nn.Module):
         mu, s = params.chunk(2, dim=1)
         lg = self.gain(beta)[:, :, None, None]
         if A.has_context(a) and context:
-            mu, s = self.checkerboard(y, mu, s, torch.exp2(lg), rounding or ste_round)
+            s_anchor = s
+            mu, s = self.checkerboard(y, mu, s, torch.exp2(lg), lambda r: round_y(r, s_anchor))
         s_eff = torch.clamp(s + a["sigma_per_octave"] * lg, 0, a["sigma_levels"] - 1)
         sigma = a["sigma_min"] * torch.exp2(s_eff / a["sigma_per_octave"])
         g = torch.exp2(lg)
         r = (y - mu) * g
         if rounding is None:
-            r_lik_in = r + torch.empty_like(r).uniform_(-0.5, 0.5) if noise else torch.round(r)
-            r_hat = ste_round(r)
+            r_hat = round_y(r, s)
+            r_lik_in = r + torch.empty_like(r).uniform_(-0.5, 0.5) if noise else r_hat.detach()
         else:
             r_lik_in = r_hat = rounding(r)
         bits_y = -torch.log2(gaussian_likelihood(r_lik_in, sigma).clamp_min(1e-9))
