@@ -197,7 +197,7 @@ def test_trainer_with_the_encoders_rounding(tmp_path):
     from PIL import Image
     Image.open(os.path.join(DATA, "kodim23.png")).convert("RGB").crop((0, 0, 64, 64)).save(tmp_path / "k" / "a.png")
     log = run_trainer(run, "--iters", "2", "--rdoq-ste", "--eval-every", "2", "--kodak", str(tmp_path / "k"))
-    assert "stopped at step 2" in log and "nan" not in log.split("kodak step 2")[1]
+    assert "stopped at step 2" in log and "nan" not in log.split("kodak step 2")[1] and "(--rdoq-ste)" in log
     from refcodec.train.nets import load_float
     weights = os.path.join(DATA, "tiny-pf-float.npz")         # trained: context and post-filter
     model = T.HyperpriorTorch(json.loads(bytes(np.load(weights)["__meta__"]).decode())["arch"])

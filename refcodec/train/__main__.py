@@ -427,6 +427,7 @@ def main(argv=None):
         f"{sum(p.numel() for p in model.parameters())} parameters "
         f"({sum(p.numel() for p in model.parameters() if p.requires_grad)} trained: {args.train}); batch {args.batch}x{args.crop}^2, lr {args.lr}, "
         f"device {device}{', bfloat16 inner layers' if args.bf16 else ''}{draw}"
+        + ("; the reconstruction sees y rounded as the encoder rounds it (--rdoq-ste)" if args.rdoq_ste else "")
         + (f"; {dd.world} processes ({dd.backend}), {dd.world * args.batch} crops per iteration" if dd.on else ""))
     kodak = []
     if os.path.isdir(args.kodak):
