@@ -209,3 +209,29 @@ def test_trainer_with_the_encoders_rounding(tmp_path):
         near = model(x, b, noise=False)
         rdoq = model(x, b, noise=False, rdoq=torch.tensor([0.5]))
     assert float(rdoq[1].sum()) < float(near[1].sum())      # the rates of the rate-aware values are lower
+
+
+def test_trainer_bd_rate_against_reference_weights(tmp_path):
+    """--bd-ref: the reference curve is measured once into the run folder;
+    weights that barely move from it score a BD-rate of about 0; the
+    checkpoint records what its best is the best of."""
+    from PIL import Image
+    (tmp_path / "k").mkdir()
+    im = Image.open(os.path.join(DATA, "kodim23.png")).convert("RGB")
+    im.crop((0, 0, 128, 128)).save(tmp_path / "k" / "a.png")
+    im.crop((256, 128, 384, 256)).save(tmp_path / "k" / "b.png")
+    weights = os.path.join(DATA, "tiny-pf-float.npz")
+    run = tmp_path / "bd"
+    step = json.loads(bytes(np.load(weights)["__meta__"]).decode()).get("step") or 0
+    cmd = [sys.executable, "-m", "refcodec.train", "--data", DATA, "--run", str(run), "--kodak", str(tmp_path / "k"),
+           "--init", weights, "--bd-ref", weights, "--rdoq-ste", "--batch", "1", "--crop", "64", "--threads", "1",
+           "--lr", "1e-12", "--iters", str(step + 2), "--eval-every", "1", "--log-every", "1"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    log = (run / "train.log").read_text()
+    assert "BD-rate reference: " in log and (run / "bd_ref.json").exists()
+    bds = [float(ln.split("bd-rate ")[1].split()[0]) for ln in log.splitlines() if " bd-rate " in ln]
+    assert len(bds) == 2 and all(abs(b) < 0.05 for b in bds), bds
+    state = torch.load(run / "last.pt", map_location="cpu")
+    assert state["best_metric"] == "bd-rate vs tiny-pf-float.npz (rdoq)" and abs(state["best"]) < 0.05

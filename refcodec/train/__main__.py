@@ -130,6 +130,34 @@ def evaluate(model, images, betas, device, rdoq=False):
     return rows
 
 
+def reference_curve(weights, cache, images, betas, rdoq, device):
+    """The rows of :func:`evaluate` for the float weights ``weights`` (their
+    own architecture), kept in ``cache`` (JSON) for the same weights file,
+    pictures, betas and rounding."""
+    key = {"weights": os.path.abspath(weights), "size": os.path.getsize(weights),
+           "images": [list(im.shape) + [int(im.astype(np.int64).sum())] for im in images],
+           "betas": list(betas), "rdoq": bool(rdoq)}
+    if os.path.exists(cache):
+        with open(cache) as f:
+            kept = json.load(f)
+        if kept.get("key") == key:
+            return [tuple(r) for r in kept["rows"]]
+    meta = json.loads(bytes(np.load(weights)["__meta__"]).decode())
+    ref = HyperpriorTorch(meta["arch"]).to(device)
+    load_float(ref, weights)
+    with torch.no_grad():
+        rows = evaluate(ref, images, betas, device, rdoq)
+    with open(cache, "w") as f:
+        json.dump({"key": key, "rows": rows}, f)
+    return rows
+
+
+def curve_bd_rate(ref, rows):
+    """BD-rate (%, PSNR-RGB, pchip) of the rows of :func:`evaluate` against the reference rows."""
+    from ..eval.bdrate import bd_rate
+    return bd_rate([r[1] for r in ref], [r[2] for r in ref], [r[1] for r in rows], [r[2] for r in rows])
+
+
 def export_float(model, path, step, score):
     """Write every parameter as float32 into an .npz with the architecture."""
     arrays = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()
@@ -318,6 +346,10 @@ def main(argv=None):
     p.add_argument("--rdoq-ste", action="store_true",
                    help="the reconstruction sees y rounded as the encoder rounds it (rate-aware, encoder.RDOQ_KNOTS; "
                         "straight-through) instead of to nearest; the Kodak score is measured so too")
+    p.add_argument("--bd-ref", default=None, metavar="FLOAT.npz",
+                   help="log each Kodak evaluation's BD-rate (PSNR-RGB, pchip) against these weights' curve on "
+                        "the same pictures, betas and rounding (measured once, kept in the run folder as "
+                        "bd_ref.json), and keep as best.npz the lowest BD-rate instead of the lowest score")
     p.add_argument("--reset-best", action="store_true",
                    help="forget the best Kodak score (after a change of the lambda range)")
     args = p.parse_args(argv)
@@ -361,6 +393,9 @@ def main(argv=None):
     rate_only = args.train != "all" and all(n in ("g_cm", "g_ep") for n in args.train.split(","))
     opt = torch.optim.Adam([v for v in model.parameters() if v.requires_grad], lr=args.lr)
     step, best = 0, float("inf")
+    # what "best" minimizes: the score, or the BD-rate against --bd-ref with this rounding
+    best_metric = ("score" if args.bd_ref is None else
+                   f"bd-rate vs {os.path.basename(args.bd_ref)}{' (rdoq)' if args.rdoq_ste else ''}")
     ckpt = os.path.join(args.run, "last.pt")
     state = {}
     if os.path.exists(ckpt):
@@ -368,7 +403,7 @@ def main(argv=None):
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, best = state["step"], state["best"]
-        if args.reset_best:
+        if args.reset_best or state.get("best_metric", "score") != best_metric:
             best = float("inf")
         say(f"resumed {ckpt} at step {step} (best {best:.4f}); lambdas {arch['lambdas'][0]:.5f} ... "
             f"{arch['lambdas'][-1]:.4f}")
@@ -435,6 +470,13 @@ def main(argv=None):
         kodak = [np.asarray(Image.open(f).convert("RGB")) for f in files[::max(1, len(files) // args.eval_images)]]
         kodak = kodak[:args.eval_images]
     eval_betas = [0.0, 0.25, 0.5, 0.75, 1.0]
+    bd_ref = None
+    if lead and kodak and args.bd_ref:
+        bd_ref = reference_curve(args.bd_ref, os.path.join(args.run, "bd_ref.json"), kodak, eval_betas,
+                                 args.rdoq_ste, device)
+        say(f"BD-rate reference: {args.bd_ref} ({len(kodak)} Kodak pictures"
+            f"{', rounded as the encoder rounds' if args.rdoq_ste else ''}): "
+            + " ".join(f"[beta {b:.2f}: {bpp:.3f} bpp {ps:.2f} dB]" for b, bpp, ps, _ in bd_ref))
 
     def save():
         if not lead:
@@ -442,7 +484,7 @@ def main(argv=None):
         tmp = ckpt + ".tmp"
         extra = {"ema": ema.avg} if ema else {}
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "best": best,
-                    "arch": arch, **extra}, tmp)
+                    "best_metric": best_metric, "arch": arch, **extra}, tmp)
         os.replace(tmp, ckpt)
 
     stop = {"flag": False}
@@ -504,11 +546,15 @@ def main(argv=None):
             with averaged():
                 rows = evaluate(model, kodak, eval_betas, device, args.rdoq_ste)
                 score = float(np.mean([r[3] for r in rows]))
-                say(f"kodak step {step} score {score:.4f} cpu {time.process_time() / 3600:.3f} h "
+                bd = None if bd_ref is None else curve_bd_rate(bd_ref, rows)
+                say(f"kodak step {step} score {score:.4f} "
+                    + ("" if bd is None else f"bd-rate {bd:+.3f} % ")
+                    + f"cpu {time.process_time() / 3600:.3f} h "
                     + ("(weight average) " if ema else "") + " ".join(
                         f"[beta {b:.2f}: {bpp:.3f} bpp {ps:.2f} dB]" for b, bpp, ps, _ in rows))
-                if score < best:
-                    best = score
+                metric = score if bd is None else bd
+                if metric < best:
+                    best = metric
                     export_float(model, os.path.join(args.run, "best.npz"), step, score)
                     say(f"exported best.npz at step {step}")
             save()
