@@ -225,12 +225,13 @@ def test_trainer_bd_rate_against_reference_weights(tmp_path):
     step = json.loads(bytes(np.load(weights)["__meta__"]).decode()).get("step") or 0
     cmd = [sys.executable, "-m", "refcodec.train", "--data", DATA, "--run", str(run), "--kodak", str(tmp_path / "k"),
            "--init", weights, "--bd-ref", weights, "--rdoq-ste", "--batch", "1", "--crop", "64", "--threads", "1",
-           "--lr", "1e-12", "--iters", str(step + 2), "--eval-every", "1", "--log-every", "1"]
+           "--lr", "1e-12", "--iters", str(step + 2), "--eval-every", "1", "--log-every", "1", "--eval-betas", "0.3,0.6,1"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
                        env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     log = (run / "train.log").read_text()
     assert "BD-rate reference: " in log and (run / "bd_ref.json").exists()
+    assert "[beta 0.30: " in log and "[beta 0.60: " in log and "[beta 0.00: " not in log
     bds = [float(ln.split("bd-rate ")[1].split()[0]) for ln in log.splitlines() if " bd-rate " in ln]
     assert len(bds) == 2 and all(abs(b) < 0.05 for b in bds), bds
     state = torch.load(run / "last.pt", map_location="cpu")
