@@ -236,3 +236,18 @@ def test_trainer_bd_rate_against_reference_weights(tmp_path):
     assert len(bds) == 2 and all(abs(b) < 0.05 for b in bds), bds
     state = torch.load(run / "last.pt", map_location="cpu")
     assert state["best_metric"] == "bd-rate vs tiny-pf-float.npz (rdoq)" and abs(state["best"]) < 0.05
+
+
+def test_measure_gives_the_trainers_bd_rate(tmp_path, capsys):
+    """refcodec.train.measure: a file against itself is 0 %, the curve has one point per beta."""
+    from PIL import Image
+    from refcodec.train import measure
+    (tmp_path / "k").mkdir()
+    im = Image.open(os.path.join(DATA, "kodim23.png")).convert("RGB")
+    im.crop((0, 0, 128, 128)).save(tmp_path / "k" / "a.png")
+    weights = os.path.join(DATA, "tiny-pf-float.npz")
+    measure.main([weights, "--ref", weights, "--rdoq-ste", "--eval-betas", "0.3,0.6,1", "--kodak", str(tmp_path / "k")])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all("bd-rate +0.000 %" in ln and ln.count("[beta ") == 3 for ln in lines)
+    with pytest.raises(SystemExit):
+        measure.main([weights, "--kodak", str(tmp_path / "nothing")])
