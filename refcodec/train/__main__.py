@@ -130,6 +130,15 @@ def evaluate(model, images, betas, device, rdoq=False):
     return rows
 
 
+def curve_of(weights, images, betas, rdoq, device="cpu"):
+    """The rows of :func:`evaluate` for the float weights file ``weights`` (its own architecture)."""
+    meta = json.loads(bytes(np.load(weights)["__meta__"]).decode())
+    model = HyperpriorTorch(meta["arch"]).to(device)
+    load_float(model, weights)
+    with torch.no_grad():
+        return evaluate(model, images, betas, device, rdoq)
+
+
 def reference_curve(weights, cache, images, betas, rdoq, device):
     """The rows of :func:`evaluate` for the float weights ``weights`` (their
     own architecture), kept in ``cache`` (JSON) for the same weights file,
@@ -142,11 +151,7 @@ def reference_curve(weights, cache, images, betas, rdoq, device):
             kept = json.load(f)
         if kept.get("key") == key:
             return [tuple(r) for r in kept["rows"]]
-    meta = json.loads(bytes(np.load(weights)["__meta__"]).decode())
-    ref = HyperpriorTorch(meta["arch"]).to(device)
-    load_float(ref, weights)
-    with torch.no_grad():
-        rows = evaluate(ref, images, betas, device, rdoq)
+    rows = curve_of(weights, images, betas, rdoq, device)
     with open(cache, "w") as f:
         json.dump({"key": key, "rows": rows}, f)
     return rows

@@ -11,23 +11,13 @@ PyTorch (the train extra).
 
 import argparse
 import glob
-import json
 import os
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .__main__ import SHARED, curve_bd_rate, evaluate
-from .nets import HyperpriorTorch, load_float
-
-
-def curve(weights, images, betas, rdoq):
-    meta = json.loads(bytes(np.load(weights)["__meta__"]).decode())
-    model = HyperpriorTorch(meta["arch"])
-    load_float(model, weights)
-    with torch.no_grad():
-        return evaluate(model, images, betas, "cpu", rdoq)
+from .__main__ import SHARED, curve_bd_rate, curve_of
 
 
 def main(argv=None):
@@ -47,9 +37,9 @@ def main(argv=None):
         p.error(f"no .png pictures in {args.kodak}")
     images = [np.asarray(Image.open(f).convert("RGB")) for f in files[::max(1, len(files) // args.eval_images)]]
     images = images[:args.eval_images]
-    ref = curve(args.ref, images, betas, args.rdoq_ste) if args.ref else None
+    ref = curve_of(args.ref, images, betas, args.rdoq_ste) if args.ref else None
     for w in ([args.ref] if args.ref else []) + args.weights:
-        rows = ref if w == args.ref else curve(w, images, betas, args.rdoq_ste)
+        rows = ref if w == args.ref else curve_of(w, images, betas, args.rdoq_ste)
         bd = "" if ref is None else f" bd-rate {curve_bd_rate(ref, rows):+.3f} %"
         print(f"{w}: score {np.mean([r[3] for r in rows]):.4f}{bd} "
               + " ".join(f"[beta {b:.2f}: {bpp:.4f} bpp {ps:.3f} dB]" for b, bpp, ps, _ in rows), flush=True)
