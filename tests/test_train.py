@@ -75,8 +75,10 @@ def test_torchrun_two_cpu_processes(tmp_path):
     moved = [k for k, v in state["model"].items() if k in init.state_dict()
              and not torch.equal(v, init.state_dict()[k]) and ".conv2." in k]
     assert moved                                              # residual blocks trained off zero
-    log = run_trainer(run, "--iters", "5", procs=2)
-    assert "resumed" in log and "stopped at step 5" in log
+    assert "device cpu, channels-last" in log
+    log = run_trainer(run, "--iters", "5", "--memory-format", "contiguous", procs=2)
+    assert "resumed" in log and "stopped at step 5" in log     # a channels-last checkpoint, resumed in NCHW
+    assert log.count("channels-last") == 1 and "2 processes agree on the weights (checksum spread 0)" in log
     assert torch.load(run / "last.pt", map_location="cpu")["step"] == 5
 
 
@@ -119,6 +121,21 @@ def test_profile_runs_its_variants(capsys):
     out = capsys.readouterr().out
     assert "fp32 " in out and "fp32-cl" in out and "x1.00" in out
     for net in ("g_a", "h_a", "h_s", "g_s", "g_cm", "g_ep"):
+        assert f"  {net}" in out
+
+
+def test_profile_of_exported_weights_with_the_encoders_rounding(capsys, tmp_path):
+    """profile --init: the architecture of exported float weights, post-filter
+    included (its g_pf in the split), with the trainer's --rdoq-ste."""
+    from refcodec.train import profile
+    arch = A.with_postfilter(T.parse_arch(TINY + ",1"), PF=4)
+    w = tmp_path / "tiny-pf.npz"
+    T.export_float(T.HyperpriorTorch(arch), str(w), 0, 0.0)
+    profile.main(["--init", str(w), "--rdoq-ste", "--batch", "1", "--crop", "64", "--threads", "1", "--steps", "1",
+                  "--variants", "fp32-cl", "--split"])
+    out = capsys.readouterr().out
+    assert "PF=4" in out and "--rdoq-ste" in out and "fp32-cl" in out
+    for net in ("g_a", "g_s", "g_pf"):
         assert f"  {net}" in out
 
 

@@ -336,6 +336,9 @@ def main(argv=None):
                    help="run the wide inner layers of g_a and g_s in bfloat16 while training (about 2x "
                         "faster on CPUs with AVX512-BF16, gradients within ~8 %% of float32's); the "
                         "Kodak evaluations and the exports stay float32")
+    p.add_argument("--memory-format", choices=("channels-last", "contiguous"), default="channels-last",
+                   help="the layout of the model and the crops on CPUs (python -m refcodec.train.profile "
+                        "times both: the wider the first layers, the more channels-last pays)")
     p.add_argument("--beta-floor", type=float, default=0.0, metavar="LO",
                    help="with --beta-floor-frac F: a fraction F of the crops draws beta from U[LO, 1] "
                         "instead of U[0, 1] (more training at the measured rates)")
@@ -394,7 +397,8 @@ def main(argv=None):
     N, M, Z, NH = (arch[k] for k in ("N", "M", "Z", "NH"))
     device = dd.device(args.device)
     model = HyperpriorTorch(arch).to(device)
-    if device.type == "cpu":
+    channels_last = device.type == "cpu" and args.memory_format == "channels-last"
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.set_bf16(args.bf16)
     if args.train != "all":
@@ -476,7 +480,8 @@ def main(argv=None):
         f"C={arch.get('C', 0)} RA={sum(1 for layer in arch['g_a'] if layer[0] == 'res') // 3}; "
         f"{sum(p.numel() for p in model.parameters())} parameters "
         f"({sum(p.numel() for p in model.parameters() if p.requires_grad)} trained: {args.train}); batch {args.batch}x{args.crop}^2, lr {args.lr}, "
-        f"device {device}{', bfloat16 inner layers' if args.bf16 else ''}{draw}"
+        f"device {device}{', channels-last' if channels_last else ''}"
+        f"{', bfloat16 inner layers' if args.bf16 else ''}{draw}"
         + ("; the reconstruction sees y rounded as the encoder rounds it (--rdoq-ste)" if args.rdoq_ste else "")
         + (f"; {dd.world} processes ({dd.backend}), {dd.world * args.batch} crops per iteration" if dd.on else ""))
     kodak = []
@@ -517,7 +522,7 @@ def main(argv=None):
     t_last = time.time()
     while step < args.iters and not dd.any(stop["flag"] or (time.time() - start) >= args.hours * 3600, device):
         x = random_batch(images, rng, args.batch, args.crop).to(device)
-        if device.type == "cpu":
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         beta = draw_beta(args.batch, args.beta_floor, args.beta_floor_frac, device)
         npx = x.shape[2] * x.shape[3]

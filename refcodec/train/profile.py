@@ -2,7 +2,9 @@
 
 Times the trainer's iteration (forward, backward, Adam) on random crops of
 the trainer's size, whole and split by network, under the variants that
-decide the pixels trained per CPU-hour:
+decide the pixels trained per CPU-hour.  ``--init FLOAT.npz`` profiles the
+architecture (and weights) of an exported model, post-filter included, and
+``--rdoq-ste`` the trainer's option of that name; the variants:
 
 - ``fp32``        float32, contiguous (NCHW) tensors;
 - ``fp32-cl``     float32, channels-last tensors (what the trainer uses on CPUs);
@@ -29,8 +31,8 @@ import time
 import torch
 
 from .. import arch as A
-from .__main__ import draw_beta, parse_arch
-from .nets import HyperpriorTorch
+from .__main__ import draw_beta, parse_arch, rdoq_weights
+from .nets import HyperpriorTorch, load_float
 
 
 def cpu_flags():
@@ -44,11 +46,9 @@ def cpu_flags():
     return set()
 
 
-def make_step(model, opt, batch, crop, channels_last):
-    lam = model.lam
-
+def make_step(model, opt, batch, crop, channels_last, lam, rdoq=False):
     def step(x, beta):
-        x_hat, bits_y, bits_z = model(x, beta)
+        x_hat, bits_y, bits_z = model(x, beta, rdoq=rdoq_weights(beta) if rdoq else None)
         bpp = (bits_y + bits_z) / (crop * crop)
         mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
         loss = (bpp + lam(beta) * 255 ** 2 * mse).mean()
@@ -60,9 +60,16 @@ def make_step(model, opt, batch, crop, channels_last):
     return step
 
 
-def time_variant(arch, variant, batch, crop, steps, warmup):
+def new_model(arch, init=None):
     torch.manual_seed(0)
     model = HyperpriorTorch(arch)
+    if init:
+        load_float(model, init)
+    return model
+
+
+def time_variant(arch, variant, batch, crop, steps, warmup, init=None, rdoq=False):
+    model = new_model(arch, init)
     cl = variant.endswith("-cl")
     if cl:
         model = model.to(memory_format=torch.channels_last)
@@ -71,7 +78,7 @@ def time_variant(arch, variant, batch, crop, steps, warmup):
     fwd = model
     if variant.startswith("compile"):
         fwd = torch.compile(model)
-    step = make_step(fwd, opt, batch, crop, cl)
+    step = make_step(fwd, opt, batch, crop, cl, model.lam, rdoq)
     times = []
     for i in range(warmup + steps):
         x = torch.rand(batch, 3, crop, crop)
@@ -85,15 +92,16 @@ def time_variant(arch, variant, batch, crop, steps, warmup):
     return statistics.median(times)
 
 
-def split(arch, batch, crop, steps):
+def split(arch, batch, crop, steps, init=None):
     """Median forward + backward seconds of each network alone (channels-last, float32)."""
-    torch.manual_seed(0)
-    model = HyperpriorTorch(arch).to(memory_format=torch.channels_last)
+    model = new_model(arch, init).to(memory_format=torch.channels_last)
     M, Z, C = arch["M"], arch["Z"], arch.get("C", 0)
     s = crop // 16
     shapes = {"g_a": (3, crop), "h_a": (M, s), "h_s": (Z, s // 4), "g_s": (M, s)}
     if A.has_context(arch):
         shapes.update(g_cm=(M, s), g_ep=(2 * M + C, s))
+    if A.has_postfilter(arch):
+        shapes.update(g_pf=(4, crop))
     out = {}
     for net, (ch, size) in shapes.items():
         mod = getattr(model, net)
@@ -112,6 +120,9 @@ def split(arch, batch, crop, steps):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m refcodec.train.profile", description=__doc__.split("\n")[0])
     p.add_argument("--arch", default="64,128,64,64,128,320", help="N,M,Z,NH[,C[,NE[,RA]]] (the trainer's --arch)")
+    p.add_argument("--init", default=None, metavar="FLOAT.npz",
+                   help="the architecture and weights of these exported float weights instead of --arch")
+    p.add_argument("--rdoq-ste", action="store_true", help="the trainer's --rdoq-ste (the encoder's rounding)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
@@ -120,15 +131,23 @@ def main(argv=None):
     p.add_argument("--split", action="store_true", help="also time each network alone")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    arch = parse_arch(args.arch)
+    if args.init:
+        from ..nn import load_float as read_float
+        arch = read_float(args.init)[0]
+        what = (f"{args.init} (N={arch['N']} M={arch['M']} Z={arch['Z']} NH={arch['NH']} C={arch.get('C', 0)} "
+                f"PF={arch.get('PF', 0)})")
+    else:
+        arch = parse_arch(args.arch)
+        what = args.arch
     flags = cpu_flags()
     bf16_hw = bool(flags & {"avx512_bf16", "amx_bf16"})
-    print(f"arch {args.arch}, batch {args.batch} x {args.crop}^2, {args.threads} threads, torch {torch.__version__}, "
-          f"CPU bf16 units: {'yes' if bf16_hw else 'no (bf16 emulated)'}")
+    print(f"arch {what}{', --rdoq-ste' if args.rdoq_ste else ''}, batch {args.batch} x {args.crop}^2, "
+          f"{args.threads} threads, torch {torch.__version__}, CPU bf16 units: {'yes' if bf16_hw else 'no (bf16 emulated)'}")
     base = None
     for v in args.variants.split(","):
         try:
-            t = time_variant(arch, v, args.batch, args.crop, args.steps, 3 if v.startswith("compile") else 1)
+            t = time_variant(arch, v, args.batch, args.crop, args.steps, 3 if v.startswith("compile") else 1,
+                             args.init, args.rdoq_ste)
         except Exception as e:          # torch.compile needs a C compiler; report, go on
             print(f"{v:12s} failed: {type(e).__name__}: {str(e).splitlines()[0][:100]}")
             continue
@@ -136,7 +155,7 @@ def main(argv=None):
         base = base or t
         print(f"{v:12s} {t:7.3f} s/it  {mpx:8.1f} Mpx per CPU-hour  x{base / t:.2f}")
     if args.split:
-        for net, t in split(arch, args.batch, args.crop, args.steps).items():
+        for net, t in split(arch, args.batch, args.crop, args.steps, args.init).items():
             print(f"  {net:5s} forward + backward {t * 1000:8.1f} ms")
 
 
