@@ -315,3 +315,31 @@ def test_decoder_finetune_measures_the_codec_and_trains_only_the_decoder(tmp_pat
     a, b = np.load(start), np.load(out)
     changed = {k.split(".")[0] for k in a.files if k != "__meta__" and not np.array_equal(a[k], b[k])}
     assert changed == {"g_s", "g_pf"}
+
+
+def test_compare_models_picks_pictures_and_reuses_the_old_points(tmp_path, capsys):
+    """compare_models: a BD-rate line per picture and the verdict; --pick codes
+    only the pictures named, --old-points takes the old model's points from an
+    earlier --json (the same line comes out without coding them again)."""
+    import json
+    from PIL import Image
+    from refcodec.studies import compare_models
+    im = np.asarray(Image.open("tests/data/kodim23.png").convert("RGB"))
+    (tmp_path / "k").mkdir()
+    Image.fromarray(im[100:228, 200:392]).save(tmp_path / "k" / "a.png")
+    Image.fromarray(im[300:428, 40:232]).save(tmp_path / "k" / "b.png")
+    old, new = "refcodec/models/refcodec-v1-w16.npz", "refcodec/models/refcodec-v1-w8.npz"
+    common = ["--old", old, "--kodak", str(tmp_path / "k"), "--jobs", "1"]
+    compare_models.main([new, *common, "--json", str(tmp_path / "all.json")])
+    lines = {ln.split(":")[0]: ln for ln in capsys.readouterr().out.splitlines()}
+    assert set(lines) >= {"a.png", "b.png"}
+    assert any(ln.startswith("the new model is better on ") and ln.endswith(" of 2 images") for ln in lines.values())
+    compare_models.main([new, *common, "--pick", "2", "--old-points", str(tmp_path / "all.json"),
+                         "--json", str(tmp_path / "b.json")])
+    out = capsys.readouterr().out
+    assert "old model's points of 1 pictures from" in out and "need every picture" in out
+    assert lines["b.png"] in out.splitlines() and "a.png" not in out
+    first, second = (json.loads((tmp_path / f).read_text()) for f in ("all.json", "b.json"))
+    assert second[old] == {"b.png": first[old]["b.png"]} and second[new]["b.png"] == first[new]["b.png"]
+    with pytest.raises(SystemExit):
+        compare_models.main([new, *common, "--pick", "3"])
