@@ -228,6 +228,26 @@ def test_trainer_with_the_encoders_rounding(tmp_path):
     assert float(rdoq[1].sum()) < float(near[1].sum())      # the rates of the rate-aware values are lower
 
 
+def test_log_rd_loss_weighs_each_crop_by_its_own_cost(tmp_path):
+    """--loss log-rd: the gradient of each crop's cost is 1 / (B * cost), the
+    rd loss's 1 / B divided by the cost; the trainer runs with it and logs it."""
+    cost = torch.tensor([0.2, 0.5, 2.0, 4.0], requires_grad=True)
+    T.training_loss(cost, "rd").backward()
+    assert torch.allclose(cost.grad, torch.full((4,), 0.25))
+    cost.grad = None
+    T.training_loss(cost, "log-rd").backward()
+    assert torch.allclose(cost.grad, 0.25 / cost.detach())
+    with pytest.raises(ValueError):
+        T.training_loss(cost, "l1")
+    init = tmp_path / "init.npz"
+    T.export_float(T.HyperpriorTorch(T.parse_arch(TINY + ",1")), str(init), 0, 0.0)
+    log = run_trainer(tmp_path / "log", "--iters", "1", "--loss", "log-rd", "--init", str(init))
+    assert "(--loss log-rd)" in log and "stopped at step 1" in log
+    rd = run_trainer(tmp_path / "rd", "--iters", "1", "--init", str(init))
+    first = [g.split("step 1 loss ")[1].split(" lr ")[0] for g in (log, rd)]
+    assert first[0] == first[1]            # the same crops, the same logged rd cost (not its log) before any update
+
+
 def test_trainer_bd_rate_against_reference_weights(tmp_path):
     """--bd-ref: the reference curve is measured once into the run folder;
     weights that barely move from it score a BD-rate of about 0; the

@@ -267,6 +267,18 @@ class Distributed:
 DEFAULT_ARCH = "64,128,64,64,128,320"
 
 
+def training_loss(cost, kind="rd"):
+    """The loss of a batch from each crop's rate-distortion cost (bpp + lambda
+    * 255^2 * MSE, shape (B,)): their mean ("rd"), or the mean of their
+    logarithms ("log-rd": each crop's gradient divided by its own cost, so
+    that a relative gain weighs the same at every rate, as in BD-rate)."""
+    if kind == "log-rd":
+        return torch.log(cost).mean()
+    if kind != "rd":
+        raise ValueError(f"loss {kind!r}: rd or log-rd")
+    return cost.mean()
+
+
 def parse_arch(text):
     """make_arch() of an --arch string N,M,Z,NH[,C[,NE[,RA]]]."""
     v = [int(t) for t in text.split(",")]
@@ -354,6 +366,10 @@ def main(argv=None):
     p.add_argument("--rdoq-ste", action="store_true",
                    help="the reconstruction sees y rounded as the encoder rounds it (rate-aware, encoder.RDOQ_KNOTS; "
                         "straight-through) instead of to nearest; the Kodak score is measured so too")
+    p.add_argument("--loss", choices=("rd", "log-rd"), default="rd",
+                   help="rd: the mean of each crop's bpp + lambda * MSE (a crop at beta 0.8 weighs about 10x "
+                        "one at 0.1); log-rd: the mean of its logarithm, so that a 1 %% gain counts the same "
+                        "at every rate, as BD-rate counts it")
     p.add_argument("--eval-betas", default="0,0.25,0.5,0.75,1", metavar="B,...",
                    help="the rates of the Kodak evaluation (its score is the mean over them); for --bd-ref, betas "
                         "whose rates span the range measured against the anchors (0.35,0.5,0.65,0.8,1: about "
@@ -483,6 +499,7 @@ def main(argv=None):
         f"device {device}{', channels-last' if channels_last else ''}"
         f"{', bfloat16 inner layers' if args.bf16 else ''}{draw}"
         + ("; the reconstruction sees y rounded as the encoder rounds it (--rdoq-ste)" if args.rdoq_ste else "")
+        + ("; loss: the log of each crop's rate-distortion cost (--loss log-rd)" if args.loss == "log-rd" else "")
         + (f"; {dd.world} processes ({dd.backend}), {dd.world * args.batch} crops per iteration" if dd.on else ""))
     kodak = []
     if os.path.isdir(args.kodak):
@@ -530,12 +547,13 @@ def main(argv=None):
             bits_y, bits_z = net(x, beta, rates_only=True)
             bpp = (bits_y + bits_z) / npx
             mse = torch.full_like(bpp, float("nan"))      # not measured: logged as nan
-            loss = bpp.mean()
+            loss = cost = bpp.mean()
         else:
             x_hat, bits_y, bits_z = net(x, beta, rdoq=rdoq_weights(beta) if args.rdoq_ste else None)
             bpp = (bits_y + bits_z) / npx
             mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
-            loss = (bpp + model.lam(beta) * 255 ** 2 * mse).mean()
+            cost = bpp + model.lam(beta) * 255 ** 2 * mse
+            loss = training_loss(cost, args.loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([v for v in model.parameters() if v.requires_grad], 1.0)
@@ -545,7 +563,7 @@ def main(argv=None):
         step += 1
         if drops:
             set_lr(step)
-        acc["loss"] += float(loss.detach())
+        acc["loss"] += float(cost.detach().mean())          # the rd cost, whichever --loss
         acc["bpp"] += float(bpp.detach().mean())
         acc["psnr"] += float((10 * torch.log10(1 / mse.detach().clamp_min(1e-10))).mean())
         acc["n"] += 1
@@ -562,6 +580,7 @@ def main(argv=None):
             if ema and args.eval_raw:
                 rows = evaluate(model, kodak, eval_betas, device, args.rdoq_ste)
                 say(f"kodak step {step} weights themselves: score {np.mean([r[3] for r in rows]):.4f} "
+                    + ("" if bd_ref is None else f"bd-rate {curve_bd_rate(bd_ref, rows):+.3f} % ")
                     + " ".join(f"[beta {b:.2f}: {bpp:.3f} bpp {ps:.2f} dB]" for b, bpp, ps, _ in rows))
             with averaged():
                 rows = evaluate(model, kodak, eval_betas, device, args.rdoq_ste)
