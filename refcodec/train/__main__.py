@@ -350,7 +350,7 @@ def main(argv=None):
                         "Kodak evaluations and the exports stay float32")
     p.add_argument("--memory-format", choices=("channels-last", "contiguous"), default="channels-last",
                    help="the layout of the model and the crops on CPUs (python -m refcodec.train.profile "
-                        "times both: the wider the first layers, the more channels-last pays)")
+                        "times both; docs/training.md: neither was faster in the two-process trainer)")
     p.add_argument("--beta-floor", type=float, default=0.0, metavar="LO",
                    help="with --beta-floor-frac F: a fraction F of the crops draws beta from U[LO, 1] "
                         "instead of U[0, 1] (more training at the measured rates)")

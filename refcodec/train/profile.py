@@ -31,7 +31,7 @@ import time
 import torch
 
 from .. import arch as A
-from .__main__ import draw_beta, parse_arch, rdoq_weights
+from .__main__ import draw_beta, parse_arch, rdoq_weights, training_loss
 from .nets import HyperpriorTorch, load_float
 
 
@@ -51,7 +51,7 @@ def make_step(model, opt, batch, crop, channels_last, lam, rdoq=False):
         x_hat, bits_y, bits_z = model(x, beta, rdoq=rdoq_weights(beta) if rdoq else None)
         bpp = (bits_y + bits_z) / (crop * crop)
         mse = ((x_hat - x) ** 2).mean(dim=(1, 2, 3))
-        loss = (bpp + lam(beta) * 255 ** 2 * mse).mean()
+        loss = training_loss(bpp + lam(beta) * 255 ** 2 * mse)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
