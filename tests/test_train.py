@@ -228,6 +228,22 @@ def test_trainer_with_the_encoders_rounding(tmp_path):
     assert float(rdoq[1].sum()) < float(near[1].sum())      # the rates of the rate-aware values are lower
 
 
+def test_evaluation_records_no_graph():
+    """The trainer's Kodak evaluation runs between steps: with autograd on,
+    as in the training loop, its forward passes record no graph, and the
+    model is back in training mode with its weights untouched."""
+    model = T.HyperpriorTorch(T.parse_arch(TINY + ",1"))
+    seen = []
+    model.register_forward_hook(lambda m, i, o: seen.append((torch.is_grad_enabled(), o[0].requires_grad)))
+    before = [p.detach().clone() for p in model.parameters()]
+    im = np.random.default_rng(0).integers(0, 256, (64, 128, 3), dtype=np.uint8)
+    assert torch.is_grad_enabled()
+    rows = T.evaluate(model, [im], [0.3, 0.8], "cpu", rdoq=True)
+    assert seen == [(False, False)] * 2 and torch.is_grad_enabled() and model.training
+    assert [r[0] for r in rows] == [0.3, 0.8] and all(np.isfinite(r[1:]).all() for r in rows)
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
 def test_log_rd_loss_weighs_each_crop_by_its_own_cost(tmp_path):
     """--loss log-rd: the gradient of each crop's cost is 1 / (B * cost), the
     rd loss's 1 / B divided by the cost; the trainer runs with it and logs it."""

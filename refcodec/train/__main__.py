@@ -106,10 +106,12 @@ def rdoq_weights(beta):
     return torch.from_numpy(c).to(beta.device, torch.float32)
 
 
+@torch.no_grad()
 def evaluate(model, images, betas, device, rdoq=False):
     """Kodak-style RD at each beta: mean bpp (estimated from the likelihoods,
     hard rounding: to nearest, or ``rdoq`` as the encoder rounds) and mean
-    PSNR on 8-bit RGB."""
+    PSNR on 8-bit RGB.  Without autograd: the trainer calls it between
+    steps, where recording the graph would cost time and memory."""
     model.eval()
     rows = []
     for beta in betas:
