@@ -35,12 +35,14 @@ from .syntax.picture_header import (CONTEXT_FLAG, LEVEL, MONOCHROME_FLAG, POSTFI
 #: cost of q under its table row (escapes included; Tables.symbol_bits of
 #: kernels.rans): plain rounding when C = 0.  By default C follows beta
 #: (:func:`rdoq_weight`) through these (beta, C) knots, linear between them
-#: and constant outside.  Tuned on the default model (v4; session 20):
+#: and constant outside.  Tuned on v4 (the default then; session 20):
 #: on 8 Kodak images (kodim01, 04, ..., 22), the rate saved at equal
 #: PSNR-RGB against rounding to nearest peaks at C = 0.04 at beta 0.3
 #: (-6.2 %), 0.03 at beta 0.4-0.6 (-4.5 % ... -2.2 %), 0.02 at 0.7-0.8
 #: (-1.1 %, -0.4 %), 0.01 at 0.9-1 (-0.1 %); runs/rdoq_s20.  (The first
 #: knots, ((0.6, 0.05), (0.9, 0.015)), came from the step-39,000 model.)
+#: Tuned again on v6, trained with this rounding (session 22): the best C
+#: falls a little at beta 0.4-0.5, for at most 0.3 %, so the knots stay.
 RDOQ_KNOTS = ((0.3, 0.045), (0.5, 0.03), (0.9, 0.01))
 RDOQ_MAX = 1.0
 

@@ -140,7 +140,7 @@ def latents(model, x):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default=os.path.join(MODELS, "v4-float.npz"))
+    p.add_argument("--weights", default=os.path.join(MODELS, "v7-float.npz"))
     p.add_argument("--groups", default="16,16,32,64,128", help="channel group sizes (sum M)")
     p.add_argument("--order", choices=("stored", "rate"), default="rate")
     p.add_argument("--C", type=int, default=128)

@@ -159,7 +159,7 @@ def float_cache(args, betas, rng):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default=os.path.join(MODELS, "v4-float.npz"))
+    p.add_argument("--weights", default=os.path.join(MODELS, "v7-float.npz"))
     p.add_argument("--ch", type=int, default=16)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--beta-in", action="store_true", help="give the filter beta as a fourth input plane")
