@@ -239,6 +239,51 @@ def test_bdm_map_follows_the_bit_distribution():
     assert np.array_equal(decoder.decode(data), decoder.decode(data, backend="numpy"))
 
 
+def test_qmap_study_runs_in_parts_through_its_json(tmp_path, capsys, monkeypatch):
+    """qmap_study --json: a study over two pictures run in two parts (--pick)
+    and summed up by a run that codes nothing gives the same BD-rates as one
+    run over both; a second run over a complete file codes nothing and
+    prints the same line; a file of another model is refused by name."""
+    import json
+    from PIL import Image
+    from refcodec.model import load
+    from refcodec.studies import qmap_study
+    im = np.asarray(Image.open("tests/data/kodim23.png").convert("RGB"))
+    (tmp_path / "k").mkdir()
+    Image.fromarray(im[64:192, 128:320]).save(tmp_path / "k" / "a.png")
+    Image.fromarray(im[300:428, 40:232]).save(tmp_path / "k" / "b.png")
+    v1 = "refcodec/models/refcodec-v1-w16.npz"
+    common = ["--kodak", str(tmp_path / "k"), "--targets", "0.3,0.6,1.2", "--strategies", "flat,rdo", "--no-roi",
+              "--model", v1]
+
+    def summary(out):
+        return [ln for ln in out.splitlines() if ln.startswith("rdo ")][0]
+    whole = tmp_path / "whole.json"
+    qmap_study.main(common + ["--json", str(whole)])
+    line = summary(capsys.readouterr().out)
+    data = json.loads(whole.read_text())
+    assert data["key"]["model_id"] == load(v1).model_id.hex()
+    assert {(r["picture"], r["strategy"]) for r in data["results"]} == {
+        (f, s) for f in ("a.png", "b.png") for s in ("flat", "rdo")} and len(data["results"]) == 12
+
+    def no_coding(*a, **k):
+        raise AssertionError("a stored result was coded again")
+    parts = tmp_path / "parts.json"
+    qmap_study.main(common + ["--pick", "1", "--json", str(parts)])
+    qmap_study.main(common + ["--pick", "2", "--json", str(parts)])
+    capsys.readouterr()
+    with monkeypatch.context() as mp:
+        mp.setattr(qmap_study, "match", no_coding)
+        qmap_study.main(common + ["--json", str(whole)])
+        assert summary(capsys.readouterr().out) == line
+        qmap_study.main(common + ["--json", str(parts)])
+        both = summary(capsys.readouterr().out)
+    assert both.split("; encode time")[0] == line.split("; encode time")[0]
+    with pytest.raises(SystemExit):
+        qmap_study.main(common[:-1] + ["refcodec/models/refcodec-v1-w8.npz", "--json", str(whole)])
+    assert "results of another model" in capsys.readouterr().err
+
+
 def test_oracle_headroom_and_rdo_variants():
     """qmap_study.oracle_headroom: non-negative, and finer blocks can only
     save more (a sum of minima is at most the minimum of sums);

@@ -16,11 +16,19 @@ picture's own bit distribution) and ``rdo@LO:HI:REFINE[:BUDGET]`` (the rdo
 map with candidates LO ... HI, REFINE refining passes and, optionally, the
 map's bit budget in percent); ``--oracle`` prints what
 a per-block Q could save at most (:func:`oracle_headroom`).
+
+``--json RESULTS.json`` keeps every (picture, target, strategy) result
+there, written after each picture, and codes only the ones it lacks, so a
+study over 24 pictures can run in parts (``--pick``) and be summed up by a
+last run over all of them.  The file names its model and encoder settings
+(``results_key``); a file of another model, or of other settings, is
+refused.  Encode times come from the run that coded each result.
 """
 
 import argparse
 import functools
 import glob
+import json
 import os
 import time
 import warnings
@@ -73,6 +81,48 @@ def bdm_map(an, beta_code, gamma, block_log2=BDM_BLOCK_LOG2, candidates=None):
     return cand[np.argmin(np.abs(np.log1p(R) - np.log1p(t)[None]), axis=0)].astype(np.int32)
 
 
+#: The fields of one result in --json (``res`` below, then the map's share of
+#: the stream and its block in pixels; ``None`` for flat's).
+RESULT_FIELDS = ("bpp", "psnr_y", "ms_ssim", "psnr_rgb", "beta_code", "seconds", "share", "block")
+
+
+def results_key(m, block):
+    """What a --json file's results depend on besides the picture, target and
+    strategy: the model (its id), the forced block size and the encoder's
+    defaults that shape every map (rdo's candidates, passes, budget; the
+    rounding knots)."""
+    return {"model_id": m.model_id.hex(), "block": block,
+            "rdo": [list(map(list, [v[0] for v in encoder.RDO_SETTINGS.values()])),
+                    [v[1] for v in encoder.RDO_SETTINGS.values()], encoder.RDO_MAP_BUDGET],
+            "rdoq_knots": [list(k) for k in encoder.RDOQ_KNOTS]}
+
+
+def load_results(path, key):
+    """The results of an earlier --json run, {(picture, target, strategy):
+    record or None (unreachable)}; {} when the file does not exist.  A file
+    written for another model or other settings raises ValueError."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or data.get("key") != json.loads(json.dumps(key)):
+        raise ValueError(f"{path}: results of another model or other encoder settings "
+                         f"({data.get('key') if isinstance(data, dict) else 'not a results file'}; "
+                         f"this run: {key})")
+    return {(r["picture"], r["target"], r["strategy"]): r.get("result") for r in data["results"]}
+
+
+def save_results(path, key, results):
+    """Write ``results`` ({(picture, target, strategy): record or None}) to
+    ``path`` atomically (a stopped run leaves the previous file whole)."""
+    rows = [{"picture": f, "target": t, "strategy": s, "result": r} for (f, t, s), r in sorted(
+        results.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2]))]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"key": key, "results": rows}, f, indent=0)
+    os.replace(tmp, path)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m refcodec.studies.qmap_study", description=__doc__.split("\n")[0])
     p.add_argument("--kodak", default=os.path.join(SHARED, "data", "kodak"))
@@ -91,6 +141,8 @@ def main(argv=None):
     p.add_argument("--model", default=None, help="model file (default: the shipped default)")
     p.add_argument("--oracle", action="store_true",
                    help="also print, per pair, what a per-block Q could save at most (oracle_headroom)")
+    p.add_argument("--json", default=None, metavar="RESULTS.json",
+                   help="keep every result here and code only those it lacks (a study in parts)")
     args = p.parse_args(argv)
     strategies = ["flat"] + [s for s in args.strategies.split(",") if s and s != "flat"]
     for s in strategies:
@@ -98,6 +150,11 @@ def main(argv=None):
             p.error(f"unknown strategy {s!r} (have {', '.join(STRATEGIES)})")
     warnings.simplefilter("ignore")
     m = model_mod.load(args.model)
+    key = results_key(m, args.block)
+    try:
+        stored = load_results(args.json, key) if args.json else {}
+    except (ValueError, KeyError, TypeError) as e:
+        p.error(f"--json: {e}")
     targets = [float(t) for t in args.targets.split(",")]
     files = sorted(glob.glob(os.path.join(args.kodak, "*.png")))
     files = [files[int(i) - 1] for i in args.pick.split(",")] if args.pick else files[:args.images]
@@ -110,6 +167,16 @@ def main(argv=None):
         rgb = np.asarray(Image.open(f).convert("RGB"))
         for t in targets:
             for s in strategies:
+                name = (os.path.basename(f), t, s)
+                if name in stored:
+                    r = stored[name]
+                    if r is not None:
+                        res[s][(f, t)] = tuple(r[k] for k in RESULT_FIELDS[:5])
+                        secs[s][(f, t)] = r["seconds"]
+                        if s != "flat":
+                            shares[s].append(r["share"])
+                            blocks[s].append(r["block"])
+                    continue
                 qmap, _, tune = s.partition("/")
                 try:
                     t0 = time.perf_counter()
@@ -134,19 +201,26 @@ def main(argv=None):
                             encoder.rdo_map = saved
                     secs[s][(f, t)] = time.perf_counter() - t0
                 except RateError:
+                    stored[name] = None
                     continue
                 out = decoder.decode(r.data, models=[m])
                 res[s][(f, t)] = (r.bpp, psnr_ycbcr(rgb, out)[0], ms_ssim(rgb, out), psnr(rgb, out), r.beta_code)
+                share = block = None
+                if s != "flat":
+                    pic = picture(r.data)
+                    share, block = pic.sizes.q_size / len(r.data), 16 << pic.header.qmap_block_log2
+                    shares[s].append(share)
+                    blocks[s].append(block)
+                stored[name] = dict(zip(RESULT_FIELDS, (*map(float, res[s][(f, t)][:4]), int(r.beta_code),
+                                                        secs[s][(f, t)], share, block)))
                 if args.oracle and s == "flat":
                     an = Analysis(rgb, m)
                     heads = [oracle_headroom(an, rgb, r.beta_code, block_log2=k) for k in (0, 1)]
                     oracle.append(heads)
                     print(f"# {os.path.basename(f)} @ {t} bpp: oracle headroom {heads[0]:.2f} % (16 px), "
                           f"{heads[1]:.2f} % (32 px) of the flat rate", flush=True)
-                if s != "flat":
-                    pic = picture(r.data)
-                    shares[s].append(pic.sizes.q_size / len(r.data))
-                    blocks[s].append(16 << pic.header.qmap_block_log2)
+        if args.json:
+            save_results(args.json, key, stored)
         print(f"# {os.path.basename(f)} done", flush=True)
     keys = sorted(set.intersection(*(set(res[s]) for s in strategies)))
     if not keys:
@@ -165,7 +239,10 @@ def main(argv=None):
                    for t in targets if any(k[1] == t for k in keys)]
             curves[name] = np.array(pts)
         a, b = curves["flat"], curves[s]
-        bd_y, bd_ms, bd_rgb = (bd_rate(a[:, 0], a[:, i], b[:, 0], b[:, i]) for i in (1, 2, 3))
+        # MS-SSIM is undefined (nan) on pictures too small for its five scales
+        bd_y, bd_ms, bd_rgb = (bd_rate(a[:, 0], a[:, i], b[:, 0], b[:, i])
+                               if np.isfinite(a[:, i]).all() and np.isfinite(b[:, i]).all() else float("nan")
+                               for i in (1, 2, 3))
         gains = [(res[s][k][1] - res["flat"][k][1], k) for k in keys]
         g, (f, t) = max(gains)
         ratio = np.median([secs[s][k] / secs["flat"][k] for k in keys])
