@@ -434,6 +434,8 @@ def test_each_shipped_model_names_its_float_weights(tmp_path):
         for b in ("16", "8"):
             f = float_weights_of(os.path.join(MODELS_DIR, f"refcodec-{k}-w{b}.npz"))
             assert f == os.path.join(MODELS_DIR, f"{k}-float.npz") and os.path.exists(f)
+    f = float_weights_of(os.path.join(MODELS_DIR, "refcodec-v8-w16.npz"))      # the candidate: W16 only
+    assert f == os.path.join(MODELS_DIR, "v8-float.npz") and os.path.exists(f)
     assert float_weights_of("elsewhere/tiny-w16.npz") is None
     assert shipped_float_weights() == float_weights_of(DEFAULT_MODEL)
     other = tmp_path / "refcodec-v9-w16.npz"
