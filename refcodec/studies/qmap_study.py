@@ -92,8 +92,8 @@ def results_key(m, block):
     defaults that shape every map (rdo's candidates, passes, budget; the
     rounding knots)."""
     return {"model_id": m.model_id.hex(), "block": block,
-            "rdo": [list(map(list, [v[0] for v in encoder.RDO_SETTINGS.values()])),
-                    [v[1] for v in encoder.RDO_SETTINGS.values()], encoder.RDO_MAP_BUDGET],
+            "rdo": {tune: [list(c), passes] for tune, (c, passes) in encoder.RDO_SETTINGS.items()},
+            "rdo_budget": encoder.RDO_MAP_BUDGET,
             "rdoq_knots": [list(k) for k in encoder.RDOQ_KNOTS]}
 
 
