@@ -22,7 +22,14 @@ Steps:
 3. the entropy tables are tabulated: discretized Gaussians for y (one row per
    sigma level), the learned factorized densities of z (one row per channel);
 4. gain vectors go to fixed point (1/65536 log2 units), with the exp2 table
-   the decoder uses to invert them.
+   the decoder uses to invert them;
+5. a W16 export also carries the density of z in float (``train.*``,
+   clause 8.5): from the W16 file alone :func:`refcodec.nn.load_float`
+   gives the float weights back, so the trainer resumes from it and a new
+   model ships without a ``vK-float.npz`` (``python -m refcodec.export
+   refcodec-vK-w16.npz refcodec-vK-w8.npz --weight-bits 8 --encoder-from
+   refcodec-vK-w16.npz`` works from it too, its 8-bit weights at most one
+   step from those of an export from the trainer's float weights).
 
 The file is an ``.npz``; its SHA-256 (first 8 bytes) is the ``model_id``
 that streams name.
@@ -41,7 +48,8 @@ import numpy as np
 
 from . import arch as A
 from .colour import to_ycbcr  # noqa: F401 (re-exported)
-from .nn import factorized_logits_cdf, load_float, run_float, sigmoid  # noqa: F401 (load_float re-exported)
+from .nn import (TRAIN_PREFIX, factorized_logits_cdf, load_float,  # noqa: F401 (load_float re-exported)
+                 run_float, sigmoid)
 from .quant import max_output_precision, precision_for, quantize_conv
 from .tables import gaussian_tables, pack_tables
 
@@ -327,6 +335,15 @@ def encoder_weights(params):
     return {k: v.astype(np.float32) for k, v in params.items() if k.startswith(("g_a.", "h_a."))}
 
 
+def train_params(params):
+    """The float parameters a W16 export carries for the trainer alone
+    (``train.*`` members, SPEC.md clause 8.5): the factorized density of z,
+    which the z tables of clause 8.3 tabulate and cannot give back.  With
+    them, :func:`refcodec.nn.dequantize` recovers every float weight from the W16 file,
+    and a model ships without a float copy beside it."""
+    return {f"{TRAIN_PREFIX}{k}": v.astype(np.float32) for k, v in params.items() if k.startswith("entropy_z.")}
+
+
 def export_float(float_path, out_path, encoder_from):
     """Write the float weights of ``float_path`` without g_a and h_a, which the
     model file ``encoder_from`` holds (:func:`refcodec.nn.load_float` puts
@@ -353,6 +370,8 @@ def export(float_path, out_path, calib_dir, weight_bits=16, n_images=12, encoder
     arrays["exp2_table"] = exp2_table()
     if ref is None:
         arrays.update({f"enc.{k}": v for k, v in enc.items()})
+    if weight_bits == 16:
+        arrays.update(train_params(params))
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "arch": arch, "nets": desc, "precisions": prec,
         "weight_bits": weight_bits, "ig_p": IG_P, "exp2_bits": EXP2_BITS, "z_bits": Z_BITS,

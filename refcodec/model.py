@@ -157,8 +157,9 @@ class Model:
             raise ModelError(f"{path} is not a refcodec model file (not an .npz archive)")
         try:
             npz = np.load(io.BytesIO(raw), allow_pickle=False)
-            # the encoder's float weights are read on first use (a decoder never needs them)
-            arrays = {k: npz[k] for k in npz.files if not k.startswith("enc.")}
+            # the encoder's float weights are read on first use, the trainer's members
+            # (clause 8.5) only by refcodec.nn.dequantize: a decoder never needs them
+            arrays = {k: npz[k] for k in npz.files if not k.startswith(("enc.", "train."))}
             header = json.loads(bytes(arrays.pop("__header__")).decode())
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError) as e:
             raise ModelError(f"{path} is not a refcodec model file ({type(e).__name__}: {e})") from None
@@ -300,11 +301,29 @@ _ids = {}
 
 
 def float_weights_of(model_path):
-    """The float weights a shipped model was exported from: refcodec-vK-wB.npz
-    comes from vK-float.npz in the same folder (the trainer resumes from it);
-    None for a model file not named so."""
+    """The float weights a shipped model was exported from, as a file that
+    :func:`refcodec.nn.load_float` reads: refcodec-vK-wB.npz comes from
+    vK-float.npz in the same folder where that ships (v1 … v8); a later
+    model ships without a float copy, and its W16 file refcodec-vK-w16.npz
+    gives them back (its ``train.*`` members, clause 8.5).  None for a model
+    file not named so."""
     m = re.fullmatch(r"refcodec-(v\d+)-w(?:8|16)\.npz", os.path.basename(model_path))
-    return os.path.join(os.path.dirname(os.path.abspath(model_path)), f"{m.group(1)}-float.npz") if m else None
+    if not m:
+        return None
+    folder = os.path.dirname(os.path.abspath(model_path))
+    copy = os.path.join(folder, f"{m.group(1)}-float.npz")
+    w16 = os.path.join(folder, f"refcodec-{m.group(1)}-w16.npz")
+    if not os.path.exists(copy) and _has_train_members(w16):
+        return w16
+    return copy
+
+
+def _has_train_members(path):
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.startswith("train.") for n in zf.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
 
 def shipped_models():

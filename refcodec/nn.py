@@ -10,18 +10,23 @@ Parameters are looked up by the names the trainer gives them
 (``{net}.{index}.weight`` ...), so one float weight file feeds both.
 """
 
+import hashlib
 import json
+import os
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import arch as A
+from .errors import ModelError
 
 
 #: Largest im2col block (bytes) and GDN block (rows) the float layers build at
 #: once: a 4K encode then peaks near 1.5 GB instead of 5 GB.
 IM2COL_BYTES = 64 << 20
 GDN_ROWS = 1 << 18
+#: A model file's members for the trainer alone (SPEC.md clause 8.5), which decoders skip.
+TRAIN_PREFIX = "train."
 
 
 def load_float(path):
@@ -30,8 +35,16 @@ def load_float(path):
     A file whose meta has ``encoder_from`` (a shipped ``vK-float.npz``,
     written by ``refcodec.export --float``) holds no g_a and h_a: they are
     the float encoder weights of the model file it names, beside it, taken
-    from there (:func:`refcodec.model.encoder_of`; exact float32 copies)."""
+    from there (:func:`refcodec.model.encoder_of`; exact float32 copies).
+    A W16 model file gives its weights back dequantized
+    (:func:`dequantize`)."""
     data = np.load(path)
+    if "__header__" in data.files:
+        from .model import load
+        arch, params, meta = dequantize(load(path))
+        for net in A.nets_of(arch):
+            arch[net] = [tuple(layer) for layer in arch[net]]
+        return arch, params, meta
     meta = json.loads(bytes(data["__meta__"]).decode())
     params = {k: data[k] for k in data.files if k != "__meta__"}
     if "encoder_from" in meta:
@@ -41,6 +54,69 @@ def load_float(path):
     for net in A.nets_of(arch):
         arch[net] = [tuple(layer) for layer in arch[net]]
     return arch, params, meta
+
+
+def dequantize(model):
+    """(arch, params, meta): the float weights of a W16 model file, the
+    inverse of :func:`refcodec.export.integerize` -- what the trainer
+    resumes from and what refinement and the float studies read when no
+    ``vK-float.npz`` ships.  float32 out; the int16 weights and int32
+    biases are exact in float64 before that.
+
+    Each conv weight is ``w_q * 2^-s_c`` with ``s_c = r_c - p_in + p_out[c]``
+    (and the per-input-channel scaling of g_ep's first layer undone), each
+    bias ``b_q * 2^-(s_c + p_in)``; IGDN's gamma and beta likewise (their
+    square roots are the trainer's parameters; an entry that rounded to 0
+    gets a quarter of its step, which rounds to 0 again, so that its
+    gradient is not 0); the gains ``gain_log2_fp / 2^16``.  g_a and h_a are
+    the file's float32 encoder weights, the density of z its ``train.*``
+    members.  Exporting the result again gives the same integer weights
+    (biases within their float32 rounding).  W8 files are refused: their
+    weights lost too much to train on."""
+    path = model.path
+    if model.weight_bits != 16:
+        raise ModelError(f"{path}: a W{model.weight_bits} model file; float weights come back only from a W16 "
+                         "export (the W16 file beside it)")
+    npz = model._npz
+    train = {k[len(TRAIN_PREFIX):]: np.asarray(npz[k], np.float32) for k in npz.files
+             if k.startswith(TRAIN_PREFIX)}
+    if not train:
+        raise ModelError(f"{path}: holds no train.* members (the density of z), so its float weights cannot be "
+                         "recovered; it was exported before they were written: use the vK-float.npz file that "
+                         "ships with it")
+    params = {k: np.asarray(v, np.float32) for k, v in model.enc.items()}
+    params.update(train)
+    for net, ops in model.header["nets"].items():
+        for op in ops:
+            i = op.get("index")
+            if op["op"] == "conv":
+                wq, bq, r = (np.asarray(npz[f"{net}.{i}.{k}"]) for k in ("w", "b", "shift"))
+                p_out = np.asarray(op["p_out"], np.int64)
+                if isinstance(op["p_in"], list):
+                    p_list = np.asarray(op["p_in"], np.int64)
+                    P, undo = int(p_list.max()), 2.0 ** (p_list.max() - p_list)
+                else:
+                    P, undo = int(op["p_in"]), np.ones(wq.shape[3])
+                s = r.astype(np.int64) - P + p_out
+                w = wq.astype(np.float64) * 2.0 ** -s[:, None, None, None] / undo[None, None, None, :]
+                params[f"{net}.{i}.weight"] = np.ascontiguousarray(np.transpose(w, (0, 3, 1, 2))).astype(np.float32)
+                params[f"{net}.{i}.bias"] = (bq.astype(np.float64) * 2.0 ** -(s + P)).astype(np.float32)
+            elif op["op"] == "igdn":
+                gq, bq, r_n = (np.asarray(npz[f"{net}.{i}.{k}"]) for k in ("gamma", "beta", "r_n"))
+                s = r_n.astype(np.int64) - int(op["p_in"]) + int(op["p_n"])
+                step = 2.0 ** -s[:, None]
+                gamma = np.where(gq[:, 0, 0, :] > 0, gq[:, 0, 0, :] * step, step / 4)
+                beta = bq.astype(np.float64) * 2.0 ** -(s + int(op["p_in"])) - 1e-6
+                beta = np.maximum(beta, 2.0 ** -(s + int(op["p_in"])) / 4)
+                params[f"{net}.{i}.gamma_p"] = np.sqrt(gamma).astype(np.float32)
+                params[f"{net}.{i}.beta_p"] = np.sqrt(beta).astype(np.float32)
+    params["log2_gain"] = (model.gain_log2_fp.astype(np.float64) / 65536).astype(np.float32)
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    arch = {k: (list(v) if isinstance(v, tuple) else v) for k, v in model.arch.items()}
+    meta = {"arch": json.loads(json.dumps(arch)), "step": model.header.get("train_step"),
+            "dequantized_from": {"file": os.path.basename(path), "sha256": digest}}
+    return meta["arch"], params, meta
 
 
 def conv2d_float(x, w, b, stride=1):

@@ -310,7 +310,8 @@ def _arch_of_run(args):
             return arch
     if args.init:
         data = np.load(args.init)
-        return json.loads(bytes(data["__meta__"]).decode())["arch"]
+        # float weights (__meta__) or a W16 model file (__header__, whose weights load_float dequantizes)
+        return json.loads(bytes(data["__meta__" if "__meta__" in data.files else "__header__"]).decode())["arch"]
     return parse_arch(DEFAULT_ARCH)
 
 
@@ -338,7 +339,8 @@ def main(argv=None):
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--eval-every", type=int, default=2000)
     p.add_argument("--eval-images", type=int, default=8, help="Kodak images used by the periodic evaluation")
-    p.add_argument("--init", default=None, help="start from exported float weights (.npz)")
+    p.add_argument("--init", default=None, help="start from exported float weights (.npz), or from a W16 model "
+                   "file (refcodec/models/refcodec-vK-w16.npz), its weights dequantized")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export", default=None, metavar="OUT.npz",
