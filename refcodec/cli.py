@@ -393,8 +393,11 @@ def model_info(path):
         m = Model(path)
         a = m.arch
         ref = m.header.get("encoder_from")
+        train = any(k.startswith("train.") for k in m._npz.files)
         print(f"{path}: refcodec model {m.model_id.hex()}, W{m.weight_bits}A16"
-              + (f"; encoder weights from {ref.get('file')}" if isinstance(ref, dict) else ""))
+              + (f"; encoder weights from {ref.get('file')}" if isinstance(ref, dict) else "")
+              + (", training step {}; the trainer resumes from it (SPEC.md 8.5)".format(
+                  m.header.get("train_step", "?")) if train else ""))
     macs = A.macs_per_pixel(a)
     ra = sum(1 for layer in a["g_a"] if layer[0] == "res") // 3
     print(f"  widths             N={a['N']} M={a['M']} Z={a['Z']} NH={a['NH']}"

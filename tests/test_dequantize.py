@@ -76,6 +76,13 @@ def test_exporting_the_dequantized_weights_gives_the_same_file(w16, tmp_path):
             assert np.abs(za[k].astype(np.int64) - zb[k].astype(np.int64)).max() <= 1, k
 
 
+def test_info_says_the_trainer_resumes_from_it(w16, capsys):
+    from refcodec.cli import main
+    assert main(["info", w16]) == 0
+    out = capsys.readouterr().out
+    assert "W16A16, training step 6000; the trainer resumes from it (SPEC.md 8.5)" in out
+
+
 def test_only_a_w16_file_with_the_trainer_members_gives_float_weights(w16, tmp_path):
     w8 = str(tmp_path / "refcodec-v9-w8.npz")
     export(FLOAT, w8, DATA, weight_bits=8, n_images=2)
