@@ -429,13 +429,11 @@ def test_each_shipped_model_names_its_float_weights(tmp_path):
     name, before PyTorch is needed."""
     from refcodec.model import DEFAULT_MODEL, float_weights_of
     from refcodec.refine import shipped_float_weights
-    assert float_weights_of(DEFAULT_MODEL) == os.path.join(MODELS_DIR, "v7-float.npz")
-    for k in ("v1", "v2", "v3", "v4", "v7"):
+    assert float_weights_of(DEFAULT_MODEL) == os.path.join(MODELS_DIR, "v8-float.npz")
+    for k in ("v1", "v2", "v3", "v4", "v7", "v8"):
         for b in ("16", "8"):
             f = float_weights_of(os.path.join(MODELS_DIR, f"refcodec-{k}-w{b}.npz"))
             assert f == os.path.join(MODELS_DIR, f"{k}-float.npz") and os.path.exists(f)
-    f = float_weights_of(os.path.join(MODELS_DIR, "refcodec-v8-w16.npz"))      # the candidate: W16 only
-    assert f == os.path.join(MODELS_DIR, "v8-float.npz") and os.path.exists(f)
     assert float_weights_of("elsewhere/tiny-w16.npz") is None
     assert shipped_float_weights() == float_weights_of(DEFAULT_MODEL)
     other = tmp_path / "refcodec-v9-w16.npz"
@@ -449,15 +447,15 @@ def test_info_on_model_files(tmp_path, capsys):
     each network (integer models and the trainer's float weights alike);
     anything else named .npz: one line, status 1."""
     from refcodec import arch as A
-    rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-v7-w16.npz")], capsys)
+    rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-v8-w16.npz")], capsys)
     assert rc == 0 and "W16A16" in out and "M=256" in out and "post-filter PF=16" in out
     macs = A.macs_per_pixel(load().arch)
     total = sum(macs[n] for n in A.DECODER_NETS if n in macs)
     assert f"total {total:.0f}" in out and "g_s 16896" in out and "g_pf 3312" in out and total <= 30000
-    rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-v7-w8.npz")], capsys)
-    assert rc == 0 and "W8A16" in out and "encoder weights from refcodec-v7-w16.npz" in out
-    rc, out, err = run(["info", os.path.join(MODELS_DIR, "v7-float.npz")], capsys)
-    assert rc == 0 and "float weights" in out and "g_a and h_a from refcodec-v7-w16.npz" in out
+    rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-v8-w8.npz")], capsys)
+    assert rc == 0 and "W8A16" in out and "encoder weights from refcodec-v8-w16.npz" in out
+    rc, out, err = run(["info", os.path.join(MODELS_DIR, "v8-float.npz")], capsys)
+    assert rc == 0 and "float weights" in out and "g_a and h_a from refcodec-v8-w16.npz" in out
     rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-v1-w8.npz")], capsys)
     assert rc == 0 and "W8A16" in out and "M=128" in out and "g_s 15744" in out
     rc, out, err = run(["info", os.path.join(ROOT, "tests", "data", "tiny-ctx-float.npz")], capsys)

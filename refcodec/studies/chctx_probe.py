@@ -29,7 +29,6 @@ and the decoder MACs per pixel the context would add.
 """
 
 import argparse
-import math
 import os
 import time
 
@@ -39,10 +38,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import arch as A
+from ..model import DEFAULT_MODEL, float_weights_of
 from ..train.__main__ import SHARED, draw_beta, load_images
 from ..train.nets import HyperpriorTorch, gaussian_likelihood, load_float, ste_round
-
-MODELS = os.path.join(os.path.dirname(__file__), "..", "models")
 
 
 class GroupContext(nn.Module):
@@ -140,7 +138,8 @@ def latents(model, x):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default=os.path.join(MODELS, "v7-float.npz"))
+    p.add_argument("--weights", default=float_weights_of(DEFAULT_MODEL),
+                   help="float weights (default: the default model's, model.float_weights_of)")
     p.add_argument("--groups", default="16,16,32,64,128", help="channel group sizes (sum M)")
     p.add_argument("--order", choices=("stored", "rate"), default="rate")
     p.add_argument("--C", type=int, default=128)

@@ -28,10 +28,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import arch as A
+from ..model import DEFAULT_MODEL, float_weights_of
 from ..train.__main__ import SHARED, draw_beta, export_float, load_images
 from ..train.nets import HyperpriorTorch, load_float
-
-MODELS = os.path.join(os.path.dirname(__file__), "..", "models")
 
 
 class PostFilter(nn.Module):
@@ -159,7 +158,8 @@ def float_cache(args, betas, rng):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default=os.path.join(MODELS, "v7-float.npz"))
+    p.add_argument("--weights", default=float_weights_of(DEFAULT_MODEL),
+                   help="float weights (default: the default model's, model.float_weights_of)")
     p.add_argument("--ch", type=int, default=16)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--beta-in", action="store_true", help="give the filter beta as a fourth input plane")
