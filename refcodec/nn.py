@@ -56,6 +56,15 @@ def load_float(path):
     return arch, params, meta
 
 
+def read_arch(path):
+    """The architecture (JSON, as stored) of float weights (``__meta__``) or
+    of a model file (``__header__``), without reading the weights: what
+    builds the network that :func:`load_float`'s weights go into."""
+    with np.load(path) as data:
+        key = "__meta__" if "__meta__" in data.files else "__header__"
+        return json.loads(bytes(data[key]).decode())["arch"]
+
+
 def dequantize(model):
     """(arch, params, meta): the float weights of a W16 model file, the
     inverse of :func:`refcodec.export.integerize` -- what the trainer

@@ -131,3 +131,19 @@ def test_the_trainer_starts_from_a_w16_file(w16, tmp_path):
     sd = net.state_dict()
     for k, v in params.items():
         assert torch.equal(sd[k], torch.from_numpy(v)), k
+
+
+def test_the_trainers_measure_reads_a_w16_file(w16):
+    """curve_of (--bd-ref, refcodec.train.measure) builds the network from the
+    W16 file's header and measures its dequantized weights: the float
+    weights' curve within their quantization."""
+    pytest.importorskip("torch")
+    from refcodec.nn import read_arch
+    from refcodec.train import __main__ as T
+    assert read_arch(w16) == read_arch(FLOAT)
+    from PIL import Image
+    img = np.asarray(Image.open(os.path.join(DATA, "kodim23.png")).convert("RGB"))[:64, :128]
+    a = T.curve_of(FLOAT, [img], [0.3, 0.8], False)
+    b = T.curve_of(w16, [img], [0.3, 0.8], False)
+    for (beta, bpp_a, psnr_a, _), (_, bpp_b, psnr_b, _) in zip(a, b):
+        assert abs(bpp_b / bpp_a - 1) < 0.01 and abs(psnr_b - psnr_a) < 0.05, (beta, a, b)

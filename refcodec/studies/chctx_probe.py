@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from .. import arch as A
 from ..model import DEFAULT_MODEL, float_weights_of
+from ..nn import read_arch
 from ..train.__main__ import SHARED, draw_beta, load_images
 from ..train.nets import HyperpriorTorch, gaussian_likelihood, load_float, ste_round
 
@@ -156,10 +157,8 @@ def main(argv=None):
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 
-    import json
-    meta = json.loads(bytes(np.load(args.weights)["__meta__"]).decode())
-    model = HyperpriorTorch(meta["arch"])
-    load_float(model, args.weights)
+    model = HyperpriorTorch(read_arch(args.weights))
+    meta = load_float(model, args.weights)
     model.eval()
     for q in model.parameters():
         q.requires_grad_(False)

@@ -33,7 +33,6 @@ rates does. ``mse`` is the plain mean, which favours the low rates.
 """
 
 import argparse
-import json
 import math
 import os
 import time
@@ -41,6 +40,7 @@ import time
 import numpy as np
 import torch
 
+from ..nn import read_arch
 from ..train.__main__ import SHARED, draw_beta, export_float, load_images
 from ..train.nets import HyperpriorTorch, load_float
 
@@ -144,9 +144,8 @@ def main(argv=None):
         p.error("--patch and --crop must be multiples of 16, the patch no larger than the crop and larger than "
                 "its margins")
 
-    meta = json.loads(bytes(np.load(args.weights)["__meta__"]).decode())
-    model = HyperpriorTorch(meta["arch"])
-    load_float(model, args.weights)
+    model = HyperpriorTorch(read_arch(args.weights))
+    meta = load_float(model, args.weights)
     model.eval()
     nets = [n.strip() for n in args.train.split(",") if n.strip()]
     for n in nets:

@@ -17,7 +17,6 @@ the decoder MACs per pixel the filter would add.
 """
 
 import argparse
-import json
 import math
 import os
 import time
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 
 from .. import arch as A
 from ..model import DEFAULT_MODEL, float_weights_of
+from ..nn import read_arch
 from ..train.__main__ import SHARED, draw_beta, export_float, load_images
 from ..train.nets import HyperpriorTorch, load_float
 
@@ -141,8 +141,7 @@ def codec_cache(args, betas, rng):
 def float_cache(args, betas, rng):
     """The float model's reconstructions (hard rounding, the checkerboard
     context; g_s alone where the weights have a post-filter already)."""
-    meta = json.loads(bytes(np.load(args.weights)["__meta__"]).decode())
-    model = HyperpriorTorch(meta["arch"])
+    model = HyperpriorTorch(read_arch(args.weights))
     load_float(model, args.weights)
     model.eval()
     if A.has_postfilter(model.arch):
@@ -193,12 +192,11 @@ def main(argv=None):
         torch.save(cache, args.cache)
 
     if args.save:
-        meta = json.loads(bytes(np.load(args.weights)["__meta__"]).decode())
-        arch = A.with_postfilter(meta["arch"], PF=args.ch, PFL=args.layers)
+        arch = A.with_postfilter(read_arch(args.weights), PF=args.ch, PFL=args.layers)
         for net in A.nets_of(arch):
             arch[net] = [tuple(layer) for layer in arch[net]]
         model = HyperpriorTorch(arch)
-        load_float(model, args.weights)
+        meta = load_float(model, args.weights)
         for name, q in model.named_parameters():
             q.requires_grad_(name.startswith("g_pf."))
         filt = ModelFilter(model)

@@ -42,6 +42,7 @@ import torch
 from PIL import Image
 
 from .. import arch as A
+from ..nn import read_arch
 from .nets import HyperpriorTorch, load_float  # noqa: F401 (load_float: float weights into a model)
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
@@ -133,9 +134,9 @@ def evaluate(model, images, betas, device, rdoq=False):
 
 
 def curve_of(weights, images, betas, rdoq, device="cpu"):
-    """The rows of :func:`evaluate` for the float weights file ``weights`` (its own architecture)."""
-    meta = json.loads(bytes(np.load(weights)["__meta__"]).decode())
-    model = HyperpriorTorch(meta["arch"]).to(device)
+    """The rows of :func:`evaluate` for the float weights file ``weights`` (its own architecture;
+    a W16 model file's weights dequantized)."""
+    model = HyperpriorTorch(read_arch(weights)).to(device)
     load_float(model, weights)
     with torch.no_grad():
         return evaluate(model, images, betas, device, rdoq)
@@ -309,9 +310,8 @@ def _arch_of_run(args):
         if arch:
             return arch
     if args.init:
-        data = np.load(args.init)
-        # float weights (__meta__) or a W16 model file (__header__, whose weights load_float dequantizes)
-        return json.loads(bytes(data["__meta__" if "__meta__" in data.files else "__header__"]).decode())["arch"]
+        # float weights or a W16 model file (whose weights load_float dequantizes)
+        return read_arch(args.init)
     return parse_arch(DEFAULT_ARCH)
 
 
