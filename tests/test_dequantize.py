@@ -147,3 +147,25 @@ def test_the_trainers_measure_reads_a_w16_file(w16):
     b = T.curve_of(w16, [img], [0.3, 0.8], False)
     for (beta, bpp_a, psnr_a, _), (_, bpp_b, psnr_b, _) in zip(a, b):
         assert abs(bpp_b / bpp_a - 1) < 0.01 and abs(psnr_b - psnr_a) < 0.05, (beta, a, b)
+
+
+def test_widen_takes_the_post_filter_of_a_w16_file(w16, tmp_path):
+    """refcodec.train.widen --postfilter-from reads a W16 model file (its
+    header's arch, its dequantized g_pf), not only the trainer's float files."""
+    import json
+    from refcodec.train import widen as W
+    out = tmp_path / "out.npz"
+    W.main([FLOAT, str(out), "--postfilter-from", w16])
+    data = np.load(out)
+    arch = json.loads(bytes(data["__meta__"]).decode())["arch"]
+    arch_w16, p_w16, _ = load_float(w16)
+    assert arch["PF"] == arch_w16["PF"] and arch["g_pf"] == [list(layer) for layer in arch_w16["g_pf"]]
+    _, p_float, _ = load_float(FLOAT)
+    g_pf = sorted(k for k in p_w16 if k.startswith("g_pf."))
+    assert g_pf
+    for k in data.files:
+        if k == "__meta__":
+            continue
+        want = p_w16[k] if k.startswith("g_pf.") else p_float[k]
+        assert np.array_equal(data[k], want), k
+    assert any(not np.array_equal(p_w16[k], p_float[k]) for k in g_pf)   # the W16 file's, not the float's

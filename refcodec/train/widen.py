@@ -2,7 +2,8 @@
 
 ``--postfilter-from`` adds (or replaces) the post-filter g_pf with the one of
 another float file of the same model (clause 6.5.1; trained alone on the
-frozen model by ``refcodec.studies.postfilter_probe --save``).
+frozen model by ``refcodec.studies.postfilter_probe --save``), or with the
+dequantized one of a W16 model file (SPEC.md 8.5).
 
 ``--PF c --PFL l`` grows the post-filter to c channels and l layers
 (:func:`grow_postfilter`): the new hidden channels' outgoing weights and the
@@ -219,7 +220,8 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--postfilter-from", default=None, metavar="FLOAT.npz",
                    help="take the post-filter g_pf (SPEC.md clause 6.5.1) and its widths from these float "
-                        "weights (e.g. a filter trained alone by refcodec.studies.postfilter_probe --save)")
+                        "weights (e.g. a filter trained alone by refcodec.studies.postfilter_probe --save) "
+                        "or from a W16 model file (its weights dequantized, SPEC.md 8.5)")
     args = p.parse_args(argv)
     _, arrays, meta = load_float(args.src)       # a shipped file's g_a, h_a from its model file
     meta.pop("encoder_from", None)
@@ -231,12 +233,11 @@ def main(argv=None):
     if args.RA:
         a, arch = add_residual(a, arch, args.RA, args.seed)
     if args.postfilter_from:
-        pf = np.load(args.postfilter_from)
-        pf_arch = json.loads(bytes(pf["__meta__"]).decode())["arch"]
+        pf_arch, pf, _ = load_float(args.postfilter_from)    # float weights or a W16 model file
         if "g_pf" not in pf_arch:
             p.error(f"{args.postfilter_from} has no post-filter g_pf")
         a = {**{k: v for k, v in a.items() if not k.startswith("g_pf.")},
-             **{k: pf[k] for k in pf.files if k.startswith("g_pf.")}}
+             **{k: v for k, v in pf.items() if k.startswith("g_pf.")}}
         arch = {**arch, "version": 4, "PF": pf_arch["PF"], "g_pf": pf_arch["g_pf"]}
     if args.PF is not None or args.PFL is not None:
         try:
