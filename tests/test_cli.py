@@ -429,16 +429,18 @@ def test_each_shipped_model_names_its_float_weights(tmp_path):
     name, before PyTorch is needed."""
     from refcodec.model import DEFAULT_MODEL, float_weights_of
     from refcodec.refine import shipped_float_weights
-    assert float_weights_of(DEFAULT_MODEL) == os.path.join(MODELS_DIR, "v8-float.npz")
+    # the default ships without a float copy: its W16 file gives them back (SPEC.md 8.5)
+    assert float_weights_of(DEFAULT_MODEL) == os.path.join(MODELS_DIR, "refcodec-v10-w16.npz") == DEFAULT_MODEL
+    assert not os.path.exists(os.path.join(MODELS_DIR, "v10-float.npz"))
     for k in ("v1", "v2", "v3", "v4", "v7", "v8"):
         for b in ("16", "8"):
             f = float_weights_of(os.path.join(MODELS_DIR, f"refcodec-{k}-w{b}.npz"))
             assert f == os.path.join(MODELS_DIR, f"{k}-float.npz") and os.path.exists(f)
     assert float_weights_of("elsewhere/tiny-w16.npz") is None
     assert shipped_float_weights() == float_weights_of(DEFAULT_MODEL)
-    other = tmp_path / "refcodec-v9-w16.npz"
-    other.write_bytes(open(DEFAULT_MODEL, "rb").read())
-    with pytest.raises(refcodec.RefcodecError, match="no float weights ship with refcodec-v9-w16.npz"):
+    other = tmp_path / "refcodec-v99-w16.npz"           # a W16 file without the trainer's members
+    other.write_bytes(open(os.path.join(MODELS_DIR, "refcodec-v8-w16.npz"), "rb").read())
+    with pytest.raises(refcodec.RefcodecError, match="no float weights ship with refcodec-v99-w16.npz"):
         shipped_float_weights(load(str(other)))
 
 
@@ -456,6 +458,8 @@ def test_info_on_model_files(tmp_path, capsys):
     assert rc == 0 and "W8A16" in out and "encoder weights from refcodec-v8-w16.npz" in out
     rc, out, err = run(["info", os.path.join(MODELS_DIR, "v8-float.npz")], capsys)
     assert rc == 0 and "float weights" in out and "g_a and h_a from refcodec-v8-w16.npz" in out
+    rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-v10-w8.npz")], capsys)
+    assert rc == 0 and "W8A16" in out and "encoder weights from refcodec-v10-w16.npz" in out
     rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-v1-w8.npz")], capsys)
     assert rc == 0 and "W8A16" in out and "M=128" in out and "g_s 15744" in out
     rc, out, err = run(["info", os.path.join(ROOT, "tests", "data", "tiny-ctx-float.npz")], capsys)
