@@ -239,25 +239,34 @@ G_S_MARGIN = 3
 
 
 def synthesize(model, y_hat_q, height, width, backend="cpu", band=G_S_BAND, margin=G_S_MARGIN, monochrome=False,
-               rate=None):
+               rate=None, unfiltered=False):
     """Clauses 6.5-6.6 by bands of latent rows: uint8 RGB (height, width, 3).
     ``rate``: the post-filter's rate plane (clause 6.5.1, :func:`rate_plane`),
     or None for none.  The filter sees 3 pixels each way, far inside a band's
-    margin, so the bands stay exact."""
+    margin, so the bands stay exact.  ``unfiltered=True`` (an encoder's
+    question, with ``rate``): returns the pictures with and without the
+    filter, (filtered, unfiltered), from one run of g_s."""
     hy = y_hat_q.shape[0]
     up = model.g_s.upscale
     out = np.empty((height, width, 3), np.uint8)
+    raw = np.empty_like(out) if unfiltered and rate is not None else None
     for a in range(0, hy, band):
         b = min(a + band, hy)
         a0, b0 = max(0, a - margin), min(hy, b + margin)
-        x_q = model.g_s(np.ascontiguousarray(y_hat_q[a0:b0]), backend=backend)
-        if rate is not None:
-            x_q = postfilter(model, x_q, rate[a0:b0], backend)
-        rows = x_q[(a - a0) * up:(b - a0) * up]
         p0, p1 = a * up, min(b * up, height)
         if p0 >= height:
             break
+        x_q = model.g_s(np.ascontiguousarray(y_hat_q[a0:b0]), backend=backend)
+        if raw is not None:
+            raw[p0:p1] = colour_transform(x_q[(a - a0) * up:][:p1 - p0, :width], model.prec["p_x"], monochrome)
+        if rate is not None:
+            x_q = postfilter(model, x_q, rate[a0:b0], backend)
+        rows = x_q[(a - a0) * up:(b - a0) * up]
         out[p0:p1] = colour_transform(rows[:p1 - p0, :width], model.prec["p_x"], monochrome)
+    if unfiltered:
+        if raw is None:
+            raise ValueError("synthesize(unfiltered=True) needs the post-filter's rate plane")
+        return out, raw
     return out
 
 

@@ -456,6 +456,85 @@ def test_postfilter_option(tiny_ctx, tiny_pf, rng):
         refcodec.encode(rgb, beta=0.5, model=tiny_ctx, postfilter=True)
 
 
+def test_postfilter_choice_beyond_the_trained_rates(tiny_pf, kodak_crop, monkeypatch):
+    """By default the encoder keeps the filter without a look wherever its
+    rate plane stays within the rates of beta 0 ... 1 (a map of Q = +-4
+    inside them too); beyond them it synthesizes once with and without the
+    filter and keeps the one of lower RGB squared error.  tiny_pf's filter
+    hurts at beta 1 with Q = 8 and helps at beta 0 with Q = -8: both flags
+    are chosen, the stream's flag is the choice and its picture the better
+    one; a postfilter given to the analysis is obeyed without a look."""
+    code = encoder.beta_to_code
+    grid = encoder.Analysis(kodak_crop, tiny_pf).qmap_grid(0)
+    calls = []
+    real = decoder.synthesize
+    monkeypatch.setattr(decoder, "synthesize", lambda *a, **k: calls.append(k) or real(*a, **k))
+
+    def error(data):
+        return encoder.picture_distortion(kodak_crop, decoder.decode(data, models=[tiny_pf]))
+
+    an = encoder.Analysis(kodak_crop, tiny_pf)
+    for beta, v in ((0.5, 0), (0.5, 4), (0.5, -4), (0.0, 2), (1.0, -8)):
+        Q = None if v == 0 else np.full(grid, v, np.int32)
+        assert an.postfilter_in_range(code(beta), Q, 0)
+        assert an.choose_postfilter(kodak_crop, code(beta), Q, 0) and an.postfilter
+    assert not calls
+    for beta, v, want in ((1.0, 8, False), (0.0, -8, True)):
+        Q = np.full(grid, v, np.int32)
+        assert not an.postfilter_in_range(code(beta), Q, 0)
+        on, off = (encoder.Analysis(kodak_crop, tiny_pf, postfilter=f).stream(code(beta), Q=Q, block_log2=0)
+                   for f in (True, False))
+        assert len(on) == len(off)
+        assert (error(on) < error(off)) == want
+        calls.clear()
+        assert an.choose_postfilter(kodak_crop, code(beta), Q, 0) == want == an.postfilter
+        assert len(calls) == 1 and calls[0]["unfiltered"]
+        data = refcodec.encode(kodak_crop, beta=beta, model=tiny_pf, qmap=Q, qmap_block_log2=0)
+        assert decoder.picture(data).header.postfilter_enabled == want
+        assert data == (on if want else off)
+        forced = encoder.Analysis(kodak_crop, tiny_pf, postfilter=not want)
+        calls.clear()
+        assert forced.choose_postfilter(kodak_crop, code(beta), Q, 0) == (not want) and not calls
+
+
+@pytest.mark.parametrize("method", ["fast", "bisect"])
+def test_rate_matching_beyond_beta_1_chooses_the_filter(tiny_pf, kodak_crop, method):
+    """The matcher's uniform map past beta 1 takes the filter's rate plane
+    beyond its trained rates: the written stream carries the encoder's
+    choice for the chosen code and map (tiny_pf's filter hurts there, so
+    off), at the rate matched as before."""
+    from refcodec.ratecontrol import match
+    from refcodec.ratecontrol.matcher import EXTEND_BLOCK_LOG2
+    r = match(kodak_crop, 0.85, model=tiny_pf, tolerance=0.02, method=method)
+    assert r.extension_q > 0 and abs(r.bpp / 0.85 - 1) <= 0.02
+    an = encoder.Analysis(kodak_crop, tiny_pf)
+    Q = np.full(an.qmap_grid(EXTEND_BLOCK_LOG2), r.extension_q, np.int32)
+    assert not an.choose_postfilter(kodak_crop, r.beta_code, Q, EXTEND_BLOCK_LOG2)
+    assert not decoder.picture(r.data).header.postfilter_enabled
+    assert r.data == an.stream(r.beta_code, Q=Q, block_log2=EXTEND_BLOCK_LOG2)
+
+
+def test_synthesize_with_and_without_the_filter(tiny_pf, kodak_crop):
+    """synthesize(unfiltered=True) gives, from one run of g_s, the pictures
+    the decoder gives with and without the filter, by bands too."""
+    from refcodec import qmap as qm
+    an = encoder.Analysis(kodak_crop, tiny_pf)
+    c = encoder.BETA_CODE_MAX
+    Q = np.full(an.qmap_grid(0), 6, np.int32)
+    q, _, mu_q, ig = an.coded(c, Q, 0)
+    p = tiny_pf.prec
+    y_hat = decoder.dequantize(mu_q, q, ig, p["p_mu"], p["p_y"], tiny_pf.ig_p)
+    r = decoder.rate_plane(tiny_pf, c, qm.expand(Q, 0, an.hy, an.wy), an.hy, an.wy)
+    h, w = kodak_crop.shape[:2]
+    for band in (1, 1000):
+        f, u = decoder.synthesize(tiny_pf, y_hat, h, w, band=band, rate=r, unfiltered=True)
+        assert np.array_equal(f, decoder.synthesize(tiny_pf, y_hat, h, w, rate=r))
+        assert np.array_equal(u, decoder.synthesize(tiny_pf, y_hat, h, w))
+        assert not np.array_equal(f, u)
+    with pytest.raises(ValueError, match="rate plane"):
+        decoder.synthesize(tiny_pf, y_hat, h, w, unfiltered=True)
+
+
 def test_postfilter_needs_a_model_with_g_pf(tiny_ctx, tiny_pf, rng, tmp_path):
     """A stream that sets postfilter_enabled for a model without g_pf is
     refused naming tool_flags; a model file whose g_pf is missing or

@@ -36,11 +36,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..encoder import Analysis
+from ..encoder import BETA_CODE_MAX, Analysis
 from ..errors import RefcodecError
 from ..syntax.picture_header import HEADER_BYTES
-
-BETA_CODE_MAX = 65535
 
 
 #: Latent refinements per matched encode (``refine`` of :func:`match_fast`).
@@ -267,6 +265,10 @@ def match_fast(rgb, target_bpp, model, tolerance=0.01, side="both", nearest=Fals
         notes[:] = [n for n in notes if not n.startswith("tolerance not met")]
         if not _accept(bpp, target_bpp, tolerance, side):
             _tolerance_missed(bpp, target_bpp, tolerance, side, an.width * an.height, notes)
+    was = an.postfilter
+    if an.choose_postfilter(rgb, chosen, Q, qmap_block_log2) != was:
+        # the filter's flag changes no length: the same stream with the other flag
+        data = an.stream(chosen, S, Q, qmap_block_log2)
     ext = int(Q.flat[0]) if extended else 0
     return MatchResult(data=data, bpp=bpp, target_bpp=target_bpp, beta=chosen / BETA_CODE_MAX, beta_code=chosen,
                        trials=trials, seconds=time.perf_counter() - t0, method="fast", warnings=notes,
