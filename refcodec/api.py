@@ -38,7 +38,9 @@ def encode(rgb, beta=None, model=None, num_y_substreams=None, backend="cpu", bpp
     decoder outputs R = G = B); by default when every pixel has R = G = B.
 
     ``postfilter``: run the model's post-filter g_pf (SPEC.md clause 6.5.1)
-    -- by default whenever the model has one; ``False`` codes without it.
+    -- by default whenever the model has one, unless a quality map takes its
+    rate beyond the rates it was trained at and the picture measures better
+    without it (``Analysis.choose_postfilter``); ``False`` codes without it.
 
     ``tune``: the metric the "rdo" map optimizes -- "psnr" (squared error,
     YUV 6:1:1) or "ms-ssim" (squared error weighted down where the picture

@@ -561,7 +561,7 @@ def _add_encoder_options(q):
                         "ms-ssim alone implies --qmap rdo")
     q.add_argument("--no-postfilter", dest="postfilter", action="store_false", default=None,
                    help="code without the model's post-filter g_pf (SPEC.md 6.5.1; on by default when the model "
-                        "has it)")
+                        "has it, unless a quality map takes its rate beyond the trained rates and it measures worse)")
     q.add_argument("--no-context", dest="context", action="store_false", default=None,
                    help="code without the checkerboard context (on by default when the model has it)")
     q.add_argument("--rdoq", type=_number, default=None, metavar="C",
