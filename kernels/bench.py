@@ -86,7 +86,7 @@ def bench_rans(repeats, threads):
 
     # the y tables of the shipped model, read from its file (kernels import nothing of refcodec):
     # row k is the discretized Gaussian of sigma 0.11 * 2^(k/8) (SPEC.md 8.3)
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "refcodec", "models", "refcodec-v10-w16.npz")
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "refcodec", "models", "refcodec-v12-w16.npz")
     with np.load(path) as z:
         cdf, cdf_len, offset = z["y_cdf"], z["y_cdf_len"], z["y_offset"]
     sigmas = [0.11 * 2 ** (k / 8) for k in range(cdf.shape[0])]

@@ -29,13 +29,13 @@ FORMAT = "refcodec-model"
 FORMAT_VERSION = 1
 MODELS_DIR = os.path.join(os.path.dirname(__file__), "models")
 #: The default model: the second generation with the post-filter, trained on
-#: with the encoder's rounding and the log-rd loss (issue 19; v10, the weight
-#: average at training step 174,000), W16A16, shipped without a float copy
+#: with the encoder's rounding and the log-rd loss (issue 19; v12, the weight
+#: average at training step 178,000), W16A16, shipped without a float copy
 #: (its W16 file gives the float weights back, SPEC.md 8.5).  The earlier ones
-#: (refcodec-v1/v2/v3/v4/v7/v8/v9-*.npz) stay
+#: (refcodec-v1/v2/v3/v4/v7/v8/v9/v10/v11-*.npz) stay
 #: decodable: decoders find every shipped model by the stream's model_id
 #: (:func:`shipped`).
-DEFAULT_MODEL = os.path.join(MODELS_DIR, "refcodec-v10-w16.npz")
+DEFAULT_MODEL = os.path.join(MODELS_DIR, "refcodec-v12-w16.npz")
 #: Its W8A16 export (the same float weights, SPEC.md clause 7.1's 8-bit mode).
 DEFAULT_W8 = DEFAULT_MODEL.replace("-w16.npz", "-w8.npz")
 

@@ -30,7 +30,7 @@ def shipped_float_weights(model=None):
     """The float weights a shipped model (default: the default model) was
     exported from (``model.float_weights_of``: refcodec-v8-w16.npz comes from
     v8-float.npz; a model shipped without a float copy, as the default
-    refcodec-v10-w16.npz, gives them back from its W16 file, SPEC.md 8.5);
+    refcodec-v12-w16.npz, gives them back from its W16 file, SPEC.md 8.5);
     :func:`refine_latents` refuses them for any other model."""
     from .model import DEFAULT_MODEL, float_weights_of
     model_path = model.path if model is not None else DEFAULT_MODEL

@@ -342,7 +342,7 @@ def test_roundtrip_takes_bpp_and_qmap(files, capsys):
 def test_qmap_rdo_with_a_fixed_beta_and_with_bisection(files, capsys):
     rgb = crop()
     # rdo codes a map only where it pays, which depends on the model: on this crop with v8 at beta
-    # 0.3 it does (v10, the default, does at 0.25, 0.35 and 0.5, not at 0.2, 0.3 or 0.4), so the
+    # 0.3 it does (v10, the default of session 25, does at 0.25, 0.35 and 0.5, not at 0.2, 0.3 or 0.4), so the
     # model is named: the test must not change with the default
     v8 = load(os.path.join(MODELS_DIR, "refcodec-v8-w16.npz"))
     data = refcodec.encode(rgb, beta=0.3, qmap="rdo", model=v8)
@@ -433,8 +433,8 @@ def test_each_shipped_model_names_its_float_weights(tmp_path):
     from refcodec.model import DEFAULT_MODEL, float_weights_of
     from refcodec.refine import shipped_float_weights
     # the default ships without a float copy: its W16 file gives them back (SPEC.md 8.5)
-    assert float_weights_of(DEFAULT_MODEL) == os.path.join(MODELS_DIR, "refcodec-v10-w16.npz") == DEFAULT_MODEL
-    assert not os.path.exists(os.path.join(MODELS_DIR, "v10-float.npz"))
+    assert float_weights_of(DEFAULT_MODEL) == os.path.join(MODELS_DIR, "refcodec-v12-w16.npz") == DEFAULT_MODEL
+    assert not os.path.exists(os.path.join(MODELS_DIR, "v12-float.npz"))
     for k in ("v1", "v2", "v3", "v4", "v7", "v8"):
         for b in ("16", "8"):
             f = float_weights_of(os.path.join(MODELS_DIR, f"refcodec-{k}-w{b}.npz"))
@@ -461,8 +461,9 @@ def test_info_on_model_files(tmp_path, capsys):
     assert rc == 0 and "W8A16" in out and "encoder weights from refcodec-v8-w16.npz" in out
     rc, out, err = run(["info", os.path.join(MODELS_DIR, "v8-float.npz")], capsys)
     assert rc == 0 and "float weights" in out and "g_a and h_a from refcodec-v8-w16.npz" in out
-    rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-v10-w8.npz")], capsys)
-    assert rc == 0 and "W8A16" in out and "encoder weights from refcodec-v10-w16.npz" in out
+    for k in ("v10", "v12"):
+        rc, out, err = run(["info", os.path.join(MODELS_DIR, f"refcodec-{k}-w8.npz")], capsys)
+        assert rc == 0 and "W8A16" in out and f"encoder weights from refcodec-{k}-w16.npz" in out
     rc, out, err = run(["info", os.path.join(MODELS_DIR, "refcodec-v1-w8.npz")], capsys)
     assert rc == 0 and "W8A16" in out and "M=128" in out and "g_s 15744" in out
     rc, out, err = run(["info", os.path.join(ROOT, "tests", "data", "tiny-ctx-float.npz")], capsys)
